@@ -54,8 +54,9 @@ BmapMap *bmap_map_load_fd(int fd, const char *name, GError **error);
 BmapMap *bmap_map_load_file(const char *path, GError **error);
 
 /* Serializes as version 2.0 in the reference tool's layout and element order
- * (comments included), with the file checksum of type range_checksum (none
- * written when range_checksum is NONE, as bmaptool --no-checksum does). */
+ * (comments included). Ranges carry checksums of type range_checksum; with
+ * NONE (bmaptool create --no-checksum) they carry none, but the file still
+ * has ChecksumType sha256 and a sha256 file checksum, as bmaptool writes. */
 char *bmap_map_to_xml(const BmapMap *map, gsize *len);
 gboolean bmap_map_write_fd(const BmapMap *map, int fd, GError **error);
 
