@@ -21,73 +21,73 @@ static const GOptionEntry global_entries[] = {
 };
 
 gboolean
-bmapctl_parse(BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
-              const char *description, int *argc, char ***argv)
+bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
+               const char *description, int *argc, char ***argv)
 {
-  g_autoptr(GOptionContext) context = NULL;
-  g_autoptr(GError) error = NULL;
-  g_autofree char *param = g_strdup_printf("%s %s", command->name, command->args);
-  GOptionEntry globals[G_N_ELEMENTS(global_entries)];
+  g_autoptr (GOptionContext) context = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *param = g_strdup_printf ("%s %s", command->name, command->args);
+  GOptionEntry globals[G_N_ELEMENTS (global_entries)];
   GOptionGroup *group;
 
-  memcpy(globals, global_entries, sizeof(global_entries));
+  memcpy (globals, global_entries, sizeof (global_entries));
   globals[0].arg_data = &options->quiet;
   globals[1].arg_data = &options->json;
   globals[2].arg_data = &options->no_ask_password;
   globals[3].arg_data = &options->local;
   globals[4].arg_data = &options->debug;
 
-  context = g_option_context_new(param);
-  g_option_context_set_summary(context, command->summary);
+  context = g_option_context_new (param);
+  g_option_context_set_summary (context, command->summary);
   if (description != NULL)
-    g_option_context_set_description(context, description);
+    g_option_context_set_description (context, description);
   if (entries != NULL)
-    g_option_context_add_main_entries(context, entries, NULL);
-  group = g_option_group_new("global", "Global Options:", "Show global options", NULL, NULL);
-  g_option_group_add_entries(group, globals);
-  g_option_context_add_group(context, group);
-  g_option_context_set_strict_posix(context, FALSE);
+    g_option_context_add_main_entries (context, entries, NULL);
+  group = g_option_group_new ("global", "Global Options:", "Show global options", NULL, NULL);
+  g_option_group_add_entries (group, globals);
+  g_option_context_add_group (context, group);
+  g_option_context_set_strict_posix (context, FALSE);
 
-  if (!g_option_context_parse(context, argc, argv, &error)) {
-    bmapctl_usage_error(command, "%s", error->message);
+  if (!g_option_context_parse (context, argc, argv, &error)) {
+    bmapctl_usage_error (command, "%s", error->message);
     return FALSE;
   }
   if (options->debug)
-    g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
+    g_setenv ("G_MESSAGES_DEBUG", "all", TRUE);
   return TRUE;
 }
 
 void
-bmapctl_printerr(const char *format, ...)
+bmapctl_printerr (const char *format, ...)
 {
   g_autofree char *msg = NULL;
   va_list args;
 
-  va_start(args, format);
-  msg = g_strdup_vprintf(format, args);
-  va_end(args);
-  fprintf(stderr, "bmapctl: %s\n", msg);
+  va_start (args, format);
+  msg = g_strdup_vprintf (format, args);
+  va_end (args);
+  fprintf (stderr, "bmapctl: %s\n", msg);
 }
 
 int
-bmapctl_usage_error(const BmapctlCommand *command, const char *format, ...)
+bmapctl_usage_error (const BmapctlCommand *command, const char *format, ...)
 {
   g_autofree char *msg = NULL;
   va_list args;
 
-  va_start(args, format);
-  msg = g_strdup_vprintf(format, args);
-  va_end(args);
+  va_start (args, format);
+  msg = g_strdup_vprintf (format, args);
+  va_end (args);
   if (command != NULL)
-    fprintf(stderr, "bmapctl %s: %s\nTry 'bmapctl %s --help'.\n", command->name, msg,
-            command->name);
+    fprintf (stderr, "bmapctl %s: %s\nTry 'bmapctl %s --help'.\n", command->name, msg,
+             command->name);
   else
-    fprintf(stderr, "bmapctl: %s\nTry 'bmapctl --help'.\n", msg);
+    fprintf (stderr, "bmapctl: %s\nTry 'bmapctl --help'.\n", msg);
   return BMAPCTL_EXIT_USAGE;
 }
 
 int
-bmapctl_exit_status_for_error(const GError *error)
+bmapctl_exit_status_for_error (const GError *error)
 {
   if (error->domain != BMAP_ERROR)
     return BMAPCTL_EXIT_FAILED;
@@ -102,70 +102,70 @@ bmapctl_exit_status_for_error(const GError *error)
 }
 
 int
-bmapctl_report_error(BmapctlOptions *options, const GError *error)
+bmapctl_report_error (BmapctlOptions *options, const GError *error)
 {
-  const char *name = error->domain == BMAP_ERROR ? bmap_error_code_to_dbus_name(error->code)
+  const char *name = error->domain == BMAP_ERROR ? bmap_error_code_to_dbus_name (error->code)
                                                  : BMAP_DBUS_ERROR_PREFIX "IO";
 
-  bmapctl_printerr("%s", error->message);
+  bmapctl_printerr ("%s", error->message);
   if (options->json) {
-    g_autoptr(GString) json = g_string_new("{\"result\":");
+    g_autoptr (GString) json = g_string_new ("{\"result\":");
 
-    bmapctl_json_append_string(
+    bmapctl_json_append_string (
         json,
         error->domain == BMAP_ERROR && error->code == BMAP_ERROR_CANCELLED ? "canceled" : "failed");
-    g_string_append(json, ",\"error_name\":");
-    bmapctl_json_append_string(json, name);
-    g_string_append(json, ",\"error_message\":");
-    bmapctl_json_append_string(json, error->message);
-    g_string_append(json, "}\n");
-    fputs(json->str, stdout);
-    fflush(stdout);
+    g_string_append (json, ",\"error_name\":");
+    bmapctl_json_append_string (json, name);
+    g_string_append (json, ",\"error_message\":");
+    bmapctl_json_append_string (json, error->message);
+    g_string_append (json, "}\n");
+    fputs (json->str, stdout);
+    fflush (stdout);
   }
-  return bmapctl_exit_status_for_error(error);
+  return bmapctl_exit_status_for_error (error);
 }
 
 char *
-bmapctl_format_size(guint64 bytes)
+bmapctl_format_size (guint64 bytes)
 {
-  return g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
+  return g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
 }
 
 static gpointer
-signal_thread(gpointer data)
+signal_thread (gpointer data)
 {
   GCancellable *cancellable = data;
   sigset_t set;
   int sig;
   guint count = 0;
 
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  while (sigwait(&set, &sig) == 0) {
+  sigemptyset (&set);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGTERM);
+  while (sigwait (&set, &sig) == 0) {
     if (++count == 1) {
-      g_cancellable_cancel(cancellable);
+      g_cancellable_cancel (cancellable);
     } else {
       static const char msg[] = "\nbmapctl: interrupted again, leaving without waiting\n";
 
-      if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
-        _exit(BMAPCTL_EXIT_CANCELED);
-      _exit(BMAPCTL_EXIT_CANCELED);
+      if (write (STDERR_FILENO, msg, sizeof (msg) - 1) < 0)
+        _exit (BMAPCTL_EXIT_CANCELED);
+      _exit (BMAPCTL_EXIT_CANCELED);
     }
   }
   return NULL;
 }
 
 void
-bmapctl_cancel_on_signals(GCancellable *cancellable)
+bmapctl_cancel_on_signals (GCancellable *cancellable)
 {
   sigset_t set;
 
   /* Blocked in every thread created from here on; one thread waits for
    * them, so cancelling never runs in a signal handler. */
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
-  g_thread_unref(g_thread_new("bmapctl-signals", signal_thread, g_object_ref(cancellable)));
+  sigemptyset (&set);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGTERM);
+  pthread_sigmask (SIG_BLOCK, &set, NULL);
+  g_thread_unref (g_thread_new ("bmapctl-signals", signal_thread, g_object_ref (cancellable)));
 }

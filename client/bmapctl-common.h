@@ -24,8 +24,8 @@ typedef struct {
 } BmapctlOptions;
 
 typedef struct _BmapctlCommand BmapctlCommand;
-typedef int (*BmapctlCommandFunc)(const BmapctlCommand *command, BmapctlOptions *options, int argc,
-                                  char **argv);
+typedef int (*BmapctlCommandFunc) (const BmapctlCommand *command, BmapctlOptions *options, int argc,
+                                   char **argv);
 
 struct _BmapctlCommand {
   const char *name;
@@ -38,24 +38,25 @@ struct _BmapctlCommand {
  * plus the global options. Returns FALSE after printing a usage error;
  * exits 0 after --help. */
 gboolean
-bmapctl_parse(BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
-              const char *description, int *argc, char ***argv);
+bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
+               const char *description, int *argc, char ***argv);
 
 /* Prints "bmapctl: MESSAGE" to stderr. */
-void bmapctl_printerr(const char *format, ...) G_GNUC_PRINTF(1, 2);
+void bmapctl_printerr (const char *format, ...) G_GNUC_PRINTF (1, 2);
 /* Prints a usage error and returns BMAPCTL_EXIT_USAGE. */
-int bmapctl_usage_error(const BmapctlCommand *command, const char *format, ...) G_GNUC_PRINTF(2, 3);
+int
+bmapctl_usage_error (const BmapctlCommand *command, const char *format, ...) G_GNUC_PRINTF (2, 3);
 /* Prints @error (with --json also as a result object) and returns the exit
  * status it maps onto. */
-int bmapctl_report_error(BmapctlOptions *options, const GError *error);
+int bmapctl_report_error (BmapctlOptions *options, const GError *error);
 /* The exit status for an error of the BMAP_ERROR domain. */
-int bmapctl_exit_status_for_error(const GError *error);
+int bmapctl_exit_status_for_error (const GError *error);
 
 /* "1.5 GiB" */
-char *bmapctl_format_size(guint64 bytes);
+char *bmapctl_format_size (guint64 bytes);
 
 /* Cancels @cancellable on the first SIGINT/SIGTERM, exits with
  * BMAPCTL_EXIT_CANCELED on the second. Call before starting any thread. */
-void bmapctl_cancel_on_signals(GCancellable *cancellable);
+void bmapctl_cancel_on_signals (GCancellable *cancellable);
 
 G_END_DECLS

@@ -13,72 +13,73 @@
 #include "libbmap.h"
 
 static void
-on_progress(const BmapProgress *p, gpointer user_data)
+on_progress (const BmapProgress *p, gpointer user_data)
 {
   BmapctlProgress *progress = user_data;
-  const char *state = p->phase == BMAP_PHASE_WRITING ? "hashing" : bmap_phase_to_string(p->phase);
+  const char *state = p->phase == BMAP_PHASE_WRITING ? "hashing" : bmap_phase_to_string (p->phase);
 
-  bmapctl_progress_update(progress, state, p->bytes_done, p->bytes_total, p->rate);
+  bmapctl_progress_update (progress, state, p->bytes_done, p->bytes_total, p->rate);
 }
 
 /* Writes the bmap to @path: a regular file is replaced atomically, so a
  * failed run never leaves half a bmap behind; anything else (a pipe,
  * /dev/stdout) is written in place. */
 static gboolean
-write_output(const char *path, const char *xml, gsize len, GError **error)
+write_output (const char *path, const char *xml, gsize len, GError **error)
 {
   struct stat st;
-  g_autoptr(GError) local_error = NULL;
+  g_autoptr (GError) local_error = NULL;
   int fd;
   gboolean ok;
 
   if (path == NULL) {
-    if (fwrite(xml, 1, len, stdout) != len || fflush(stdout) != 0) {
-      bmap_error_set_errno(error, errno, "cannot write the bmap to standard output");
+    if (fwrite (xml, 1, len, stdout) != len || fflush (stdout) != 0) {
+      bmap_error_set_errno (error, errno, "cannot write the bmap to standard output");
       return FALSE;
     }
     return TRUE;
   }
-  if (stat(path, &st) < 0 || S_ISREG(st.st_mode)) {
-    if (!g_file_set_contents_full(path, xml, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT, 0666,
-                                  &local_error)) {
-      g_set_error(error, BMAP_ERROR, BMAP_ERROR_IO, "%s", local_error->message);
+  if (stat (path, &st) < 0 || S_ISREG (st.st_mode)) {
+    if (!g_file_set_contents_full (path, xml, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT, 0666,
+                                   &local_error)) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s", local_error->message);
       return FALSE;
     }
     return TRUE;
   }
-  fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+  fd = open (path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
-    bmap_error_set_errno(error, errno, "%s: cannot open for writing", path);
+    bmap_error_set_errno (error, errno, "%s: cannot open for writing", path);
     return FALSE;
   }
   ok = TRUE;
   for (gsize done = 0; ok && done < len;) {
-    ssize_t n = write(fd, xml + done, len - done);
+    ssize_t n = write (fd, xml + done, len - done);
 
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
-      bmap_error_set_errno(error, n < 0 ? errno : EIO, "%s: cannot write the bmap", path);
+      bmap_error_set_errno (error, n < 0 ? errno : EIO, "%s: cannot write the bmap", path);
       ok = FALSE;
     } else {
       done += (gsize) n;
     }
   }
-  close(fd);
+  close (fd);
   return ok;
 }
 
 static gboolean
-same_path(const char *a, const char *b)
+same_path (const char *a, const char *b)
 {
   struct stat sa, sb;
 
-  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return stat (a, &sa) == 0 && stat (b, &sb) == 0 && sa.st_dev == sb.st_dev
+         && sa.st_ino == sb.st_ino;
 }
 
 int
-bmapctl_create(const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv)
+bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv)
 {
   g_autofree char *output = NULL;
   g_autofree char *mapping = NULL;
@@ -97,10 +98,10 @@ bmapctl_create(const BmapctlCommand *command, BmapctlOptions *options, int argc,
       "METHOD" },
     { NULL },
   };
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GCancellable) cancellable = g_cancellable_new();
-  g_autoptr(BmapctlProgress) progress = NULL;
-  g_autoptr(BmapMap) map = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr (BmapctlProgress) progress = NULL;
+  g_autoptr (BmapMap) map = NULL;
   g_autofree char *xml = NULL;
   BmapCreateOptions create_options;
   BmapMappingMethod used;
@@ -108,70 +109,70 @@ bmapctl_create(const BmapctlCommand *command, BmapctlOptions *options, int argc,
   gsize len = 0;
   int fd;
 
-  if (!bmapctl_parse(options, command, entries,
-                     "Maps the image's data blocks and checksums them, as bmaptool create does.",
-                     &argc, &argv))
+  if (!bmapctl_parse (options, command, entries,
+                      "Maps the image's data blocks and checksums them, as bmaptool create does.",
+                      &argc, &argv))
     return BMAPCTL_EXIT_USAGE;
   if (argc != 2)
-    return bmapctl_usage_error(command, argc < 2 ? "missing IMAGE" : "too many arguments");
+    return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE" : "too many arguments");
   image = argv[1];
 
-  bmap_create_options_init(&create_options);
+  bmap_create_options_init (&create_options);
   if (no_checksum && checksum != NULL)
-    return bmapctl_usage_error(command, "--no-checksum and --checksum exclude each other");
+    return bmapctl_usage_error (command, "--no-checksum and --checksum exclude each other");
   if (no_checksum)
     create_options.checksum = BMAP_CHECKSUM_NONE;
   if (checksum != NULL
-      && (!bmap_checksum_type_from_string(checksum, &create_options.checksum)
+      && (!bmap_checksum_type_from_string (checksum, &create_options.checksum)
           || create_options.checksum == BMAP_CHECKSUM_NONE))
-    return bmapctl_usage_error(command, "unknown checksum type '%s' (sha256, sha512, sha1)",
-                               checksum);
-  if (mapping != NULL && !bmap_mapping_method_from_string(mapping, &create_options.mapping))
-    return bmapctl_usage_error(
+    return bmapctl_usage_error (command, "unknown checksum type '%s' (sha256, sha512, sha1)",
+                                checksum);
+  if (mapping != NULL && !bmap_mapping_method_from_string (mapping, &create_options.mapping))
+    return bmapctl_usage_error (
         command, "unknown mapping method '%s' (auto, fiemap, seek, zero-scan)", mapping);
-  if (output != NULL && same_path(output, image))
-    return bmapctl_usage_error(command, "the output %s is the image itself", output);
+  if (output != NULL && same_path (output, image))
+    return bmapctl_usage_error (command, "the output %s is the image itself", output);
 
-  fd = open(image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  fd = open (image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
-    bmap_error_set_errno(&error, errno, "%s", image);
-    return bmapctl_report_error(options, error);
+    bmap_error_set_errno (&error, errno, "%s", image);
+    return bmapctl_report_error (options, error);
   }
 
-  bmapctl_cancel_on_signals(cancellable);
-  progress = bmapctl_progress_new(options);
+  bmapctl_cancel_on_signals (cancellable);
+  progress = bmapctl_progress_new (options);
   create_options.cancellable = cancellable;
   create_options.progress_func = on_progress;
   create_options.progress_data = progress;
-  map = bmap_create(fd, image, &create_options, &used, &error);
-  close(fd);
-  bmapctl_progress_clear(progress);
+  map = bmap_create (fd, image, &create_options, &used, &error);
+  close (fd);
+  bmapctl_progress_clear (progress);
   if (map == NULL)
-    return bmapctl_report_error(options, error);
+    return bmapctl_report_error (options, error);
 
   if (map->mapped_blocks_count == map->blocks_count && !options->quiet)
-    bmapctl_printerr("warning: all %" G_GUINT64_FORMAT " blocks of %s are mapped: it has no "
-                     "holes, so a bmap saves nothing (were they lost when it was copied?)",
-                     map->blocks_count, image);
+    bmapctl_printerr ("warning: all %" G_GUINT64_FORMAT " blocks of %s are mapped: it has no "
+                      "holes, so a bmap saves nothing (were they lost when it was copied?)",
+                      map->blocks_count, image);
 
-  xml = bmap_map_to_xml(map, &len);
-  if (!write_output(output, xml, len, &error))
-    return bmapctl_report_error(options, error);
+  xml = bmap_map_to_xml (map, &len);
+  if (!write_output (output, xml, len, &error))
+    return bmapctl_report_error (options, error);
 
   if (options->json) {
-    g_autoptr(GString) json = g_string_new("{\"result\":\"done\",\"image\":");
+    g_autoptr (GString) json = g_string_new ("{\"result\":\"done\",\"image\":");
 
-    bmapctl_json_append_string(json, image);
-    g_string_append_printf(
+    bmapctl_json_append_string (json, image);
+    g_string_append_printf (
         json,
         ",\"image_size\":%" G_GUINT64_FORMAT ",\"block_size\":%u"
         ",\"blocks\":%" G_GUINT64_FORMAT ",\"mapped_blocks\":%" G_GUINT64_FORMAT ",\"mapping\":",
         map->image_size, map->block_size, map->blocks_count, map->mapped_blocks_count);
-    bmapctl_json_append_string(json, bmap_mapping_method_to_string(used));
-    g_string_append(json, "}\n");
+    bmapctl_json_append_string (json, bmap_mapping_method_to_string (used));
+    g_string_append (json, "}\n");
     /* With no -o the bmap itself went to stdout; the result goes to stderr
      * then, so the bmap stays well-formed. */
-    fputs(json->str, output != NULL ? stdout : stderr);
+    fputs (json->str, output != NULL ? stdout : stderr);
   }
   return BMAPCTL_EXIT_OK;
 }

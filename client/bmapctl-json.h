@@ -3,9 +3,15 @@
 
 #include <glib.h>
 
+#include "bmapctl-bus.h"
+
 G_BEGIN_DECLS
 
 /* Appends @str as a JSON string literal (quoted, escaped). */
-void bmapctl_json_append_string(GString *json, const char *str);
+void bmapctl_json_append_string (GString *json, const char *str);
+
+/* Appends a device or job as one JSON object. */
+void bmapctl_append_device_json (GString *json, const BmapctlDevice *device);
+void bmapctl_append_job_json (GString *json, const BmapctlJob *job);
 
 G_END_DECLS

@@ -12,16 +12,16 @@ G_BEGIN_DECLS
  * --json, nothing with --quiet. */
 typedef struct _BmapctlProgress BmapctlProgress;
 
-BmapctlProgress *bmapctl_progress_new(const BmapctlOptions *options);
-void bmapctl_progress_free(BmapctlProgress *progress);
+BmapctlProgress *bmapctl_progress_new (const BmapctlOptions *options);
+void bmapctl_progress_free (BmapctlProgress *progress);
 
 /* @state is a Job state ("writing", "syncing", ...). @total is 0 when not
  * known. */
-void bmapctl_progress_update(BmapctlProgress *progress, const char *state, guint64 done,
-                             guint64 total, guint64 rate);
+void bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 done,
+                              guint64 total, guint64 rate);
 /* Clears the terminal line so that a result can be printed. */
-void bmapctl_progress_clear(BmapctlProgress *progress);
+void bmapctl_progress_clear (BmapctlProgress *progress);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(BmapctlProgress, bmapctl_progress_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapctlProgress, bmapctl_progress_free)
 
 G_END_DECLS

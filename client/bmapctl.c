@@ -10,48 +10,52 @@ static const BmapctlCommand commands[] = {
   { "create", "[OPTION…] IMAGE", "Create the bmap of an image", bmapctl_create },
   { "copy", "[OPTION…] IMAGE DEST", "Write an image onto a device or into a file", bmapctl_copy },
   { "flash", "[OPTION…] IMAGE DEST", "Same as copy", bmapctl_copy },
+  { "devices", "[OPTION…]", "List the block devices bmapd can write to", bmapctl_devices },
+  { "jobs", "[OPTION…]", "List running and recently finished jobs", bmapctl_jobs },
+  { "cancel", "[OPTION…] JOB", "Cancel a job (by id or object path)", bmapctl_cancel },
+  { "monitor", "[OPTION…]", "Follow devices and jobs until Ctrl-C", bmapctl_monitor },
 };
 
 static void
-print_help(FILE *out)
+print_help (FILE *out)
 {
-  fprintf(out, "Usage:\n  bmapctl [GLOBAL OPTION…] COMMAND [OPTION…] ARGS…\n\n"
-               "Write disk images onto block devices using block maps (bmaps), through the\n"
-               "bmapd service where privilege is needed, in-process where it is not.\n\n"
-               "Commands:\n");
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++)
-    fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
-  fprintf(out, "\nGlobal options:\n"
-               "  -q, --quiet          Print only errors\n"
-               "  --json               Machine-readable output (JSON lines)\n"
-               "  --no-ask-password    Do not ask for a password\n"
-               "  --local              Run the engine in-process, never through bmapd\n"
-               "  -d, --debug          Print debugging messages\n"
-               "  --version            Print the version and exit\n"
-               "  -h, --help           Show this help\n\n"
-               "Exit status: 0 success, 1 failure, 2 usage error, 3 not authorized, 4 canceled.\n"
-               "See 'bmapctl COMMAND --help' and bmapctl(1).\n");
+  fprintf (out, "Usage:\n  bmapctl [GLOBAL OPTION…] COMMAND [OPTION…] ARGS…\n\n"
+                "Write disk images onto block devices using block maps (bmaps), through the\n"
+                "bmapd service where privilege is needed, in-process where it is not.\n\n"
+                "Commands:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    fprintf (out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+  fprintf (out, "\nGlobal options:\n"
+                "  -q, --quiet          Print only errors\n"
+                "  --json               Machine-readable output (JSON lines)\n"
+                "  --no-ask-password    Do not ask for a password\n"
+                "  --local              Run the engine in-process, never through bmapd\n"
+                "  -d, --debug          Print debugging messages\n"
+                "  --version            Print the version and exit\n"
+                "  -h, --help           Show this help\n\n"
+                "Exit status: 0 success, 1 failure, 2 usage error, 3 not authorized, 4 canceled.\n"
+                "See 'bmapctl COMMAND --help' and bmapctl(1).\n");
 }
 
 int
-main(int argc, char **argv)
+main (int argc, char **argv)
 {
   BmapctlOptions options = { 0 };
   int cmd_index = -1;
 
-  setlocale(LC_ALL, "");
+  setlocale (LC_ALL, "");
 
   /* Global flags may stand before the command; none of them takes a value,
    * so the first word that is not an option is the command. */
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
 
-    if (g_str_equal(arg, "--help") || g_str_equal(arg, "-h")) {
-      print_help(stdout);
+    if (g_str_equal (arg, "--help") || g_str_equal (arg, "-h")) {
+      print_help (stdout);
       return BMAPCTL_EXIT_OK;
     }
-    if (g_str_equal(arg, "--version")) {
-      printf("bmapctl %s\n", PACKAGE_VERSION);
+    if (g_str_equal (arg, "--version")) {
+      printf ("bmapctl %s\n", PACKAGE_VERSION);
       return BMAPCTL_EXIT_OK;
     }
     if (arg[0] != '-') {
@@ -60,13 +64,13 @@ main(int argc, char **argv)
     }
   }
   if (cmd_index < 0) {
-    print_help(stderr);
+    print_help (stderr);
     return BMAPCTL_EXIT_USAGE;
   }
 
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
-    if (g_str_equal(argv[cmd_index], commands[i].name)) {
-      g_autofree char **cmd_argv = g_new0(char *, argc + 1);
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++) {
+    if (g_str_equal (argv[cmd_index], commands[i].name)) {
+      g_autofree char **cmd_argv = g_new0 (char *, argc + 1);
       int cmd_argc = 0;
 
       /* The command's own parser sees the command name first, then every
@@ -76,8 +80,8 @@ main(int argc, char **argv)
         if (j != cmd_index)
           cmd_argv[cmd_argc++] = argv[j];
       }
-      return commands[i].run(&commands[i], &options, cmd_argc, cmd_argv);
+      return commands[i].run (&commands[i], &options, cmd_argc, cmd_argv);
     }
   }
-  return bmapctl_usage_error(NULL, "unknown command '%s'", argv[cmd_index]);
+  return bmapctl_usage_error (NULL, "unknown command '%s'", argv[cmd_index]);
 }

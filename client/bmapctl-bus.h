@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <glib.h>
+#include <systemd/sd-bus.h>
+
+#include "bmapctl-common.h"
+
+G_BEGIN_DECLS
+
+#define BMAPD_BUS_NAME        "org.bmapd.bmapd1"
+#define BMAPD_MANAGER_PATH    "/org/bmapd/bmapd1"
+#define BMAPD_MANAGER_IFACE   "org.bmapd.bmapd1.Manager"
+#define BMAPD_DEVICE_IFACE    "org.bmapd.bmapd1.Device"
+#define BMAPD_JOB_IFACE       "org.bmapd.bmapd1.Job"
+#define BMAPD_AUTOFLASH_IFACE "org.bmapd.bmapd1.AutoFlash"
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_bus, sd_bus_flush_close_unref)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_bus_message, sd_bus_message_unref)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_bus_slot, sd_bus_slot_unref)
+
+/* The system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). */
+sd_bus *bmapctl_bus_open (GError **error);
+
+/* Turns a D-Bus error into a BMAP_ERROR: our own names map one to one,
+ * InteractiveAuthorizationRequired and AccessDenied become NotAuthorized,
+ * an absent or failing service says that bmapd is not running. */
+void bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, const char *what);
+
+/* Runs pkttyagent for the duration of a call when stdin is a terminal and
+ * --no-ask-password was not given, so a password prompt appears here.
+ * Returns the agent's pid, or 0 when none was started. */
+GPid bmapctl_polkit_agent_open (const BmapctlOptions *options);
+void bmapctl_polkit_agent_close (GPid pid);
+
+/* One object as GetManagedObjects lists it. */
+typedef struct {
+  char *path;
+  /* Device */
+  char *node;
+  char *name;
+  guint64 size;
+  guint32 logical_block_size;
+  char *vendor;
+  char *model;
+  char *serial;
+  char *bus;
+  gboolean removable;
+  gboolean system;
+  gboolean read_only;
+  gboolean media_present;
+  gboolean busy;
+  guint64 diskseq;
+  char *job;
+} BmapctlDevice;
+
+typedef struct {
+  char *path;
+  guint32 id;
+  char *operation;
+  char *device;
+  char *description;
+  char *state;
+  guint64 bytes_total;
+  guint64 bytes_done;
+  double progress;
+  guint64 rate;
+  guint64 start_time;
+  guint64 expected_end_time;
+  guint32 started_by_uid;
+  char *error_name;
+  char *error_message;
+} BmapctlJob;
+
+typedef struct {
+  char *path;
+  guint32 id;
+  char *source;
+  char *config_file;
+  char *description;
+  guint32 count;
+  guint32 flashed;
+  guint32 failed;
+  guint32 started_by_uid;
+} BmapctlRule;
+
+void bmapctl_device_free (BmapctlDevice *device);
+void bmapctl_job_free (BmapctlJob *job);
+void bmapctl_rule_free (BmapctlRule *rule);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapctlDevice, bmapctl_device_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapctlJob, bmapctl_job_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapctlRule, bmapctl_rule_free)
+
+/* Reads an a{sv} of Device / Job / AutoFlash properties into @object,
+ * skipping properties it does not know. */
+int bmapctl_read_device_props (sd_bus_message *m, BmapctlDevice *device);
+int bmapctl_read_job_props (sd_bus_message *m, BmapctlJob *job);
+int bmapctl_read_rule_props (sd_bus_message *m, BmapctlRule *rule);
+
+/* Reads the a{sa{sv}} of one object (GetManagedObjects, InterfacesAdded)
+ * and appends what it holds to the arrays that are not NULL. */
+int bmapctl_read_interfaces (sd_bus_message *m, const char *path, GPtrArray *devices,
+                             GPtrArray *jobs, GPtrArray *rules);
+
+/* Lists every device, job and rule with one GetManagedObjects call. Each
+ * array may be NULL when the caller does not want it. Sorted by path. */
+gboolean bmapctl_get_managed_objects (sd_bus *bus, GPtrArray **devices, GPtrArray **jobs,
+                                      GPtrArray **rules, GError **error);
+
+/* Finds the device whose node, name or real path is @dest ("/dev/sdb",
+ * "sdb", "/dev/disk/by-id/..."). */
+BmapctlDevice *bmapctl_find_device (GPtrArray *devices, const char *dest);
+
+/* Finds a job by id ("7") or object path. */
+BmapctlJob *bmapctl_find_job (GPtrArray *jobs, const char *id_or_path);
+
+G_END_DECLS
