@@ -29,66 +29,66 @@ typedef struct {
 } BmapInput;
 
 static inline gsize
-bmap_input_avail(const BmapInput *in)
+bmap_input_avail (const BmapInput *in)
 {
   return in->len - in->pos;
 }
 
 static inline guint8 *
-bmap_input_data(const BmapInput *in)
+bmap_input_data (const BmapInput *in)
 {
   return in->buf + in->pos;
 }
 
 /* Compressed offset of the next unconsumed byte. */
 static inline guint64
-bmap_input_offset(const BmapInput *in)
+bmap_input_offset (const BmapInput *in)
 {
   return in->buf_offset + in->pos;
 }
 
 static inline void
-bmap_input_consume(BmapInput *in, gsize n)
+bmap_input_consume (BmapInput *in, gsize n)
 {
-  g_assert(n <= bmap_input_avail(in));
+  g_assert (n <= bmap_input_avail (in));
   in->pos += n;
 }
 
 /* Reads more when everything at hand was consumed (one read(), EINTR
  * retried). Returns FALSE with BMAP_ERROR_IO when read() fails; at the end of
  * the fd sets in->eof and returns TRUE with nothing at hand. */
-gboolean bmap_input_fill(BmapInput *in, GError **error);
+gboolean bmap_input_fill (BmapInput *in, GError **error);
 
 /* Reads until at least @n bytes are at hand or the fd ends (@n is small:
  * a magic number at a stream boundary). */
-gboolean bmap_input_ensure(BmapInput *in, gsize n, GError **error);
+gboolean bmap_input_ensure (BmapInput *in, gsize n, GError **error);
 
 /* For a decoder that made no progress with what is at hand: reads more,
  * keeping it. At the end of the input it is a truncated @format stream:
  * FALSE with BMAP_ERROR_BAD_IMAGE. */
-gboolean bmap_input_need_more(BmapInput *in, const char *format, GError **error);
+gboolean bmap_input_need_more (BmapInput *in, const char *format, GError **error);
 
 /* At a boundary between streams: TRUE when the rest of the input is zeros
  * (tape padding, as gzip -d accepts), consuming it; otherwise FALSE with
  * BMAP_ERROR_BAD_IMAGE naming @format and the offset of the garbage. */
-gboolean bmap_input_skip_zero_padding(BmapInput *in, const char *format, GError **error);
+gboolean bmap_input_skip_zero_padding (BmapInput *in, const char *format, GError **error);
 
 /* "NAME: FORMAT stream is truncated at compressed offset N". */
-void bmap_input_set_truncated(BmapInput *in, const char *format, GError **error);
+void bmap_input_set_truncated (BmapInput *in, const char *format, GError **error);
 
 /* "NAME: corrupt FORMAT data at compressed offset N: DETAIL". */
-void bmap_input_set_corrupt(BmapInput *in, const char *format, const char *detail, GError **error);
+void bmap_input_set_corrupt (BmapInput *in, const char *format, const char *detail, GError **error);
 
 /* One per compressed format. A decoder reads @input (which outlives it) and
  * writes decoded bytes into the caller's buffer. */
 typedef struct {
   BmapCompression compression;
   const char *name;
-  gpointer (*new)(BmapInput *input, GError **error);
+  gpointer (*new) (BmapInput *input, GError **error);
   /* Fills @buf as far as it can; 0 only at the clean end of the last stream,
    * -1 with a GError when the data is truncated or corrupt. */
-  gssize (*read)(gpointer decoder, guint8 *buf, gsize len, GError **error);
-  void (*free)(gpointer decoder);
+  gssize (*read) (gpointer decoder, guint8 *buf, gsize len, GError **error);
+  void (*free) (gpointer decoder);
 } BmapDecoderVTable;
 
 extern const BmapDecoderVTable bmap_decoder_gzip;

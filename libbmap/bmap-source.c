@@ -1,1 +1,471 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bmap-decoder.h"
+#include "bmap-error.h"
+#include "bmap-source.h"
+
+/* Enough for every magic number we look at. */
+#define SNIFF_LEN 8
+/* The first read of a sniff: small, since a raw regular file is read again
+ * through pread() and this buffer is dropped. */
+#define SNIFF_FIRST_READ (64 * 1024)
+
+struct _BmapSource {
+  int fd;
+  gboolean owns_fd;
+  char *name;
+  BmapCompression compression;
+  gboolean seekable;
+  guint64 size;
+  BmapInput input;
+  const BmapDecoderVTable *vtable;
+  gpointer decoder;
+  GError *failure; /* the first error: a broken stream does not resume */
+};
+
+const char *
+bmap_compression_to_string (BmapCompression compression)
+{
+  switch (compression) {
+    case BMAP_COMPRESSION_GZIP:
+      return "gzip";
+    case BMAP_COMPRESSION_XZ:
+      return "xz";
+    case BMAP_COMPRESSION_BZIP2:
+      return "bzip2";
+    case BMAP_COMPRESSION_ZSTD:
+      return "zstd";
+    case BMAP_COMPRESSION_LZ4:
+      return "lz4";
+    case BMAP_COMPRESSION_NONE:
+    default:
+      return "none";
+  }
+}
+
+static gssize
+read_eintr (int fd, void *buf, gsize len)
+{
+  gssize n;
+
+  do
+    n = read (fd, buf, len);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
+static gboolean
+input_read (BmapInput *in, gsize max, GError **error)
+{
+  gssize n;
+
+  max = MIN (max, in->size - in->len);
+  n = read_eintr (in->fd, in->buf + in->len, max);
+  if (n < 0) {
+    int errsv = errno;
+
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: read at offset %" G_GUINT64_FORMAT ": %s",
+                 in->name, in->bytes_in, g_strerror (errsv));
+    return FALSE;
+  }
+  if (n == 0)
+    in->eof = TRUE;
+  in->len += (gsize) n;
+  in->bytes_in += (guint64) n;
+  return TRUE;
+}
+
+gboolean
+bmap_input_fill (BmapInput *in, GError **error)
+{
+  if (bmap_input_avail (in) > 0 || in->eof)
+    return TRUE;
+  in->buf_offset += in->len;
+  in->pos = in->len = 0;
+  return input_read (in, in->size, error);
+}
+
+gboolean
+bmap_input_ensure (BmapInput *in, gsize n, GError **error)
+{
+  g_assert (n <= in->size);
+  while (bmap_input_avail (in) < n && !in->eof) {
+    if (in->size - in->pos < n) {
+      /* A few bytes at a stream boundary: move them to the front. */
+      memmove (in->buf, in->buf + in->pos, bmap_input_avail (in));
+      in->buf_offset += in->pos;
+      in->len -= in->pos;
+      in->pos = 0;
+    }
+    if (!input_read (in, in->size, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+bmap_input_need_more (BmapInput *in, const char *format, GError **error)
+{
+  if (in->eof) {
+    bmap_input_set_truncated (in, format, error);
+    return FALSE;
+  }
+  if (bmap_input_avail (in) == in->size) {
+    /* A whole buffer that the decoder would not take. */
+    bmap_input_set_corrupt (in, format, "the decoder makes no progress", error);
+    return FALSE;
+  }
+  return bmap_input_ensure (in, bmap_input_avail (in) + 1, error);
+}
+
+gboolean
+bmap_input_skip_zero_padding (BmapInput *in, const char *format, GError **error)
+{
+  for (;;) {
+    const guint8 *p = bmap_input_data (in);
+    gsize avail = bmap_input_avail (in);
+
+    for (gsize i = 0; i < avail; i++) {
+      if (p[i] != 0) {
+        bmap_input_consume (in, i);
+        g_set_error (
+            error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+            "%s: trailing garbage after the %s data at compressed offset %" G_GUINT64_FORMAT,
+            in->name, format, bmap_input_offset (in));
+        return FALSE;
+      }
+    }
+    bmap_input_consume (in, avail);
+    if (in->eof)
+      return TRUE;
+    if (!bmap_input_fill (in, error))
+      return FALSE;
+  }
+}
+
+void
+bmap_input_set_truncated (BmapInput *in, const char *format, GError **error)
+{
+  g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+               "%s: %s stream is truncated at compressed offset %" G_GUINT64_FORMAT, in->name,
+               format, bmap_input_offset (in));
+}
+
+void
+bmap_input_set_corrupt (BmapInput *in, const char *format, const char *detail, GError **error)
+{
+  g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+               "%s: corrupt %s data at compressed offset %" G_GUINT64_FORMAT ": %s", in->name,
+               format, bmap_input_offset (in), detail);
+}
+
+static gboolean
+is_skippable_frame (const guint8 *p)
+{
+  /* 0x184D2A50-0x184D2A5F, little endian: zstd and lz4 share these. */
+  return (p[0] & 0xf0) == 0x50 && p[1] == 0x2a && p[2] == 0x4d && p[3] == 0x18;
+}
+
+static BmapCompression
+compression_from_magic (const guint8 *p, gsize len)
+{
+  static const guint8 xz_magic[] = { 0xfd, '7', 'z', 'X', 'Z', 0x00 };
+  static const guint8 zstd_magic[] = { 0x28, 0xb5, 0x2f, 0xfd };
+  static const guint8 lz4_magic[] = { 0x04, 0x22, 0x4d, 0x18 };
+  static const guint8 lz4_legacy_magic[] = { 0x02, 0x21, 0x4c, 0x18 };
+
+  /* gzip's method byte too: deflate is the only one there is. */
+  if (len >= 3 && p[0] == 0x1f && p[1] == 0x8b && p[2] == 0x08)
+    return BMAP_COMPRESSION_GZIP;
+  if (len >= sizeof (xz_magic) && memcmp (p, xz_magic, sizeof (xz_magic)) == 0)
+    return BMAP_COMPRESSION_XZ;
+  if (len >= 4 && p[0] == 'B' && p[1] == 'Z' && p[2] == 'h' && p[3] >= '1' && p[3] <= '9')
+    return BMAP_COMPRESSION_BZIP2;
+  if (len >= 4 && memcmp (p, zstd_magic, 4) == 0)
+    return BMAP_COMPRESSION_ZSTD;
+  if (len >= 4 && (memcmp (p, lz4_magic, 4) == 0 || memcmp (p, lz4_legacy_magic, 4) == 0))
+    return BMAP_COMPRESSION_LZ4;
+  return BMAP_COMPRESSION_NONE;
+}
+
+/* Looks at the first bytes, reading them into the input buffer. */
+static gboolean
+sniff (BmapSource *source, GError **error)
+{
+  BmapInput *in = &source->input;
+  gsize off = 0;
+
+  while (bmap_input_avail (in) < SNIFF_LEN && !in->eof) {
+    if (!input_read (in, SNIFF_FIRST_READ, error))
+      return FALSE;
+  }
+
+  /* Skippable frames may lead a zstd or lz4 file: the frame after them
+   * tells which. Past the input buffer, zstd is the likely one. */
+  for (;;) {
+    guint32 frame_len;
+
+    if (!bmap_input_ensure (in, off + 8, error))
+      return FALSE;
+    if (bmap_input_avail (in) < off + 8 || !is_skippable_frame (in->buf + off))
+      break;
+    memcpy (&frame_len, in->buf + off + 4, sizeof (frame_len));
+    frame_len = GUINT32_FROM_LE (frame_len);
+    if ((guint64) off + 8 + frame_len + 8 > in->size) {
+      source->compression = BMAP_COMPRESSION_ZSTD;
+      return TRUE;
+    }
+    off += 8 + frame_len;
+  }
+  if (off > 0) {
+    source->compression = BMAP_COMPRESSION_ZSTD;
+    if (bmap_input_avail (in) > off)
+      source->compression = compression_from_magic (in->buf + off, bmap_input_avail (in) - off);
+    if (source->compression != BMAP_COMPRESSION_LZ4)
+      source->compression = BMAP_COMPRESSION_ZSTD;
+    return TRUE;
+  }
+  source->compression = compression_from_magic (in->buf, bmap_input_avail (in));
+  return TRUE;
+}
+
+static const BmapDecoderVTable *
+vtable_for_compression (BmapCompression compression)
+{
+  switch (compression) {
+    case BMAP_COMPRESSION_GZIP:
+      return &bmap_decoder_gzip;
+    case BMAP_COMPRESSION_XZ:
+      return &bmap_decoder_xz;
+    case BMAP_COMPRESSION_BZIP2:
+      return &bmap_decoder_bzip2;
+    case BMAP_COMPRESSION_ZSTD:
+      return &bmap_decoder_zstd;
+    case BMAP_COMPRESSION_LZ4:
+      return &bmap_decoder_lz4;
+    case BMAP_COMPRESSION_NONE:
+    default:
+      return NULL;
+  }
+}
+
+BmapSource *
+bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error)
+{
+  g_autoptr (BmapSource) source = g_new0 (BmapSource, 1);
+  struct stat st;
+  off_t start = -1;
+
+  g_return_val_if_fail (fd >= 0, NULL);
+
+  source->fd = fd;
+  source->owns_fd = take_fd;
+  source->name = g_strdup (name != NULL ? name : "image");
+  source->input.fd = fd;
+  source->input.name = source->name;
+
+  if (fstat (fd, &st) < 0) {
+    bmap_error_set_errno (error, errno, "%s: fstat", source->name);
+    return NULL;
+  }
+  if (S_ISDIR (st.st_mode)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: is a directory, not an image",
+                 source->name);
+    return NULL;
+  }
+  if (S_ISREG (st.st_mode)) {
+    start = lseek (fd, 0, SEEK_CUR);
+    if (start < 0) {
+      bmap_error_set_errno (error, errno, "%s: lseek", source->name);
+      return NULL;
+    }
+  }
+
+  source->input.size = BMAP_INPUT_BUF_SIZE;
+  source->input.buf = g_malloc (source->input.size);
+  if (!sniff (source, error))
+    return NULL;
+
+  if (source->compression == BMAP_COMPRESSION_NONE && S_ISREG (st.st_mode)) {
+    /* Raw regular file: the copy engine preads it, and read() goes on from
+     * where the caller's offset was, so put the offset back. */
+    if (lseek (fd, start, SEEK_SET) < 0) {
+      bmap_error_set_errno (error, errno, "%s: lseek", source->name);
+      return NULL;
+    }
+    g_clear_pointer (&source->input.buf, g_free);
+    source->input.size = source->input.len = source->input.pos = 0;
+    source->input.bytes_in = 0;
+    source->input.eof = FALSE;
+    source->seekable = TRUE;
+    source->size = (guint64) st.st_size;
+    return g_steal_pointer (&source);
+  }
+
+  source->vtable = vtable_for_compression (source->compression);
+  if (source->vtable != NULL) {
+    source->decoder = source->vtable->new (&source->input, error);
+    if (source->decoder == NULL)
+      return NULL;
+  }
+  return g_steal_pointer (&source);
+}
+
+BmapSource *
+bmap_source_new_for_path (const char *path, GError **error)
+{
+  int fd;
+
+  g_return_val_if_fail (path != NULL, NULL);
+
+  do
+    fd = open (path, O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    bmap_error_set_errno (error, errno, "%s", path);
+    return NULL;
+  }
+  return bmap_source_new (fd, TRUE, path, error);
+}
+
+void
+bmap_source_free (BmapSource *source)
+{
+  if (source == NULL)
+    return;
+  if (source->decoder != NULL)
+    source->vtable->free (source->decoder);
+  if (source->owns_fd && source->fd >= 0)
+    close (source->fd);
+  g_free (source->input.buf);
+  g_free (source->name);
+  g_clear_error (&source->failure);
+  g_free (source);
+}
+
+BmapCompression
+bmap_source_get_compression (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, BMAP_COMPRESSION_NONE);
+  return source->compression;
+}
+
+const char *
+bmap_source_get_name (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, NULL);
+  return source->name;
+}
+
+int
+bmap_source_get_fd (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, -1);
+  return source->fd;
+}
+
+gboolean
+bmap_source_is_seekable (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, FALSE);
+  return source->seekable;
+}
+
+guint64
+bmap_source_get_size (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, 0);
+  return source->size;
+}
+
+guint64
+bmap_source_get_bytes_in (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, 0);
+  return source->input.bytes_in;
+}
+
+/* Uncompressed: first what the sniff kept, then straight into @buf. */
+static gssize
+raw_read (BmapSource *source, guint8 *buf, gsize len, GError **error)
+{
+  BmapInput *in = &source->input;
+  gsize done = 0;
+
+  if (in->buf != NULL && bmap_input_avail (in) > 0) {
+    done = MIN (len, bmap_input_avail (in));
+    memcpy (buf, bmap_input_data (in), done);
+    bmap_input_consume (in, done);
+    if (bmap_input_avail (in) == 0)
+      g_clear_pointer (&in->buf, g_free);
+  }
+  while (done < len && !in->eof) {
+    gssize n = read_eintr (source->fd, buf + done, len - done);
+
+    if (n < 0) {
+      int errsv = errno;
+
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: read at offset %" G_GUINT64_FORMAT ": %s",
+                   source->name, in->bytes_in, g_strerror (errsv));
+      return -1;
+    }
+    if (n == 0)
+      in->eof = TRUE;
+    done += (gsize) n;
+    in->bytes_in += (guint64) n;
+  }
+  return (gssize) done;
+}
+
+gssize
+bmap_source_read (BmapSource *source, void *buf, gsize len, GError **error)
+{
+  gssize n;
+
+  g_return_val_if_fail (source != NULL, -1);
+  g_return_val_if_fail (buf != NULL || len == 0, -1);
+
+  if (source->failure != NULL) {
+    g_propagate_error (error, g_error_copy (source->failure));
+    return -1;
+  }
+  if (len == 0)
+    return 0;
+  len = MIN (len, (gsize) G_MAXSSIZE);
+
+  if (source->decoder == NULL)
+    n = raw_read (source, buf, len, &source->failure);
+  else
+    n = source->vtable->read (source->decoder, buf, len, &source->failure);
+  if (n < 0) {
+    g_assert (source->failure != NULL);
+    g_propagate_error (error, g_error_copy (source->failure));
+    return -1;
+  }
+  return n;
+}
+
+gssize
+bmap_source_read_full (BmapSource *source, void *buf, gsize len, GError **error)
+{
+  gsize done = 0;
+
+  len = MIN (len, (gsize) G_MAXSSIZE);
+  while (done < len) {
+    gssize n = bmap_source_read (source, (guint8 *) buf + done, len - done, error);
+
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    done += (gsize) n;
+  }
+  return (gssize) done;
+}
