@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
+#include "bmapctl-follow.h"
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
 #include "libbmap.h"
@@ -78,6 +80,76 @@ same_path (const char *a, const char *b)
          && sa.st_ino == sb.st_ino;
 }
 
+/* Create through bmapd's Create method: the image and the output are
+ * opened here and passed as descriptors. A regular output file is written
+ * under a temporary name and renamed once the job is done. */
+static int
+create_through_daemon (BmapctlOptions *options, const char *image, const char *output,
+                       BmapChecksumType checksum)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (sd_bus) bus = NULL;
+  g_autoptr (sd_bus_message) call = NULL;
+  g_autoptr (BmapctlFollower) follower = NULL;
+  g_autofree char *tmp = NULL;
+  g_autofree char *description = g_path_get_basename (image);
+  int image_fd, out_fd = STDOUT_FILENO;
+  GPid agent;
+  int status, r;
+
+  image_fd = open (image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (image_fd < 0) {
+    bmap_error_set_errno (&error, errno, "%s", image);
+    return bmapctl_report_error (options, error);
+  }
+  if (output != NULL) {
+    tmp = g_strdup_printf ("%s.XXXXXX", output);
+    out_fd = g_mkstemp_full (tmp, O_WRONLY | O_CLOEXEC, 0644);
+    if (out_fd < 0) {
+      bmap_error_set_errno (&error, errno, "%s: cannot create", output);
+      close (image_fd);
+      return bmapctl_report_error (options, error);
+    }
+  }
+
+  bus = bmapctl_bus_open (&error);
+  if (bus != NULL)
+    follower = bmapctl_follower_new (bus, options, &error);
+  r = 0;
+  if (follower != NULL) {
+    r = sd_bus_message_new_method_call (bus, &call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
+                                        BMAPD_MANAGER_IFACE, "Create");
+    if (r >= 0)
+      r = sd_bus_message_append (call, "hha{sv}", image_fd, out_fd, 2, "checksum", "s",
+                                 bmap_checksum_type_to_string (checksum), "description", "s",
+                                 description);
+  }
+  close (image_fd);
+  if (out_fd != STDOUT_FILENO)
+    close (out_fd);
+  if (follower == NULL || r < 0) {
+    if (error == NULL)
+      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_IO, "cannot build the Create call: %s",
+                   g_strerror (-r));
+    if (tmp != NULL)
+      unlink (tmp);
+    return bmapctl_report_error (options, error);
+  }
+
+  agent = bmapctl_polkit_agent_open (options);
+  status = bmapctl_follower_run (follower, call, image, NULL);
+  bmapctl_polkit_agent_close (agent);
+  if (tmp != NULL) {
+    if (status == BMAPCTL_EXIT_OK && rename (tmp, output) < 0) {
+      bmap_error_set_errno (&error, errno, "%s: cannot rename %s to it", output, tmp);
+      status = bmapctl_report_error (options, error);
+    }
+    if (status != BMAPCTL_EXIT_OK)
+      unlink (tmp);
+  }
+  return status;
+}
+
 int
 bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv)
 {
@@ -85,6 +157,7 @@ bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc
   g_autofree char *mapping = NULL;
   g_autofree char *checksum = NULL;
   gboolean no_checksum = FALSE;
+  gboolean daemon = FALSE;
   const GOptionEntry entries[] = {
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output,
       "Write the bmap to FILE (default: standard output)", "FILE" },
@@ -96,6 +169,8 @@ bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc
       "How holes are found: auto (default: fiemap, then seek, then zero-scan), fiemap, seek or "
       "zero-scan (all-zero blocks are holes)",
       "METHOD" },
+    { "daemon", 0, 0, G_OPTION_ARG_NONE, &daemon,
+      "Let bmapd create the bmap (its Create method) instead of this process", NULL },
     { NULL },
   };
   g_autoptr (GError) error = NULL;
@@ -132,6 +207,13 @@ bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc
         command, "unknown mapping method '%s' (auto, fiemap, seek, zero-scan)", mapping);
   if (output != NULL && same_path (output, image))
     return bmapctl_usage_error (command, "the output %s is the image itself", output);
+
+  if (daemon && options->local)
+    return bmapctl_usage_error (command, "--daemon and --local exclude each other");
+  if (daemon && mapping != NULL)
+    return bmapctl_usage_error (command, "--mapping is not available with --daemon");
+  if (daemon)
+    return create_through_daemon (options, image, output, create_options.checksum);
 
   fd = open (image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {

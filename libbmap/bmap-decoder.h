@@ -26,6 +26,10 @@ typedef struct {
   guint64 buf_offset; /* compressed offset of buf[0] */
   guint64 bytes_in;   /* bytes read from fd */
   gboolean eof;
+  /* A GCancellable's fd, polled with @fd when @fd can block (a pipe), so
+   * that a cancel is seen even while the writer of the pipe stalls. */
+  int cancel_fd;
+  gboolean can_block;
 } BmapInput;
 
 static inline gsize

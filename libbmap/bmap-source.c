@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,6 +20,7 @@
 
 struct _BmapSource {
   int fd;
+  GCancellable *cancellable;
   gboolean owns_fd;
   char *name;
   BmapCompression compression;
@@ -51,14 +53,39 @@ bmap_compression_to_string (BmapCompression compression)
 }
 
 static gssize
-read_eintr (int fd, void *buf, gsize len)
+read_eintr (const BmapInput *in, int fd, void *buf, gsize len)
 {
   gssize n;
 
+  if (in->can_block && in->cancel_fd >= 0) {
+    struct pollfd fds[2] = {
+      { .fd = fd, .events = POLLIN },
+      { .fd = in->cancel_fd, .events = POLLIN },
+    };
+
+    while (poll (fds, 2, -1) < 0) {
+      if (errno != EINTR)
+        return -1;
+    }
+    if (fds[1].revents & POLLIN) {
+      errno = ECANCELED;
+      return -1;
+    }
+  }
   do
     n = read (fd, buf, len);
   while (n < 0 && errno == EINTR);
   return n;
+}
+
+static void
+set_read_error (GError **error, const char *name, guint64 offset, int errsv)
+{
+  if (errsv == ECANCELED)
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_CANCELLED, "%s: reading canceled", name);
+  else
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: read at offset %" G_GUINT64_FORMAT ": %s",
+                 name, offset, g_strerror (errsv));
 }
 
 static gboolean
@@ -67,12 +94,9 @@ input_read (BmapInput *in, gsize max, GError **error)
   gssize n;
 
   max = MIN (max, in->size - in->len);
-  n = read_eintr (in->fd, in->buf + in->len, max);
+  n = read_eintr (in, in->fd, in->buf + in->len, max);
   if (n < 0) {
-    int errsv = errno;
-
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: read at offset %" G_GUINT64_FORMAT ": %s",
-                 in->name, in->bytes_in, g_strerror (errsv));
+    set_read_error (error, in->name, in->bytes_in, errno);
     return FALSE;
   }
   if (n == 0)
@@ -269,12 +293,14 @@ bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error)
   source->owns_fd = take_fd;
   source->name = g_strdup (name != NULL ? name : "image");
   source->input.fd = fd;
+  source->input.cancel_fd = -1;
   source->input.name = source->name;
 
   if (fstat (fd, &st) < 0) {
     bmap_error_set_errno (error, errno, "%s: fstat", source->name);
     return NULL;
   }
+  source->input.can_block = !S_ISREG (st.st_mode);
   if (S_ISDIR (st.st_mode)) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: is a directory, not an image",
                  source->name);
@@ -344,10 +370,30 @@ bmap_source_free (BmapSource *source)
     source->vtable->free (source->decoder);
   if (source->owns_fd && source->fd >= 0)
     close (source->fd);
+  if (source->cancellable != NULL) {
+    g_cancellable_release_fd (source->cancellable);
+    g_object_unref (source->cancellable);
+  }
   g_free (source->input.buf);
   g_free (source->name);
   g_clear_error (&source->failure);
   g_free (source);
+}
+
+void
+bmap_source_set_cancellable (BmapSource *source, GCancellable *cancellable)
+{
+  if (source->cancellable == cancellable)
+    return;
+  if (source->cancellable != NULL) {
+    g_cancellable_release_fd (source->cancellable);
+    g_clear_object (&source->cancellable);
+    source->input.cancel_fd = -1;
+  }
+  if (cancellable == NULL)
+    return;
+  source->cancellable = g_object_ref (cancellable);
+  source->input.cancel_fd = g_cancellable_get_fd (cancellable);
 }
 
 BmapCompression
@@ -407,13 +453,10 @@ raw_read (BmapSource *source, guint8 *buf, gsize len, GError **error)
       g_clear_pointer (&in->buf, g_free);
   }
   while (done < len && !in->eof) {
-    gssize n = read_eintr (source->fd, buf + done, len - done);
+    gssize n = read_eintr (in, source->fd, buf + done, len - done);
 
     if (n < 0) {
-      int errsv = errno;
-
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: read at offset %" G_GUINT64_FORMAT ": %s",
-                   source->name, in->bytes_in, g_strerror (errsv));
+      set_read_error (error, source->name, in->bytes_in, errno);
       return -1;
     }
     if (n == 0)

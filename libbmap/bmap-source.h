@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 G_BEGIN_DECLS
 
@@ -26,6 +26,10 @@ typedef struct _BmapSource BmapSource;
 BmapSource *bmap_source_new(int fd, gboolean take_fd, const char *name, GError **error);
 BmapSource *bmap_source_new_for_path(const char *path, GError **error);
 void bmap_source_free(BmapSource *source);
+
+/* Makes reads from a pipe stop with BMAP_ERROR_CANCELLED as soon as
+ * @cancellable is cancelled, even while no data arrives. */
+void bmap_source_set_cancellable (BmapSource *source, GCancellable *cancellable);
 
 BmapCompression bmap_source_get_compression(BmapSource *source);
 const char *bmap_source_get_name(BmapSource *source);
