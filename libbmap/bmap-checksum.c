@@ -12,7 +12,7 @@ struct _BmapHasher {
 };
 
 const char *
-bmap_checksum_type_to_string(BmapChecksumType type)
+bmap_checksum_type_to_string (BmapChecksumType type)
 {
   switch (type) {
     case BMAP_CHECKSUM_SHA1:
@@ -28,7 +28,7 @@ bmap_checksum_type_to_string(BmapChecksumType type)
 }
 
 gboolean
-bmap_checksum_type_from_string(const char *str, BmapChecksumType *type)
+bmap_checksum_type_from_string (const char *str, BmapChecksumType *type)
 {
   static const struct {
     const char *name;
@@ -40,11 +40,11 @@ bmap_checksum_type_from_string(const char *str, BmapChecksumType *type)
     { "sha512", BMAP_CHECKSUM_SHA512 },
   };
 
-  g_return_val_if_fail(type != NULL, FALSE);
+  g_return_val_if_fail (type != NULL, FALSE);
   if (str == NULL)
     return FALSE;
-  for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
-    if (g_ascii_strcasecmp(str, names[i].name) == 0) {
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++) {
+    if (g_ascii_strcasecmp (str, names[i].name) == 0) {
       *type = names[i].type;
       return TRUE;
     }
@@ -53,7 +53,7 @@ bmap_checksum_type_from_string(const char *str, BmapChecksumType *type)
 }
 
 gsize
-bmap_checksum_type_get_length(BmapChecksumType type)
+bmap_checksum_type_get_length (BmapChecksumType type)
 {
   switch (type) {
     case BMAP_CHECKSUM_SHA1:
@@ -69,13 +69,13 @@ bmap_checksum_type_get_length(BmapChecksumType type)
 }
 
 gboolean
-bmap_checksum_from_hex(const char *hex, gsize hex_len, guint8 *out, gsize len)
+bmap_checksum_from_hex (const char *hex, gsize hex_len, guint8 *out, gsize len)
 {
   if (hex_len != 2 * len)
     return FALSE;
   for (gsize i = 0; i < len; i++) {
-    int hi = g_ascii_xdigit_value(hex[2 * i]);
-    int lo = g_ascii_xdigit_value(hex[2 * i + 1]);
+    int hi = g_ascii_xdigit_value (hex[2 * i]);
+    int lo = g_ascii_xdigit_value (hex[2 * i + 1]);
 
     if (hi < 0 || lo < 0)
       return FALSE;
@@ -85,7 +85,7 @@ bmap_checksum_from_hex(const char *hex, gsize hex_len, guint8 *out, gsize len)
 }
 
 void
-bmap_checksum_to_hex(const guint8 *digest, gsize len, char *out)
+bmap_checksum_to_hex (const guint8 *digest, gsize len, char *out)
 {
   static const char digits[] = "0123456789abcdef";
 
@@ -97,15 +97,15 @@ bmap_checksum_to_hex(const guint8 *digest, gsize len, char *out)
 }
 
 static const EVP_MD *
-md_for_type(BmapChecksumType type)
+md_for_type (BmapChecksumType type)
 {
   switch (type) {
     case BMAP_CHECKSUM_SHA1:
-      return EVP_sha1();
+      return EVP_sha1 ();
     case BMAP_CHECKSUM_SHA256:
-      return EVP_sha256();
+      return EVP_sha256 ();
     case BMAP_CHECKSUM_SHA512:
-      return EVP_sha512();
+      return EVP_sha512 ();
     case BMAP_CHECKSUM_NONE:
     default:
       return NULL;
@@ -113,58 +113,58 @@ md_for_type(BmapChecksumType type)
 }
 
 BmapHasher *
-bmap_hasher_new(BmapChecksumType type)
+bmap_hasher_new (BmapChecksumType type)
 {
   BmapHasher *hasher;
 
-  g_return_val_if_fail(type != BMAP_CHECKSUM_NONE, NULL);
+  g_return_val_if_fail (type != BMAP_CHECKSUM_NONE, NULL);
 
-  hasher = g_new0(BmapHasher, 1);
+  hasher = g_new0 (BmapHasher, 1);
   hasher->type = type;
-  hasher->md = md_for_type(type);
-  hasher->ctx = EVP_MD_CTX_new();
-  if (hasher->ctx == NULL || EVP_DigestInit_ex(hasher->ctx, hasher->md, NULL) != 1)
-    g_error("OpenSSL could not set up a %s digest", bmap_checksum_type_to_string(type));
+  hasher->md = md_for_type (type);
+  hasher->ctx = EVP_MD_CTX_new ();
+  if (hasher->ctx == NULL || EVP_DigestInit_ex (hasher->ctx, hasher->md, NULL) != 1)
+    g_error ("OpenSSL could not set up a %s digest", bmap_checksum_type_to_string (type));
   return hasher;
 }
 
 void
-bmap_hasher_free(BmapHasher *hasher)
+bmap_hasher_free (BmapHasher *hasher)
 {
   if (hasher == NULL)
     return;
-  EVP_MD_CTX_free(hasher->ctx);
-  g_free(hasher);
+  EVP_MD_CTX_free (hasher->ctx);
+  g_free (hasher);
 }
 
 BmapChecksumType
-bmap_hasher_get_type(BmapHasher *hasher)
+bmap_hasher_get_type (BmapHasher *hasher)
 {
   return hasher->type;
 }
 
 void
-bmap_hasher_update(BmapHasher *hasher, const void *data, gsize len)
+bmap_hasher_update (BmapHasher *hasher, const void *data, gsize len)
 {
   if (len > 0)
-    EVP_DigestUpdate(hasher->ctx, data, len);
+    EVP_DigestUpdate (hasher->ctx, data, len);
 }
 
 void
-bmap_hasher_finish(BmapHasher *hasher, guint8 *out)
+bmap_hasher_finish (BmapHasher *hasher, guint8 *out)
 {
   unsigned int len = 0;
 
-  EVP_DigestFinal_ex(hasher->ctx, out, &len);
-  g_assert(len == bmap_checksum_type_get_length(hasher->type));
-  EVP_DigestInit_ex(hasher->ctx, hasher->md, NULL);
+  EVP_DigestFinal_ex (hasher->ctx, out, &len);
+  g_assert (len == bmap_checksum_type_get_length (hasher->type));
+  EVP_DigestInit_ex (hasher->ctx, hasher->md, NULL);
 }
 
 void
-bmap_checksum_compute(BmapChecksumType type, const void *data, gsize len, guint8 *out)
+bmap_checksum_compute (BmapChecksumType type, const void *data, gsize len, guint8 *out)
 {
-  g_autoptr(BmapHasher) hasher = bmap_hasher_new(type);
+  g_autoptr (BmapHasher) hasher = bmap_hasher_new (type);
 
-  bmap_hasher_update(hasher, data, len);
-  bmap_hasher_finish(hasher, out);
+  bmap_hasher_update (hasher, data, len);
+  bmap_hasher_finish (hasher, out);
 }

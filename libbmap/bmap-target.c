@@ -34,39 +34,39 @@ struct _BmapTarget {
 };
 
 static BmapTarget *
-target_new(const char *name)
+target_new (const char *name)
 {
-  BmapTarget *target = g_new0(BmapTarget, 1);
+  BmapTarget *target = g_new0 (BmapTarget, 1);
 
-  target->name = g_strdup(name);
+  target->name = g_strdup (name);
   target->fd = -1;
   return target;
 }
 
 void
-bmap_target_free(BmapTarget *target)
+bmap_target_free (BmapTarget *target)
 {
   if (target == NULL)
     return;
   if (target->fd >= 0)
-    close(target->fd);
-  g_free(target->name);
-  g_free(target->path);
-  g_free(target);
+    close (target->fd);
+  g_free (target->name);
+  g_free (target->path);
+  g_free (target);
 }
 
 static gboolean
-setup_block_device(BmapTarget *target, GError **error)
+setup_block_device (BmapTarget *target, GError **error)
 {
   guint64 size = 0;
   int ro = 0;
 
-  if (ioctl(target->fd, BLKGETSIZE64, &size) < 0) {
-    bmap_error_set_errno(error, errno, "%s: cannot read the device size", target->name);
+  if (ioctl (target->fd, BLKGETSIZE64, &size) < 0) {
+    bmap_error_set_errno (error, errno, "%s: cannot read the device size", target->name);
     return FALSE;
   }
-  if (ioctl(target->fd, BLKROGET, &ro) == 0 && ro) {
-    g_set_error(error, BMAP_ERROR, BMAP_ERROR_READ_ONLY, "%s: device is read-only", target->name);
+  if (ioctl (target->fd, BLKROGET, &ro) == 0 && ro) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_READ_ONLY, "%s: device is read-only", target->name);
     return FALSE;
   }
   target->kind = BMAP_TARGET_BLOCK_DEVICE;
@@ -75,173 +75,173 @@ setup_block_device(BmapTarget *target, GError **error)
 }
 
 static gboolean
-classify(BmapTarget *target, const struct stat *st, GError **error)
+classify (BmapTarget *target, const struct stat *st, GError **error)
 {
-  if (S_ISREG(st->st_mode)) {
+  if (S_ISREG (st->st_mode)) {
     target->kind = BMAP_TARGET_FILE;
     return TRUE;
   }
-  if (S_ISBLK(st->st_mode)) {
+  if (S_ISBLK (st->st_mode)) {
     target->kind = BMAP_TARGET_BLOCK_DEVICE;
     return TRUE;
   }
-  if (S_ISCHR(st->st_mode) && major(st->st_rdev) == 1 && minor(st->st_rdev) == 3) {
+  if (S_ISCHR (st->st_mode) && major (st->st_rdev) == 1 && minor (st->st_rdev) == 3) {
     target->kind = BMAP_TARGET_NULL;
     return TRUE;
   }
-  if (S_ISDIR(st->st_mode)) {
-    g_set_error(error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                "%s: is a directory, not a file or a block device", target->name);
+  if (S_ISDIR (st->st_mode)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: is a directory, not a file or a block device", target->name);
     return FALSE;
   }
-  g_set_error(error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
-              "%s: cannot write an image here: not a regular file, a block device or /dev/null",
-              target->name);
+  g_set_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
+               "%s: cannot write an image here: not a regular file, a block device or /dev/null",
+               target->name);
   return FALSE;
 }
 
 BmapTarget *
-bmap_target_open(const char *path, GError **error)
+bmap_target_open (const char *path, GError **error)
 {
-  g_autoptr(BmapTarget) target = target_new(path);
+  g_autoptr (BmapTarget) target = target_new (path);
   struct stat st;
 
-  target->path = g_strdup(path);
-  if (stat(path, &st) < 0) {
+  target->path = g_strdup (path);
+  if (stat (path, &st) < 0) {
     g_autofree char *dir = NULL;
 
     if (errno != ENOENT) {
-      bmap_error_set_errno(error, errno, "%s", path);
+      bmap_error_set_errno (error, errno, "%s", path);
       return NULL;
     }
     /* A new regular file: check now that it could be created, but create
      * it only once every other check has passed. */
-    dir = g_path_get_dirname(path);
-    if (access(dir, W_OK | X_OK) < 0) {
-      bmap_error_set_errno(error, errno, "%s: cannot create a file in %s", path, dir);
+    dir = g_path_get_dirname (path);
+    if (access (dir, W_OK | X_OK) < 0) {
+      bmap_error_set_errno (error, errno, "%s: cannot create a file in %s", path, dir);
       return NULL;
     }
     target->kind = BMAP_TARGET_FILE;
-    return g_steal_pointer(&target);
+    return g_steal_pointer (&target);
   }
 
   target->exists = TRUE;
-  if (!classify(target, &st, error))
+  if (!classify (target, &st, error))
     return NULL;
 
   switch (target->kind) {
     case BMAP_TARGET_FILE:
       /* Opened without O_TRUNC: nothing changes before prepare(). */
-      target->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+      target->fd = open (path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
       break;
     case BMAP_TARGET_BLOCK_DEVICE:
       /* O_EXCL on a block device fails while a filesystem on it is mounted
        * or another program holds it exclusively. */
-      target->fd = open(path, O_WRONLY | O_EXCL | O_CLOEXEC | O_NOCTTY);
+      target->fd = open (path, O_WRONLY | O_EXCL | O_CLOEXEC | O_NOCTTY);
       if (target->fd < 0 && errno == EBUSY) {
-        g_set_error(error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
-                    "%s: device is busy: a filesystem on it is mounted or another program "
-                    "holds it open exclusively",
-                    path);
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                     "%s: device is busy: a filesystem on it is mounted or another program "
+                     "holds it open exclusively",
+                     path);
         return NULL;
       }
       break;
     case BMAP_TARGET_NULL:
     default:
-      target->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+      target->fd = open (path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
       break;
   }
   if (target->fd < 0) {
-    bmap_error_set_errno(error, errno, "%s: cannot open for writing", path);
+    bmap_error_set_errno (error, errno, "%s: cannot open for writing", path);
     return NULL;
   }
-  if (target->kind == BMAP_TARGET_BLOCK_DEVICE && !setup_block_device(target, error))
+  if (target->kind == BMAP_TARGET_BLOCK_DEVICE && !setup_block_device (target, error))
     return NULL;
-  return g_steal_pointer(&target);
+  return g_steal_pointer (&target);
 }
 
 BmapTarget *
-bmap_target_new_for_fd(int fd, const char *name, GError **error)
+bmap_target_new_for_fd (int fd, const char *name, GError **error)
 {
-  g_autoptr(BmapTarget) target = target_new(name);
+  g_autoptr (BmapTarget) target = target_new (name);
   struct stat st;
 
   target->fd = fd;
   target->exists = TRUE;
-  if (fstat(fd, &st) < 0) {
-    bmap_error_set_errno(error, errno, "%s", name);
+  if (fstat (fd, &st) < 0) {
+    bmap_error_set_errno (error, errno, "%s", name);
     return NULL;
   }
-  if (!classify(target, &st, error))
+  if (!classify (target, &st, error))
     return NULL;
-  if (target->kind == BMAP_TARGET_BLOCK_DEVICE && !setup_block_device(target, error))
+  if (target->kind == BMAP_TARGET_BLOCK_DEVICE && !setup_block_device (target, error))
     return NULL;
-  return g_steal_pointer(&target);
+  return g_steal_pointer (&target);
 }
 
 BmapTargetKind
-bmap_target_get_kind(BmapTarget *target)
+bmap_target_get_kind (BmapTarget *target)
 {
   return target->kind;
 }
 
 const char *
-bmap_target_get_name(BmapTarget *target)
+bmap_target_get_name (BmapTarget *target)
 {
   return target->name;
 }
 
 int
-bmap_target_get_fd(BmapTarget *target)
+bmap_target_get_fd (BmapTarget *target)
 {
   return target->fd;
 }
 
 guint64
-bmap_target_get_size(BmapTarget *target)
+bmap_target_get_size (BmapTarget *target)
 {
   return target->kind == BMAP_TARGET_BLOCK_DEVICE ? target->size : 0;
 }
 
 gboolean
-bmap_target_check_size(BmapTarget *target, guint64 image_size, GError **error)
+bmap_target_check_size (BmapTarget *target, guint64 image_size, GError **error)
 {
   if (target->kind != BMAP_TARGET_BLOCK_DEVICE || image_size <= target->size)
     return TRUE;
-  g_set_error(error, BMAP_ERROR, BMAP_ERROR_DEVICE_TOO_SMALL,
-              "%s: device is too small: it holds %" G_GUINT64_FORMAT
-              " bytes, the image needs %" G_GUINT64_FORMAT,
-              target->name, target->size, image_size);
+  g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_TOO_SMALL,
+               "%s: device is too small: it holds %" G_GUINT64_FORMAT
+               " bytes, the image needs %" G_GUINT64_FORMAT,
+               target->name, target->size, image_size);
   return FALSE;
 }
 
 gboolean
-bmap_target_skips_zeros(BmapTarget *target)
+bmap_target_skips_zeros (BmapTarget *target)
 {
   return target->prepared && target->kind != BMAP_TARGET_BLOCK_DEVICE;
 }
 
 gboolean
-bmap_target_prepare(BmapTarget *target, guint64 image_size, GError **error)
+bmap_target_prepare (BmapTarget *target, guint64 image_size, GError **error)
 {
-  g_return_val_if_fail(!target->prepared, FALSE);
+  g_return_val_if_fail (!target->prepared, FALSE);
 
-  if (!bmap_target_check_size(target, image_size, error))
+  if (!bmap_target_check_size (target, image_size, error))
     return FALSE;
 
   if (target->kind == BMAP_TARGET_FILE) {
     if (target->fd < 0) {
-      target->fd = open(target->path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666);
+      target->fd = open (target->path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666);
       if (target->fd < 0) {
-        bmap_error_set_errno(error, errno, "%s: cannot create", target->name);
+        bmap_error_set_errno (error, errno, "%s: cannot create", target->name);
         return FALSE;
       }
     }
     /* Truncating to zero first drops old blocks, so that what the image
      * does not map reads back as zeros and takes no space. */
-    if (ftruncate(target->fd, 0) < 0 || ftruncate(target->fd, (off_t) image_size) < 0) {
-      bmap_error_set_errno(error, errno, "%s: cannot set the file size to %" G_GUINT64_FORMAT,
-                           target->name, image_size);
+    if (ftruncate (target->fd, 0) < 0 || ftruncate (target->fd, (off_t) image_size) < 0) {
+      bmap_error_set_errno (error, errno, "%s: cannot set the file size to %" G_GUINT64_FORMAT,
+                            target->name, image_size);
       return FALSE;
     }
   }
@@ -251,7 +251,7 @@ bmap_target_prepare(BmapTarget *target, guint64 image_size, GError **error)
 }
 
 static void
-bound_writeback(BmapTarget *target, guint64 offset, gsize len)
+bound_writeback (BmapTarget *target, guint64 offset, gsize len)
 {
   guint64 end = offset + len;
 
@@ -259,15 +259,15 @@ bound_writeback(BmapTarget *target, guint64 offset, gsize len)
     /* Not sequential: start a new window. */
     target->wb_prev = target->wb_start = offset;
   }
-  target->wb_end = MAX(target->wb_end, end);
+  target->wb_end = MAX (target->wb_end, end);
   if (target->wb_end - target->wb_start < WRITEBACK_WINDOW)
     return;
 
   /* Start writing this window back, then wait for the one before it. */
-  sync_file_range(target->fd, (off64_t) target->wb_start,
-                  (off64_t) (target->wb_end - target->wb_start), SYNC_FILE_RANGE_WRITE);
+  sync_file_range (target->fd, (off64_t) target->wb_start,
+                   (off64_t) (target->wb_end - target->wb_start), SYNC_FILE_RANGE_WRITE);
   if (target->wb_start > target->wb_prev)
-    sync_file_range(
+    sync_file_range (
         target->fd, (off64_t) target->wb_prev, (off64_t) (target->wb_start - target->wb_prev),
         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
   target->wb_prev = target->wb_start;
@@ -275,16 +275,16 @@ bound_writeback(BmapTarget *target, guint64 offset, gsize len)
 }
 
 gboolean
-bmap_target_write(BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error)
+bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error)
 {
   const guint8 *p = buf;
   gsize left = len;
   guint64 pos = offset;
 
-  g_return_val_if_fail(target->prepared, FALSE);
+  g_return_val_if_fail (target->prepared, FALSE);
 
   while (left > 0) {
-    ssize_t n = pwrite(target->fd, p, left, (off_t) pos);
+    ssize_t n = pwrite (target->fd, p, left, (off_t) pos);
 
     if (n < 0 && errno == EINTR)
       continue;
@@ -294,14 +294,14 @@ bmap_target_write(BmapTarget *target, guint64 offset, const void *buf, gsize len
       int errsv = errno;
 
       if (errsv == ENOSPC || errsv == EFBIG) {
-        g_set_error(error, BMAP_ERROR, BMAP_ERROR_DEVICE_TOO_SMALL,
-                    "%s: no space left at byte %" G_GUINT64_FORMAT
-                    ": the image is larger than the target",
-                    target->name, pos);
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_TOO_SMALL,
+                     "%s: no space left at byte %" G_GUINT64_FORMAT
+                     ": the image is larger than the target",
+                     target->name, pos);
         return FALSE;
       }
-      bmap_error_set_errno(error, errsv, "%s: write error at byte %" G_GUINT64_FORMAT, target->name,
-                           pos);
+      bmap_error_set_errno (error, errsv, "%s: write error at byte %" G_GUINT64_FORMAT,
+                            target->name, pos);
       return FALSE;
     }
     p += n;
@@ -310,25 +310,25 @@ bmap_target_write(BmapTarget *target, guint64 offset, const void *buf, gsize len
   }
 
   if (target->kind == BMAP_TARGET_BLOCK_DEVICE)
-    bound_writeback(target, offset, len);
+    bound_writeback (target, offset, len);
   return TRUE;
 }
 
 gboolean
-bmap_target_finish(BmapTarget *target, guint64 image_size, GError **error)
+bmap_target_finish (BmapTarget *target, guint64 image_size, GError **error)
 {
-  g_return_val_if_fail(target->prepared, FALSE);
+  g_return_val_if_fail (target->prepared, FALSE);
 
   if (target->kind == BMAP_TARGET_NULL)
     return TRUE;
   if (target->kind == BMAP_TARGET_FILE && !target->size_known
-      && ftruncate(target->fd, (off_t) image_size) < 0) {
-    bmap_error_set_errno(error, errno, "%s: cannot set the file size to %" G_GUINT64_FORMAT,
-                         target->name, image_size);
+      && ftruncate (target->fd, (off_t) image_size) < 0) {
+    bmap_error_set_errno (error, errno, "%s: cannot set the file size to %" G_GUINT64_FORMAT,
+                          target->name, image_size);
     return FALSE;
   }
-  if (fsync(target->fd) < 0) {
-    bmap_error_set_errno(error, errno, "%s: cannot flush the written data", target->name);
+  if (fsync (target->fd) < 0) {
+    bmap_error_set_errno (error, errno, "%s: cannot flush the written data", target->name);
     return FALSE;
   }
   return TRUE;

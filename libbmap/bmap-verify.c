@@ -18,37 +18,37 @@
  * description with O_DIRECT. Falls back to dropping the cached pages when
  * the filesystem refuses O_DIRECT (tmpfs on older kernels). */
 static int
-open_uncached(int fd, const char *name, GError **error)
+open_uncached (int fd, const char *name, GError **error)
 {
-  g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
-  int rfd = open(proc, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
+  g_autofree char *proc = g_strdup_printf ("/proc/self/fd/%d", fd);
+  int rfd = open (proc, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
 
   if (rfd >= 0)
     return rfd;
-  rfd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  rfd = open (proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (rfd < 0) {
-    bmap_error_set_errno(error, errno, "%s: cannot reopen for reading back", name);
+    bmap_error_set_errno (error, errno, "%s: cannot reopen for reading back", name);
     return -1;
   }
-  fdatasync(fd);
-  posix_fadvise(rfd, 0, 0, POSIX_FADV_DONTNEED);
+  fdatasync (fd);
+  posix_fadvise (rfd, 0, 0, POSIX_FADV_DONTNEED);
   return rfd;
 }
 
 static gboolean
-pread_some(int fd, guint8 *buf, gsize len, guint64 offset, const char *name, gsize *got,
-           GError **error)
+pread_some (int fd, guint8 *buf, gsize len, guint64 offset, const char *name, gsize *got,
+            GError **error)
 {
   gsize done = 0;
 
   while (done < len) {
-    ssize_t n = pread(fd, buf + done, len - done, (off_t) (offset + done));
+    ssize_t n = pread (fd, buf + done, len - done, (off_t) (offset + done));
 
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      bmap_error_set_errno(error, errno, "%s: read error at byte %" G_GUINT64_FORMAT, name,
-                           offset + done);
+      bmap_error_set_errno (error, errno, "%s: read error at byte %" G_GUINT64_FORMAT, name,
+                            offset + done);
       return FALSE;
     }
     if (n == 0)
@@ -60,83 +60,83 @@ pread_some(int fd, guint8 *buf, gsize len, guint64 offset, const char *name, gsi
 }
 
 gboolean
-bmap_verify_fd(int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
-               gpointer progress_data, GCancellable *cancellable, GError **error)
+bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
+                gpointer progress_data, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(BmapHasher) hasher = NULL;
+  g_autoptr (BmapHasher) hasher = NULL;
   BmapProgressReporter reporter;
-  gsize digest_len = bmap_checksum_type_get_length(map->range_checksum);
+  gsize digest_len = bmap_checksum_type_get_length (map->range_checksum);
   guint64 done = 0;
   guint8 *buf = NULL;
   int rfd;
   gboolean ok = TRUE;
 
-  g_return_val_if_fail(map->range_checksum != BMAP_CHECKSUM_NONE, FALSE);
+  g_return_val_if_fail (map->range_checksum != BMAP_CHECKSUM_NONE, FALSE);
 
-  rfd = open_uncached(fd, name, error);
+  rfd = open_uncached (fd, name, error);
   if (rfd < 0)
     return FALSE;
-  if (posix_memalign((void **) &buf, ALIGN, BUF_SIZE) != 0)
-    g_error("out of memory allocating the verify buffer");
+  if (posix_memalign ((void **) &buf, ALIGN, BUF_SIZE) != 0)
+    g_error ("out of memory allocating the verify buffer");
 
-  hasher = bmap_hasher_new(map->range_checksum);
-  bmap_progress_reporter_init(&reporter, progress_func, progress_data,
-                              bmap_map_get_mapped_bytes(map));
-  bmap_progress_reporter_update(&reporter, BMAP_PHASE_VERIFYING, 0, TRUE);
+  hasher = bmap_hasher_new (map->range_checksum);
+  bmap_progress_reporter_init (&reporter, progress_func, progress_data,
+                               bmap_map_get_mapped_bytes (map));
+  bmap_progress_reporter_update (&reporter, BMAP_PHASE_VERIFYING, 0, TRUE);
 
-  for (guint i = 0; ok && i < bmap_map_get_n_ranges(map); i++) {
-    const BmapRange *range = bmap_map_get_range(map, i);
+  for (guint i = 0; ok && i < bmap_map_get_n_ranges (map); i++) {
+    const BmapRange *range = bmap_map_get_range (map, i);
     guint64 start = range->first * map->block_size;
-    guint64 end = MIN((range->last + 1) * map->block_size, map->image_size);
+    guint64 end = MIN ((range->last + 1) * map->block_size, map->image_size);
     guint8 got[BMAP_CHECKSUM_MAX_LEN];
 
     for (guint64 pos = start; ok && pos < end;) {
       guint64 aligned = pos - pos % ALIGN;
       gsize skip = (gsize) (pos - aligned);
-      gsize want = (gsize) MIN((guint64) BUF_SIZE - skip, end - pos);
+      gsize want = (gsize) MIN ((guint64) BUF_SIZE - skip, end - pos);
       gsize len = (gsize) (((skip + want + ALIGN - 1) / ALIGN) * ALIGN);
       gsize n = 0;
 
-      if (bmap_error_set_if_cancelled(cancellable, error)) {
+      if (bmap_error_set_if_cancelled (cancellable, error)) {
         ok = FALSE;
         break;
       }
-      ok = pread_some(rfd, buf, len, aligned, name, &n, error);
+      ok = pread_some (rfd, buf, len, aligned, name, &n, error);
       if (ok && n < skip + want) {
-        g_set_error(error, BMAP_ERROR, BMAP_ERROR_IO,
-                    "%s: reading back ended at byte %" G_GUINT64_FORMAT
-                    ", before the end of the image",
-                    name, aligned + n);
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
+                     "%s: reading back ended at byte %" G_GUINT64_FORMAT
+                     ", before the end of the image",
+                     name, aligned + n);
         ok = FALSE;
       }
       if (!ok)
         break;
-      bmap_hasher_update(hasher, buf + skip, want);
+      bmap_hasher_update (hasher, buf + skip, want);
       pos += want;
       done += want;
-      bmap_progress_reporter_update(&reporter, BMAP_PHASE_VERIFYING, done, FALSE);
+      bmap_progress_reporter_update (&reporter, BMAP_PHASE_VERIFYING, done, FALSE);
     }
     if (!ok)
       break;
 
-    bmap_hasher_finish(hasher, got);
-    if (memcmp(got, range->digest, digest_len) != 0) {
+    bmap_hasher_finish (hasher, got);
+    if (memcmp (got, range->digest, digest_len) != 0) {
       char want_hex[BMAP_CHECKSUM_MAX_HEX_LEN + 1];
       char got_hex[BMAP_CHECKSUM_MAX_HEX_LEN + 1];
 
-      bmap_checksum_to_hex(range->digest, digest_len, want_hex);
-      bmap_checksum_to_hex(got, digest_len, got_hex);
-      g_set_error(error, BMAP_ERROR, BMAP_ERROR_CHECKSUM_MISMATCH,
-                  "%s: data read back differs from the image in blocks %" G_GUINT64_FORMAT
-                  "-%" G_GUINT64_FORMAT ": expected %s, got %s",
-                  name, range->first, range->last, want_hex, got_hex);
+      bmap_checksum_to_hex (range->digest, digest_len, want_hex);
+      bmap_checksum_to_hex (got, digest_len, got_hex);
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_CHECKSUM_MISMATCH,
+                   "%s: data read back differs from the image in blocks %" G_GUINT64_FORMAT
+                   "-%" G_GUINT64_FORMAT ": expected %s, got %s",
+                   name, range->first, range->last, want_hex, got_hex);
       ok = FALSE;
     }
   }
   if (ok)
-    bmap_progress_reporter_update(&reporter, BMAP_PHASE_VERIFYING, done, TRUE);
+    bmap_progress_reporter_update (&reporter, BMAP_PHASE_VERIFYING, done, TRUE);
 
-  free(buf);
-  close(rfd);
+  free (buf);
+  close (rfd);
   return ok;
 }
