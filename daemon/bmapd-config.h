@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define BMAPD_CONFIG_DEFAULT_IDLE_TIMEOUT_SEC 120
+#define BMAPD_CONFIG_DEFAULT_MAX_JOBS         8
+/* MaxJobs above this is refused: each job holds a device and a few MiB. */
+#define BMAPD_CONFIG_MAX_MAX_JOBS 64
+
+/* /etc/bmapd/bmapd.conf, a GKeyFile:
+ *
+ *   [Daemon]
+ *   IdleTimeoutSec=120   exit after this long without jobs; 0 = never
+ *   MaxJobs=8            jobs (flash and create) running at once
+ */
+typedef struct {
+  guint idle_timeout_sec;
+  guint max_jobs;
+} BmapdConfig;
+
+void bmapd_config_init (BmapdConfig *config);
+
+/* Loads @path over the defaults. A missing file is fine unless
+ * @must_exist; an unknown group or key, or a value that does not parse,
+ * fails with a message naming the file, the key and the value. */
+gboolean
+bmapd_config_load (BmapdConfig *config, const char *path, gboolean must_exist, GError **error);
+
+G_END_DECLS
