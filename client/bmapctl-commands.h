@@ -12,5 +12,7 @@ int bmapctl_devices (const BmapctlCommand *command, BmapctlOptions *options, int
 int bmapctl_jobs (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv);
 int bmapctl_cancel (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv);
 int bmapctl_monitor (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv);
+int
+bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv);
 
 G_END_DECLS

@@ -197,8 +197,18 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   int status, r;
 
   bus = bmapctl_bus_open (&error);
-  if (bus == NULL || !bmapctl_get_managed_objects (bus, &devices, NULL, NULL, &error))
+  if (bus == NULL || !bmapctl_get_managed_objects (bus, &devices, NULL, NULL, &error)) {
+    /* Without the daemon, root can still write the device in-process. */
+    if (g_str_has_prefix (error->message, "bmapd is not running")) {
+      g_autofree char *msg = g_strdup_printf ("%s\n(--local writes %s in-process, if you may "
+                                              "write to it yourself)",
+                                              error->message, dest);
+
+      g_free (error->message);
+      error->message = g_steal_pointer (&msg);
+    }
     return bmapctl_report_error (options, error);
+  }
   device = bmapctl_find_device (devices, dest);
   if (device == NULL) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,

@@ -14,6 +14,8 @@ static const BmapctlCommand commands[] = {
   { "jobs", "[OPTION…]", "List running and recently finished jobs", bmapctl_jobs },
   { "cancel", "[OPTION…] JOB", "Cancel a job (by id or object path)", bmapctl_cancel },
   { "monitor", "[OPTION…]", "Follow devices and jobs until Ctrl-C", bmapctl_monitor },
+  { "auto-flash", "[OPTION…] IMAGE | --list | --remove RULE",
+    "Flash every card inserted from now on that matches", bmapctl_autoflash },
 };
 
 static void
