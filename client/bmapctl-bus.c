@@ -41,11 +41,11 @@ bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, con
     return;
   }
   if (g_strcmp0 (name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired") == 0) {
+    /* The daemon's message names the polkit action. */
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_NOT_AUTHORIZED,
-                 "%s: authentication is required, but no password can be asked for here "
-                 "(run from a terminal without --no-ask-password, or ask the administrator for "
-                 "a polkit rule)",
-                 what);
+                 "%s: %s; no password can be asked for here (run bmapctl from a terminal "
+                 "without --no-ask-password, or ask the administrator for a polkit rule)",
+                 what, message);
     return;
   }
   if (g_strcmp0 (name, "org.freedesktop.DBus.Error.AccessDenied") == 0) {

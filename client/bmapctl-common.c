@@ -128,7 +128,12 @@ bmapctl_report_error (BmapctlOptions *options, const GError *error)
 char *
 bmapctl_format_size (guint64 bytes)
 {
-  return g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *size = g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+  g_auto (GStrv) parts = g_strsplit (size, "\u00a0", -1);
+
+  /* GLib puts a no-break space before the unit; tables and scripts want a
+   * plain one. */
+  return g_strjoinv (" ", parts);
 }
 
 static gpointer
