@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "bmap-error.h"
-#include "bmap-locate.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-json.h"
@@ -514,7 +513,6 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
   g_autoptr (sd_bus_message) reply = NULL;
   g_autoptr (GHashTable) cards = NULL;
   g_autoptr (GHashTable) devices = NULL;
-  g_autofree char *bmap_path = NULL;
   g_autofree char *description = NULL;
   sd_bus_error bus_error = SD_BUS_ERROR_NULL;
   guint64 min_size = 0, max_size = 0;
@@ -538,12 +536,7 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
     return bmapctl_report_error (options, error);
   }
   if (!args->nobmap) {
-    bmap_path = args->bmap != NULL ? g_strdup (args->bmap) : bmap_locate_for_image (image, &error);
-    if (bmap_path != NULL) {
-      bmap_fd = open (bmap_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-      if (bmap_fd < 0)
-        bmap_error_set_errno (&error, errno, "%s", bmap_path);
-    }
+    bmap_fd = bmapctl_open_bmap (args->bmap, image, &error);
     if (bmap_fd < 0) {
       close (image_fd);
       return bmapctl_report_error (options, error);

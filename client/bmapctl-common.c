@@ -3,10 +3,13 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "bmap-error.h"
+#include "bmap-locate.h"
 #include "bmapctl-common.h"
 #include "bmapctl-json.h"
 
@@ -123,6 +126,34 @@ bmapctl_report_error (BmapctlOptions *options, const GError *error)
     fflush (stdout);
   }
   return bmapctl_exit_status_for_error (error);
+}
+
+char *
+bmapctl_find_bmap (const char *bmap_arg, const char *image, GError **error)
+{
+  if (bmap_arg != NULL)
+    return g_strdup (bmap_arg);
+  if (g_str_equal (image, "-")) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
+                 "no bmap can be looked for next to standard input: give --bmap FILE, or "
+                 "--nobmap to write every block");
+    return NULL;
+  }
+  return bmap_locate_for_image (image, error);
+}
+
+int
+bmapctl_open_bmap (const char *bmap_arg, const char *image, GError **error)
+{
+  g_autofree char *path = bmapctl_find_bmap (bmap_arg, image, error);
+  int fd;
+
+  if (path == NULL)
+    return -1;
+  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    bmap_error_set_errno (error, errno, "%s", path);
+  return fd;
 }
 
 char *

@@ -52,6 +52,13 @@ int bmapctl_report_error (BmapctlOptions *options, const GError *error);
 /* The exit status for an error of the BMAP_ERROR domain. */
 int bmapctl_exit_status_for_error (const GError *error);
 
+/* The bmap of @image: @bmap_arg when given, else the one found next to the
+ * image as bmaptool finds it. Standard input ("-") has no neighbours, so it
+ * needs @bmap_arg. NULL with BMAP_ERROR_NO_BMAP when there is none. */
+char *bmapctl_find_bmap (const char *bmap_arg, const char *image, GError **error);
+/* The same, opened read-only; -1 with @error set. */
+int bmapctl_open_bmap (const char *bmap_arg, const char *image, GError **error);
+
 /* "1.5 GiB" */
 char *bmapctl_format_size (guint64 bytes);
 

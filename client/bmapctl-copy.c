@@ -128,30 +128,6 @@ is_block_device (const char *path)
   return stat (path, &st) == 0 && S_ISBLK (st.st_mode);
 }
 
-/* Opens the bmap for the daemon: the one given, or the one found next to
- * the image. Returns -1 with @error set. */
-static int
-open_bmap (CopyArgs *args, const char *image, GError **error)
-{
-  g_autofree char *path = NULL;
-  int fd;
-
-  if (args->bmap != NULL)
-    path = g_strdup (args->bmap);
-  else if (g_str_equal (image, "-"))
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
-                 "no bmap can be looked for next to standard input: give --bmap FILE, or "
-                 "--nobmap to write every block");
-  else
-    path = bmap_locate_for_image (image, error);
-  if (path == NULL)
-    return -1;
-  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0)
-    bmap_error_set_errno (error, errno, "%s", path);
-  return fd;
-}
-
 static int
 build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *device, int image_fd,
                   int bmap_fd, const CopyArgs *args, const char *description)
@@ -233,7 +209,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     description = g_path_get_basename (image);
   }
   if (!args->nobmap) {
-    bmap_fd = open_bmap (args, image, &error);
+    bmap_fd = bmapctl_open_bmap (args->bmap, image, &error);
     if (bmap_fd < 0) {
       if (image_fd != STDIN_FILENO)
         close (image_fd);
@@ -300,14 +276,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     return bmapctl_report_error (options, error);
 
   if (!args->nobmap) {
-    if (args->bmap != NULL)
-      bmap_path = g_strdup (args->bmap);
-    else if (g_str_equal (image, "-"))
-      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
-                   "no bmap can be looked for next to standard input: give --bmap FILE, or "
-                   "--nobmap to write every block");
-    else
-      bmap_path = bmap_locate_for_image (image, &error);
+    bmap_path = bmapctl_find_bmap (args->bmap, image, &error);
     if (bmap_path == NULL)
       return bmapctl_report_error (options, error);
 
