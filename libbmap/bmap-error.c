@@ -44,7 +44,9 @@ static const char *const error_dbus_names[BMAP_ERROR_N_CODES] = {
 #undef NAME
 };
 
-G_DEFINE_QUARK (bmap - error - quark, bmap_error)
+/* clang-format off */
+G_DEFINE_QUARK (bmap-error-quark, bmap_error)
+/* clang-format on */
 
 const char *
 bmap_error_code_to_name (BmapErrorCode code)
