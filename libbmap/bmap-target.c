@@ -12,10 +12,11 @@
 #include "bmap-error.h"
 #include "bmap-target.h"
 
-/* Dirty data is written back in windows of this size while the copy goes
- * on, and at most two windows are in flight: the final sync is short, the
- * progress shown is the progress of the device rather than of the page
- * cache, and writing to the disk overlaps with reading and hashing. */
+/* Dirty data on a block device is written back in windows of this size
+ * while the copy goes on, and at most two windows are in flight: the final
+ * sync is short and the progress shown is the progress of the device, not
+ * of the page cache. Regular files are left to the kernel's writeback,
+ * which measured as fast or faster there. */
 #define WRITEBACK_WINDOW (32 * 1024 * 1024)
 
 struct _BmapTarget {
@@ -310,7 +311,7 @@ bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize le
     left -= (gsize) n;
   }
 
-  if (target->kind != BMAP_TARGET_NULL)
+  if (target->kind == BMAP_TARGET_BLOCK_DEVICE)
     bound_writeback (target, offset, len);
   return TRUE;
 }

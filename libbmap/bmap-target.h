@@ -38,8 +38,8 @@ gboolean bmap_target_check_size(BmapTarget *target, guint64 image_size, GError *
  * is truncated to 0 and sized by bmap_target_finish(). */
 gboolean bmap_target_prepare(BmapTarget *target, guint64 image_size, GError **error);
 
-/* Writes all of @len bytes at @offset. Keeps the target's dirty page cache
- * bounded so the final sync does not stall. */
+/* Writes all of @len bytes at @offset. Keeps the dirty page cache of a block
+ * device bounded so the final sync does not stall. */
 gboolean
 bmap_target_write(BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error);
 
