@@ -12,6 +12,7 @@ bmapd_config_init (BmapdConfig *config)
 {
   config->idle_timeout_sec = BMAPD_CONFIG_DEFAULT_IDLE_TIMEOUT_SEC;
   config->max_jobs = BMAPD_CONFIG_DEFAULT_MAX_JOBS;
+  config->max_rules = BMAPD_CONFIG_DEFAULT_MAX_RULES;
 }
 
 /* Strict unsigned parsing: GKeyFile's integer parser accepts "-1" and
@@ -51,12 +52,13 @@ bmapd_config_load (BmapdConfig *config, const char *path, gboolean must_exist, G
   groups = g_key_file_get_groups (kf, NULL);
   for (guint i = 0; groups[i] != NULL; i++) {
     g_auto (GStrv) keys = NULL;
+    gboolean daemon_group = g_str_equal (groups[i], "Daemon");
 
     /* Unknown groups are refused rather than ignored: a typo in a group
      * name would otherwise silently drop the settings under it. */
-    if (!g_str_equal (groups[i], "Daemon")) {
+    if (!daemon_group && !g_str_equal (groups[i], "AutoFlash")) {
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                   "%s: unknown group [%s] (known: [Daemon])", path, groups[i]);
+                   "%s: unknown group [%s] (known: [Daemon], [AutoFlash])", path, groups[i]);
       return FALSE;
     }
     keys = g_key_file_get_keys (kf, groups[i], NULL, NULL);
@@ -65,18 +67,25 @@ bmapd_config_load (BmapdConfig *config, const char *path, gboolean must_exist, G
       g_autofree char *value = g_key_file_get_value (kf, groups[i], key, NULL);
 
       g_strstrip (value);
-      if (g_str_equal (key, "IdleTimeoutSec")) {
+      if (daemon_group && g_str_equal (key, "IdleTimeoutSec")) {
         if (!parse_uint (path, groups[i], key, value, 0, 7 * 24 * 3600, &config->idle_timeout_sec,
                          error))
           return FALSE;
-      } else if (g_str_equal (key, "MaxJobs")) {
+      } else if (daemon_group && g_str_equal (key, "MaxJobs")) {
         if (!parse_uint (path, groups[i], key, value, 1, BMAPD_CONFIG_MAX_MAX_JOBS,
                          &config->max_jobs, error))
           return FALSE;
+      } else if (!daemon_group && g_str_equal (key, "MaxRules")) {
+        if (!parse_uint (path, groups[i], key, value, 0, BMAPD_CONFIG_MAX_MAX_RULES,
+                         &config->max_rules, error))
+          return FALSE;
       } else {
         g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                     "%s: [%s] %s=%s: unknown key (known: IdleTimeoutSec, MaxJobs)", path,
-                     groups[i], key, value);
+                     "%s: [%s] %s=%s: unknown key (known: %s)%s", path, groups[i], key, value,
+                     daemon_group ? "IdleTimeoutSec, MaxJobs" : "MaxRules",
+                     daemon_group && g_str_equal (key, "MaxRules")
+                         ? "; MaxRules= belongs in [AutoFlash]"
+                         : "");
         return FALSE;
       }
     }

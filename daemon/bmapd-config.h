@@ -8,17 +8,24 @@ G_BEGIN_DECLS
 #define BMAPD_CONFIG_DEFAULT_IDLE_TIMEOUT_SEC 120
 #define BMAPD_CONFIG_DEFAULT_MAX_JOBS         8
 /* MaxJobs above this is refused: each job holds a device and a few MiB. */
-#define BMAPD_CONFIG_MAX_MAX_JOBS 64
+#define BMAPD_CONFIG_MAX_MAX_JOBS      64
+#define BMAPD_CONFIG_DEFAULT_MAX_RULES 16
+/* Each rule holds its image and bmap open, and its bmap in memory. */
+#define BMAPD_CONFIG_MAX_MAX_RULES 256
 
 /* /etc/bmapd/bmapd.conf, a GKeyFile:
  *
  *   [Daemon]
  *   IdleTimeoutSec=120   exit after this long without jobs; 0 = never
  *   MaxJobs=8            jobs (flash and create) running at once
+ *
+ *   [AutoFlash]
+ *   MaxRules=16          auto-flash rules at once (rule files and AddAutoFlash)
  */
 typedef struct {
   guint idle_timeout_sec;
   guint max_jobs;
+  guint max_rules;
 } BmapdConfig;
 
 void bmapd_config_init (BmapdConfig *config);

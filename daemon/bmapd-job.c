@@ -941,6 +941,15 @@ bmapd_job_fail_early (BmapdJob *job, BmapdJobState state, const char *error_name
   finish_full (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message, 0);
 }
 
+void
+bmapd_job_fail_before_start (BmapdJob *job, BmapdJobState state, const char *error_name,
+                             const char *error_message)
+{
+  g_return_if_fail (job->state == BMAPD_JOB_AUTHORIZING);
+  job->abort_func = NULL;
+  finish (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message);
+}
+
 guint
 bmapd_job_get_id (BmapdJob *job)
 {
@@ -975,6 +984,30 @@ uid_t
 bmapd_job_get_uid (BmapdJob *job)
 {
   return (uid_t) job->uid;
+}
+
+const char *
+bmapd_job_get_device_path (BmapdJob *job)
+{
+  return job->device_path;
+}
+
+guint64
+bmapd_job_get_bytes_done (BmapdJob *job)
+{
+  return job->bytes_done;
+}
+
+const char *
+bmapd_job_get_error_name (BmapdJob *job)
+{
+  return job->error_name;
+}
+
+const char *
+bmapd_job_get_error_message (BmapdJob *job)
+{
+  return job->error_message;
 }
 
 gboolean

@@ -92,6 +92,11 @@ void bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who);
  * once. @error_name is ignored for canceled. */
 void bmapd_job_fail_early (BmapdJob *job, BmapdJobState state, const char *error_name,
                            const char *error_message);
+/* Like bmapd_job_fail_early(), but the job stays exported for
+ * BMAPD_JOB_KEEP_USEC like any finished job: nobody's method call reports
+ * the error of an auto-flash card's job, so its object must. */
+void bmapd_job_fail_before_start (BmapdJob *job, BmapdJobState state, const char *error_name,
+                                  const char *error_message);
 
 guint bmapd_job_get_id (BmapdJob *job);
 const char *bmapd_job_get_path (BmapdJob *job);
@@ -99,6 +104,11 @@ BmapdJobState bmapd_job_get_state (BmapdJob *job);
 BmapdJobOperation bmapd_job_get_operation (BmapdJob *job);
 const char *bmapd_job_get_device_node (BmapdJob *job);
 uid_t bmapd_job_get_uid (BmapdJob *job);
+const char *bmapd_job_get_device_path (BmapdJob *job);
+guint64 bmapd_job_get_bytes_done (BmapdJob *job);
+/* Empty unless the job failed. */
+const char *bmapd_job_get_error_name (BmapdJob *job);
+const char *bmapd_job_get_error_message (BmapdJob *job);
 /* Not yet done, failed or canceled. */
 gboolean bmapd_job_is_active (BmapdJob *job);
 /* The worker thread is running. */

@@ -89,3 +89,28 @@ bmapd_log_job (int priority, const char *message_id, guint job_id, const char *o
     fprintf (stderr, "bmapd: %sjob %u: %s\n", priority_prefix (priority), job_id, message);
   }
 }
+
+void
+bmapd_log_card (int priority, guint rule_id, guint job_id, const char *device, const char *serial,
+                const char *result, guint64 duration_usec, guint64 bytes, const char *error_name,
+                const char *format, ...)
+{
+  va_list args;
+  g_autofree char *message = NULL;
+
+  va_start (args, format);
+  message = g_strdup_vprintf (format, args);
+  va_end (args);
+
+  if (use_journal) {
+    sd_journal_send ("MESSAGE=%s", message, "PRIORITY=%d", priority,
+                     "MESSAGE_ID=" BMAPD_MESSAGE_AUTOFLASH_CARD, "RULE_ID=%u", rule_id, "JOB_ID=%u",
+                     job_id, "DEVICE=%s", device != NULL ? device : "", "SERIAL=%s",
+                     serial != NULL ? serial : "", "RESULT=%s", result,
+                     "DURATION_USEC=%" G_GUINT64_FORMAT, duration_usec, "BYTES=%" G_GUINT64_FORMAT,
+                     bytes, "ERROR=%s", error_name != NULL ? error_name : "", NULL);
+  } else {
+    fprintf (stderr, "bmapd: %sauto-flash rule %u: %s\n", priority_prefix (priority), rule_id,
+             message);
+  }
+}

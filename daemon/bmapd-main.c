@@ -8,6 +8,8 @@
 #include <systemd/sd-daemon.h>
 
 #include "bmap-error.h"
+#include "bmapd-autoflash-config.h"
+#include "bmapd-autoflash.h"
 #include "bmapd-config.h"
 #include "bmapd-device-registry.h"
 #include "bmapd-log.h"
@@ -23,8 +25,10 @@ typedef struct {
   char *config_path;
   gboolean config_explicit;
   gint idle_timeout_override; /* -1: from the config */
+  char *autoflash_dir;
   BmapdDeviceRegistry *registry;
   BmapdManager *manager;
+  BmapdAutoFlash *autoflash;
   sd_event_source *idle_source;
   gboolean stopping;
 } Daemon;
@@ -41,7 +45,7 @@ static gboolean
 is_idle (Daemon *daemon)
 {
   return bmapd_manager_get_n_active_jobs (daemon->manager) == 0
-         && bmapd_manager_get_n_rules (daemon->manager) == 0;
+         && !bmapd_manager_get_auto_flash_armed (daemon->manager);
 }
 
 static int
@@ -72,9 +76,13 @@ on_activity (BmapdManager *manager, gpointer user_data)
   if (daemon->stopping)
     return;
   if (n == 0)
-    status = g_strdup ("STATUS=idle");
+    status = g_strdup_printf ("STATUS=%s", bmapd_manager_get_auto_flash_armed (manager)
+                                               ? "waiting for cards (auto-flash armed)"
+                                               : "idle");
   else
-    status = g_strdup_printf ("STATUS=%u job%s running", n, n == 1 ? "" : "s");
+    status = g_strdup_printf ("STATUS=%u job%s running%s", n, n == 1 ? "" : "s",
+                              bmapd_manager_get_auto_flash_armed (manager) ? ", auto-flash armed"
+                                                                           : "");
   sd_notify (0, status);
 
   daemon->idle_source = sd_event_source_disable_unref (daemon->idle_source);
@@ -112,6 +120,7 @@ on_stop_signal (sd_event_source *source, const struct signalfd_siginfo *si, void
   daemon->idle_source = sd_event_source_disable_unref (daemon->idle_source);
   bmapd_log (LOG_INFO, "%s: stopping every job, then exiting", why);
   sd_notify (0, "STOPPING=1\nSTATUS=stopping jobs");
+  bmapd_autoflash_shutdown (daemon->autoflash);
   bmapd_manager_shutdown (daemon->manager, why, on_shutdown_done, daemon);
   return 0;
 }
@@ -123,15 +132,20 @@ on_reload_signal (sd_event_source *source, const struct signalfd_siginfo *si, vo
   BmapdConfig config;
   g_autoptr (GError) error = NULL;
 
+  if (daemon->stopping)
+    return 0;
   bmapd_config_init (&config);
   if (!bmapd_config_load (&config, daemon->config_path, daemon->config_explicit, &error)) {
     bmapd_log (LOG_ERR, "SIGHUP: keeping the old configuration: %s", error->message);
-    return 0;
+  } else {
+    daemon->config = config;
+    bmapd_manager_set_config (daemon->manager, &config);
+    bmapd_autoflash_set_config (daemon->autoflash, &config);
+    bmapd_log (LOG_INFO, "SIGHUP: reloaded %s (IdleTimeoutSec=%u, MaxJobs=%u, MaxRules=%u)",
+               daemon->config_path, config.idle_timeout_sec, config.max_jobs, config.max_rules);
   }
-  daemon->config = config;
-  bmapd_manager_set_config (daemon->manager, &config);
-  bmapd_log (LOG_INFO, "SIGHUP: reloaded %s (IdleTimeoutSec=%u, MaxJobs=%u)", daemon->config_path,
-             config.idle_timeout_sec, config.max_jobs);
+  /* The rule files are independent of bmapd.conf: read them either way. */
+  bmapd_autoflash_load_rule_files (daemon->autoflash);
   on_activity (daemon->manager, daemon);
   return 0;
 }
@@ -171,6 +185,7 @@ open_bus (const char *address, sd_bus **out, GError **error)
 static void
 daemon_clear (Daemon *daemon)
 {
+  g_clear_pointer (&daemon->autoflash, bmapd_autoflash_free);
   g_clear_pointer (&daemon->manager, bmapd_manager_free);
   g_clear_pointer (&daemon->registry, bmapd_device_registry_free);
   daemon->idle_source = sd_event_source_disable_unref (daemon->idle_source);
@@ -179,6 +194,7 @@ daemon_clear (Daemon *daemon)
   if (daemon->event != NULL)
     daemon->event = sd_event_unref (daemon->event);
   g_free (daemon->config_path);
+  g_free (daemon->autoflash_dir);
 }
 
 static gboolean
@@ -224,8 +240,13 @@ run (Daemon *daemon, const char *bus_address, GError **error)
   if (daemon->manager == NULL)
     return FALSE;
   bmapd_manager_set_activity_func (daemon->manager, on_activity, daemon);
+  /* After the manager: its registry listener must run first. */
+  daemon->autoflash = bmapd_autoflash_new (daemon->bus, daemon->manager, daemon->registry,
+                                           &daemon->config, daemon->autoflash_dir);
   if (!bmapd_device_registry_start (daemon->registry, error))
     return FALSE;
+  /* After the devices are known: those there now are not flashed. */
+  bmapd_autoflash_load_rule_files (daemon->autoflash);
 
   /* Objects first, then the name: a caller activated us may call at once. */
   r = sd_bus_request_name (daemon->bus, BMAPD_BUS_NAME, 0);
@@ -236,9 +257,9 @@ run (Daemon *daemon, const char *bus_address, GError **error)
 
   on_activity (daemon->manager, daemon);
   sd_notify (0, "READY=1");
-  bmapd_log (LOG_INFO, "bmapd %s ready on %s (IdleTimeoutSec=%u, MaxJobs=%u)", PACKAGE_VERSION,
-             bus_address != NULL ? bus_address : "the system bus", idle_timeout_sec (daemon),
-             daemon->config.max_jobs);
+  bmapd_log (LOG_INFO, "bmapd %s ready on %s (IdleTimeoutSec=%u, MaxJobs=%u, MaxRules=%u)",
+             PACKAGE_VERSION, bus_address != NULL ? bus_address : "the system bus",
+             idle_timeout_sec (daemon), daemon->config.max_jobs, daemon->config.max_rules);
 
   r = sd_event_loop (daemon->event);
   if (r < 0) {
@@ -257,6 +278,7 @@ main (int argc, char **argv)
   g_autoptr (GError) error = NULL;
   g_autofree char *bus_address = NULL;
   g_autofree char *config_path = NULL;
+  g_autofree char *autoflash_dir = NULL;
   gint idle_timeout = -1;
   gboolean version = FALSE;
   gboolean debug = FALSE;
@@ -267,6 +289,8 @@ main (int argc, char **argv)
       "Connect to the bus at ADDRESS instead of the system bus", "ADDRESS" },
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_path,
       "Read the configuration from FILE (default " DEFAULT_CONFIG_FILE ")", "FILE" },
+    { "autoflash-dir", 0, 0, G_OPTION_ARG_FILENAME, &autoflash_dir,
+      "Read auto-flash rules from DIR/*.conf (default " BMAPD_AUTOFLASH_DEFAULT_DIR ")", "DIR" },
     { "idle-timeout", 0, 0, G_OPTION_ARG_INT, &idle_timeout,
       "Exit after SECONDS without jobs, 0 never (overrides IdleTimeoutSec=)", "SECONDS" },
     { "debug", 0, 0, G_OPTION_ARG_NONE, &debug, "Log debug messages", NULL },
@@ -300,11 +324,14 @@ main (int argc, char **argv)
   daemon.config_explicit = config_path != NULL;
   daemon.config_path = g_strdup (config_path != NULL ? config_path : DEFAULT_CONFIG_FILE);
   daemon.idle_timeout_override = idle_timeout;
+  daemon.autoflash_dir
+      = g_strdup (autoflash_dir != NULL ? autoflash_dir : BMAPD_AUTOFLASH_DEFAULT_DIR);
   bmapd_config_init (&daemon.config);
   if (!bmapd_config_load (&daemon.config, daemon.config_path, daemon.config_explicit, &error)) {
     bmapd_log (LOG_ERR, "%s", error->message);
     sd_notifyf (0, "STATUS=bad configuration: %s", error->message);
     g_free (daemon.config_path);
+    g_free (daemon.autoflash_dir);
     return 1;
   }
 

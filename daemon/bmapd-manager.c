@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "bmapd-bus-args.h"
 #include "bmapd-device.h"
 #include "bmapd-fd.h"
 #include "bmapd-job.h"
@@ -44,6 +45,11 @@ struct _BmapdManager {
 
   BmapdManagerFunc activity_func;
   gpointer activity_data;
+
+  sd_bus_message_handler_t add_auto_flash_func;
+  gpointer add_auto_flash_data;
+  BmapdManagerJobFunc job_ended_func;
+  gpointer job_ended_data;
 };
 
 /* A Flash or Create call from its arrival to its answer. Without a call
@@ -167,6 +173,8 @@ on_job_finished (BmapdJob *job, gpointer user_data)
   }
   update_activity (manager);
   check_shutdown_done (manager);
+  if (manager->job_ended_func != NULL)
+    manager->job_ended_func (manager, job, manager->job_ended_data);
 }
 
 static void
@@ -225,6 +233,9 @@ request_remove (Request *req)
 
   g_ptr_array_remove (manager->requests, req);
   check_shutdown_done (manager);
+  /* A call that ends frees a place for a waiting auto-flash card. */
+  if (manager->job_ended_func != NULL)
+    manager->job_ended_func (manager, NULL, manager->job_ended_data);
 }
 
 /* Answers the call with an error; a job created for it ends at once. */
@@ -233,12 +244,16 @@ request_fail_full (Request *req, BmapdJobState state, const char *error_name, co
 {
   BmapdJob *job = g_steal_pointer (&req->job);
 
-  bmapd_log (LOG_INFO, "%s call from uid %u refused: %s (%s)",
-             req->operation == BMAPD_JOB_FLASH ? "Flash" : "Create", (guint) req->uid, message,
-             error_name);
-  if (req->call != NULL)
+  if (req->call != NULL) {
+    bmapd_log (LOG_INFO, "%s call from uid %u refused: %s (%s)",
+               req->operation == BMAPD_JOB_FLASH ? "Flash" : "Create", (guint) req->uid, message,
+               error_name);
     sd_bus_reply_method_errorf (req->call, error_name, "%s", message);
-  if (job != NULL)
+  }
+  /* An auto-flash card's job is its only report: it stays to be read. */
+  if (job != NULL && req->call == NULL)
+    bmapd_job_fail_before_start (job, state, error_name, message);
+  else if (job != NULL)
     bmapd_job_fail_early (job, state, error_name, message);
   request_remove (req);
 }
@@ -260,47 +275,12 @@ on_request_abort (BmapdJob *job, BmapdJobState state, const GError *error, gpoin
 /* ---- option parsing ---- */
 
 static gboolean
-read_variant_basic (sd_bus_message *m, const char *key, char type, void *value, GError **error)
-{
-  char sig[2] = { type, '\0' };
-  const char *contents = NULL;
-  int r;
-
-  r = sd_bus_message_peek_type (m, NULL, &contents);
-  if (r < 0) {
-    bmap_error_set_errno (error, -r, "option \"%s\"", key);
-    return FALSE;
-  }
-  if (g_strcmp0 (contents, sig) != 0) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "option \"%s\" has type \"%s\", expected \"%s\"", key, contents, sig);
-    return FALSE;
-  }
-  r = sd_bus_message_read (m, "v", sig, value);
-  if (r < 0) {
-    bmap_error_set_errno (error, -r, "option \"%s\"", key);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-static gboolean
-read_bool_option (sd_bus_message *m, const char *key, gboolean *out, GError **error)
-{
-  int v = 0;
-  if (!read_variant_basic (m, key, 'b', &v, error))
-    return FALSE;
-  *out = v != 0;
-  return TRUE;
-}
-
-static gboolean
 read_fd_option (sd_bus_message *m, const char *key, const char *what, BmapdFdMode mode,
                 gboolean regular_only, int *out, GError **error)
 {
   int fd = -1;
 
-  if (!read_variant_basic (m, key, 'h', &fd, error))
+  if (!bmapd_bus_read_basic (m, key, 'h', &fd, error))
     return FALSE;
   if (*out >= 0)
     close (*out);
@@ -309,41 +289,27 @@ read_fd_option (sd_bus_message *m, const char *key, const char *what, BmapdFdMod
 }
 
 static gboolean
-read_string_option (sd_bus_message *m, const char *key, char **out, GError **error)
+parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
 {
-  const char *s = NULL;
-  if (!read_variant_basic (m, key, 's', &s, error))
-    return FALSE;
-  if (!g_utf8_validate (s, -1, NULL) || strlen (s) > 4096) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "option \"%s\" is not valid UTF-8 of at most 4096 bytes", key);
-    return FALSE;
-  }
-  g_free (*out);
-  *out = g_strdup (s);
-  return TRUE;
-}
+  Request *req = user_data;
 
-static gboolean
-parse_flash_option (Request *req, sd_bus_message *m, const char *key, GError **error)
-{
   if (g_str_equal (key, "bmap"))
     return read_fd_option (m, key, "bmap", BMAPD_FD_READ, FALSE, &req->bmap_fd, error);
   if (g_str_equal (key, "nobmap"))
-    return read_bool_option (m, key, &req->nobmap, error);
+    return bmapd_bus_read_bool (m, key, &req->nobmap, error);
   if (g_str_equal (key, "verify"))
-    return read_bool_option (m, key, &req->verify, error);
+    return bmapd_bus_read_bool (m, key, &req->verify, error);
   if (g_str_equal (key, "verify-written"))
-    return read_bool_option (m, key, &req->verify_written, error);
+    return bmapd_bus_read_bool (m, key, &req->verify_written, error);
   if (g_str_equal (key, "unmount"))
-    return read_bool_option (m, key, &req->unmount, error);
+    return bmapd_bus_read_bool (m, key, &req->unmount, error);
   if (g_str_equal (key, "bind-to-caller"))
-    return read_bool_option (m, key, &req->bind_to_caller, error);
+    return bmapd_bus_read_bool (m, key, &req->bind_to_caller, error);
   if (g_str_equal (key, "description"))
-    return read_string_option (m, key, &req->description, error);
+    return bmapd_bus_read_string (m, key, &req->description, error);
   if (g_str_equal (key, "diskseq")) {
     req->has_diskseq = TRUE;
-    return read_variant_basic (m, key, 't', &req->diskseq, error);
+    return bmapd_bus_read_basic (m, key, 't', &req->diskseq, error);
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Flash option \"%s\" (known: bmap, nobmap, verify, verify-written, "
@@ -353,13 +319,15 @@ parse_flash_option (Request *req, sd_bus_message *m, const char *key, GError **e
 }
 
 static gboolean
-parse_create_option (Request *req, sd_bus_message *m, const char *key, GError **error)
+parse_create_option (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
 {
+  Request *req = user_data;
+
   if (g_str_equal (key, "description"))
-    return read_string_option (m, key, &req->description, error);
+    return bmapd_bus_read_string (m, key, &req->description, error);
   if (g_str_equal (key, "checksum")) {
     g_autofree char *name = NULL;
-    if (!read_string_option (m, key, &name, error))
+    if (!bmapd_bus_read_string (m, key, &name, error))
       return FALSE;
     if (g_str_equal (name, "sha256")) {
       req->checksum = BMAP_CHECKSUM_SHA256;
@@ -378,54 +346,6 @@ parse_create_option (Request *req, sd_bus_message *m, const char *key, GError **
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Create option \"%s\" (known: checksum, description)", key);
   return FALSE;
-}
-
-typedef gboolean (*OptionParser) (Request *req, sd_bus_message *m, const char *key, GError **error);
-
-static gboolean
-parse_options (Request *req, sd_bus_message *m, OptionParser parser, GError **error)
-{
-  int r;
-
-  r = sd_bus_message_enter_container (m, 'a', "{sv}");
-  while (r >= 0) {
-    const char *key = NULL;
-
-    r = sd_bus_message_enter_container (m, 'e', "sv");
-    if (r <= 0)
-      break;
-    r = sd_bus_message_read (m, "s", &key);
-    if (r < 0)
-      break;
-    if (!parser (req, m, key, error))
-      return FALSE;
-    r = sd_bus_message_exit_container (m);
-  }
-  if (r >= 0)
-    r = sd_bus_message_exit_container (m);
-  if (r < 0) {
-    bmap_error_set_errno (error, -r, "cannot parse the options");
-    return FALSE;
-  }
-  return TRUE;
-}
-
-static gboolean
-get_caller_uid (sd_bus_message *m, uid_t *uid, GError **error)
-{
-  g_autoptr (sd_bus_creds) creds = NULL;
-  int r;
-
-  r = sd_bus_query_sender_creds (m, SD_BUS_CREDS_EUID, &creds);
-  if (r >= 0)
-    r = sd_bus_creds_get_euid (creds, uid);
-  if (r < 0) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NOT_AUTHORIZED,
-                 "cannot find out the uid of the caller %s: %s", sd_bus_message_get_sender (m),
-                 g_strerror (-r));
-    return FALSE;
-  }
-  return TRUE;
 }
 
 /* Jobs authorizing or running, plus calls that have no job yet. */
@@ -828,8 +748,8 @@ manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error
     request_fail (req, error);
     return 1;
   }
-  if (!get_caller_uid (m, &req->uid, &error)
-      || !parse_options (req, m, parse_flash_option, &error)) {
+  if (!bmapd_bus_get_caller_uid (m, &req->uid, &error)
+      || !bmapd_bus_read_dict (m, parse_flash_option, req, &error)) {
     request_fail (req, error);
     return 1;
   }
@@ -905,8 +825,8 @@ manager_method_create (sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
     request_fail (req, error);
     return 1;
   }
-  if (!get_caller_uid (m, &req->uid, &error)
-      || !parse_options (req, m, parse_create_option, &error)) {
+  if (!bmapd_bus_get_caller_uid (m, &req->uid, &error)
+      || !bmapd_bus_read_dict (m, parse_create_option, req, &error)) {
     request_fail (req, error);
     return 1;
   }
@@ -951,8 +871,151 @@ manager_method_create (sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 static int
 manager_method_add_auto_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
-  return sd_bus_error_setf (ret_error, BMAP_DBUS_ERROR_PREFIX "Unsupported",
-                            "AddAutoFlash is not implemented in bmapd %s yet", PACKAGE_VERSION);
+  BmapdManager *manager = userdata;
+
+  if (manager->add_auto_flash_func == NULL)
+    return sd_bus_error_setf (ret_error, BMAP_DBUS_ERROR_PREFIX "Unsupported",
+                              "auto-flash is not available in this bmapd");
+  return manager->add_auto_flash_func (m, manager->add_auto_flash_data, ret_error);
+}
+
+/* ---- auto-flash cards ---- */
+
+/* The checks a card needs before it gets a job; a failure leaves nothing
+ * behind. */
+static gboolean
+card_check (Request *req, GError **error)
+{
+  BmapdManager *manager = req->manager;
+  const BmapdDeviceInfo *info;
+  BmapdJob *busy_job;
+
+  if (!check_limits (manager, req, error))
+    return FALSE;
+  if (fstat (req->image_fd, &req->image_st) < 0) {
+    bmap_error_set_errno (error, errno, "image: fstat");
+    return FALSE;
+  }
+  if (S_ISREG (req->image_st.st_mode)) {
+    req->source = bmap_source_new (req->image_fd, TRUE, "image", error);
+    req->image_fd = -1;
+    if (req->source == NULL)
+      return FALSE;
+    if (req->map == NULL && bmap_source_is_seekable (req->source))
+      req->image_size = bmap_source_get_size (req->source);
+  }
+  info = bmapd_device_registry_lookup (manager->registry, req->device_name);
+  if (info == NULL || g_hash_table_lookup (manager->devices, req->device_name) == NULL) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone", req->device_name);
+    return FALSE;
+  }
+  busy_job = g_hash_table_lookup (manager->busy, req->device_name);
+  if (busy_job != NULL) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY, "%s is busy: job %u (%s) is writing it",
+                 info->node, bmapd_job_get_id (busy_job), bmapd_job_get_path (busy_job));
+    return FALSE;
+  }
+  req->snapshot = bmapd_device_info_copy (info);
+  return TRUE;
+}
+
+BmapdJob *
+bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  BmapdDevice *device;
+  Request *req;
+  BmapdJob *job;
+
+  req = request_new (manager, BMAPD_JOB_FLASH, NULL);
+  req->preauthorized = TRUE;
+  req->uid = card->uid;
+  req->device_name = g_strdup (card->device_name);
+  req->image_fd = card->image_fd;
+  req->map = card->map;
+  req->verify = card->verify;
+  req->verify_written = card->verify_written;
+  req->has_diskseq = TRUE;
+  req->diskseq = card->diskseq;
+  req->description = g_strdup (card->description != NULL ? card->description : "");
+  if (req->map != NULL)
+    req->image_size = req->map->image_size;
+  if (!card_check (req, error)) {
+    request_free (req);
+    return NULL;
+  }
+
+  /* From here on the card has a job, which reports whatever happens. */
+  g_ptr_array_add (manager->requests, req);
+  device = g_hash_table_lookup (manager->devices, req->device_name);
+  job = request_create_job (req, bmapd_device_get_path (device), req->snapshot->node, error);
+  if (job == NULL) {
+    request_remove (req);
+    return NULL;
+  }
+  req->job = job;
+  g_hash_table_insert (manager->busy, g_strdup (req->device_name), job);
+  bmapd_device_set_job (device, bmapd_job_get_path (job));
+  if (!check_device (req, req->snapshot, &local_error)) {
+    request_fail (req, local_error);
+    return job;
+  }
+  /* No polkit and no unmount: this runs to the start (or the failure) of
+   * the job before it returns. */
+  request_after_auth (req);
+  return job;
+}
+
+gboolean
+bmapd_manager_has_free_job_slot (BmapdManager *manager)
+{
+  return !manager->shutting_down && count_jobs (manager, NULL) < manager->config.max_jobs;
+}
+
+BmapdJob *
+bmapd_manager_get_device_job (BmapdManager *manager, const char *name)
+{
+  return g_hash_table_lookup (manager->busy, name);
+}
+
+const char *
+bmapd_manager_get_device_path (BmapdManager *manager, const char *name)
+{
+  BmapdDevice *device = g_hash_table_lookup (manager->devices, name);
+  return device != NULL ? bmapd_device_get_path (device) : NULL;
+}
+
+void
+bmapd_manager_set_auto_flash (BmapdManager *manager, sd_bus_message_handler_t add_func,
+                              BmapdManagerJobFunc job_ended_func, gpointer user_data)
+{
+  manager->add_auto_flash_func = add_func;
+  manager->add_auto_flash_data = user_data;
+  manager->job_ended_func = job_ended_func;
+  manager->job_ended_data = user_data;
+}
+
+void
+bmapd_manager_set_auto_flash_armed (BmapdManager *manager, gboolean armed)
+{
+  int r;
+
+  if ((manager->auto_flash_armed != 0) == (armed != FALSE))
+    return;
+  manager->auto_flash_armed = armed;
+  r = sd_bus_emit_properties_changed (manager->bus, BMAPD_MANAGER_PATH, BMAPD_MANAGER_INTERFACE,
+                                      "AutoFlashArmed", NULL);
+  if (r < 0)
+    bmapd_log (LOG_WARNING, "PropertiesChanged for " BMAPD_MANAGER_PATH ": %s", g_strerror (-r));
+  /* The idle timer depends on it. */
+  if (manager->activity_func != NULL)
+    manager->activity_func (manager, manager->activity_data);
+}
+
+gboolean
+bmapd_manager_get_auto_flash_armed (BmapdManager *manager)
+{
+  return manager->auto_flash_armed != 0;
 }
 
 /* ---- devices ---- */
@@ -1071,12 +1134,6 @@ guint
 bmapd_manager_get_n_active_jobs (BmapdManager *manager)
 {
   return manager->n_active;
-}
-
-guint
-bmapd_manager_get_n_rules (BmapdManager *manager)
-{
-  return 0;
 }
 
 void

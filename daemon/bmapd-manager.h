@@ -7,6 +7,7 @@
 
 #include "bmapd-config.h"
 #include "bmapd-device-registry.h"
+#include "bmapd-job.h"
 
 G_BEGIN_DECLS
 
@@ -21,16 +22,31 @@ G_BEGIN_DECLS
  * /org/bmapd/bmapd1: starts jobs (Flash, Create), exports a Device object
  * for every disk of the registry, and keeps one job per device.
  *
- * Auto-flash rules fit in as another listener of the registry (added
- * after the manager's, so that the Device objects exist when it hears of
- * a device; bmapd_device_info_media_inserted() says when to act) that
- * starts jobs through the same request path as Flash with the polkit step
- * skipped (the rule's authorization covers its cards). */
+ * Auto-flash (bmapd-autoflash.c) plugs in with bmapd_manager_set_auto_flash():
+ * it answers AddAutoFlash, listens to the registry after the manager (so
+ * that the Device objects exist when it hears of a device), and starts its
+ * cards' jobs with bmapd_manager_flash_card(), the path of Flash with the
+ * polkit step skipped (the rule's authorization covers its cards). */
 typedef struct _BmapdManager BmapdManager;
 
 /* Called when the number of active jobs changes, and once every job has
  * ended after bmapd_manager_shutdown(). */
 typedef void (*BmapdManagerFunc) (BmapdManager *manager, gpointer user_data);
+/* A job reached its final state (@job), or a call ended without a job
+ * (@job NULL): either may free a place for another job. */
+typedef void (*BmapdManagerJobFunc) (BmapdManager *manager, BmapdJob *job, gpointer user_data);
+
+/* What an auto-flash card's job needs. */
+typedef struct {
+  const char *device_name;
+  guint64 diskseq; /* the medium the card was seen with: MediaChanged otherwise */
+  int image_fd;    /* taken; a regular file or a pipe, at the image's start */
+  BmapMap *map;    /* taken; NULL copies every block */
+  gboolean verify;
+  gboolean verify_written;
+  const char *description;
+  uid_t uid; /* StartedByUid */
+} BmapdCardFlash;
 
 BmapdManager *bmapd_manager_new (sd_bus *bus, const BmapdConfig *config,
                                  BmapdDeviceRegistry *registry, GError **error);
@@ -44,8 +60,30 @@ bmapd_manager_set_activity_func (BmapdManager *manager, BmapdManagerFunc func, g
 
 /* Jobs authorizing or running. */
 guint bmapd_manager_get_n_active_jobs (BmapdManager *manager);
-/* Auto-flash rules armed (none yet: a later addition). */
-guint bmapd_manager_get_n_rules (BmapdManager *manager);
+
+/* Auto-flash: @add_func answers AddAutoFlash (Unsupported without it);
+ * @job_ended_func hears of every job that ends. */
+void bmapd_manager_set_auto_flash (BmapdManager *manager, sd_bus_message_handler_t add_func,
+                                   BmapdManagerJobFunc job_ended_func, gpointer user_data);
+/* The AutoFlashArmed property (PropertiesChanged when it changes); the
+ * daemon is not idle while it is TRUE. */
+void bmapd_manager_set_auto_flash_armed (BmapdManager *manager, gboolean armed);
+gboolean bmapd_manager_get_auto_flash_armed (BmapdManager *manager);
+
+/* Starts an auto-flash card's job without asking polkit, through the same
+ * checks as Flash (limits, device, diskseq, size, O_EXCL). Returns the job,
+ * which has either started or already failed (a failed one stays exported
+ * like any finished job, its error to be read); NULL and @error when the
+ * card got no job at all (no place under MaxJobs, device gone or busy).
+ * @card's descriptor and map are taken in every case. */
+BmapdJob *
+bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card, GError **error);
+/* Another job may start now (MaxJobs). */
+gboolean bmapd_manager_has_free_job_slot (BmapdManager *manager);
+/* The flash job holding device @name, NULL when idle. */
+BmapdJob *bmapd_manager_get_device_job (BmapdManager *manager, const char *name);
+/* The Device object path of @name, NULL when not exported. */
+const char *bmapd_manager_get_device_path (BmapdManager *manager, const char *name);
 
 /* Refuses new jobs, stops every job (they fail with Cancelled) and calls
  * @done once every worker has closed its device. */

@@ -35,8 +35,10 @@ MANAGER_PATH = '/org/bmapd/bmapd1'
 MANAGER_IFACE = 'org.bmapd.bmapd1.Manager'
 DEVICE_IFACE = 'org.bmapd.bmapd1.Device'
 JOB_IFACE = 'org.bmapd.bmapd1.Job'
+AUTOFLASH_IFACE = 'org.bmapd.bmapd1.AutoFlash'
 DEVICE_PREFIX = '/org/bmapd/bmapd1/device/'
 JOB_PREFIX = '/org/bmapd/bmapd1/job/'
+AUTOFLASH_PREFIX = '/org/bmapd/bmapd1/autoflash/'
 ERROR = 'org.bmapd.bmapd1.Error.'
 INTERACTIVE_REQUIRED = 'org.freedesktop.DBus.Error.InteractiveAuthorizationRequired'
 
@@ -48,6 +50,7 @@ ACTION_FLASH = 'org.bmapd.bmapd1.flash'
 ACTION_FLASH_SYSTEM = 'org.bmapd.bmapd1.flash-system'
 ACTION_CREATE = 'org.bmapd.bmapd1.create'
 ACTION_CANCEL = 'org.bmapd.bmapd1.cancel'
+ACTION_AUTO_FLASH = 'org.bmapd.bmapd1.auto-flash'
 
 MiB = 1024 * 1024
 
@@ -271,6 +274,35 @@ class Client:
             return self.call_async(job, JOB_IFACE, 'Cancel')
         return self.call(job, JOB_IFACE, 'Cancel')
 
+    def add_auto_flash(self, image_fd, bmap_fd=None, match=None, interactive=False, **options):
+        '''AddAutoFlash(); @match and @options are Python values with D-Bus names
+        (options also as keyword arguments with "_" for "-"); returns the rule path.'''
+        fds = [image_fd]
+        opts = {}
+        if bmap_fd is not None:
+            fds.append(bmap_fd)
+            opts['bmap'] = GLib.Variant('h', 1)
+        for key, value in options.items():
+            key = key.replace('_', '-')
+            opts[key] = auto_variant(value, 'u' if key == 'count' else 't')
+        match_v = {k: auto_variant(v) for k, v in (match or {}).items()}
+        args = GLib.Variant('(ha{sv}a{sv})', (0, match_v, opts))
+        return self.call(MANAGER_PATH, MANAGER_IFACE, 'AddAutoFlash', args, fds, interactive)[0]
+
+    def rules(self):
+        return {path: ifaces[AUTOFLASH_IFACE] for path, ifaces in self.managed_objects().items()
+                if AUTOFLASH_IFACE in ifaces}
+
+    def rule_signals(self, rule, member='CardFinished'):
+        return [args for path, iface, m, args in self.signals
+                if path == rule and iface == AUTOFLASH_IFACE and m == member]
+
+    def jobs_for(self, device):
+        '''Paths of the jobs announced (InterfacesAdded) for @device, in order.'''
+        return [args[0] for path, iface, m, args in self.signals
+                if m == 'InterfacesAdded' and args[0].startswith(JOB_PREFIX)
+                and JOB_IFACE in args[1] and args[1][JOB_IFACE].get('Device') == device]
+
     def job_signals(self, job, member):
         return [args for path, iface, m, args in self.signals
                 if path == job and iface == JOB_IFACE and m == member]
@@ -295,6 +327,20 @@ class Client:
             if time.monotonic() >= deadline:
                 return
             time.sleep(0.01)
+
+
+def auto_variant(value, int_type='t'):
+    '''A GLib.Variant for a Python value: bool b, int @int_type, str s, list as;
+    already a Variant: as is.'''
+    if isinstance(value, GLib.Variant):
+        return value
+    if isinstance(value, bool):
+        return GLib.Variant('b', value)
+    if isinstance(value, int):
+        return GLib.Variant(int_type, value)
+    if isinstance(value, (list, tuple)):
+        return GLib.Variant('as', list(value))
+    return GLib.Variant('s', value)
 
 
 class PolkitMock:
@@ -356,10 +402,13 @@ class PolkitMock:
 class Daemon:
     '''bmapd on the test bus, logging to a file.'''
 
-    def __init__(self, bus, client, logdir, config='', args=(), env=None, wait=True):
+    def __init__(self, bus, client, logdir, config='', args=(), env=None, wait=True,
+                 autoflash_dir=None, wrapper=()):
         self.config_path = os.path.join(logdir, 'bmapd.conf')
         with open(self.config_path, 'w') as f:
             f.write(config)
+        # Rule files: none unless a test writes some here.
+        self.autoflash_dir = autoflash_dir or os.path.join(logdir, 'autoflash.d')
         self.log_path = os.path.join(logdir, 'bmapd.log')
         self.log = open(self.log_path, 'a')
         self.client = client
@@ -370,8 +419,8 @@ class Daemon:
         full_env.pop('JOURNAL_STREAM', None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [find_bmapd(), '--bus-address', bus.address, '--config', self.config_path,
-             '--idle-timeout', '0', '--debug', *args],
+            [*wrapper, find_bmapd(), '--bus-address', bus.address, '--config', self.config_path,
+             '--autoflash-dir', self.autoflash_dir, '--idle-timeout', '0', '--debug', *args],
             env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
             wait_until(self._ready, 20, 'bmapd to own its name')
@@ -570,3 +619,247 @@ def nonblock(fd):
 
 def log(msg):
     print(msg, file=sys.stderr)
+
+
+# ---- auto-flash on real devices ----
+
+LOOP_CTL_ADD = 0x4C80
+LOOP_CTL_REMOVE = 0x4C81
+UDEVD = '/lib/systemd/systemd-udevd'
+
+
+def udevd_running():
+    return subprocess.run(['udevadm', 'control', '--ping', '--timeout=2'],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+class Udevd:
+    '''systemd-udevd, started when none runs, so that bmapd hears udev's
+    processed events (the "udev" netlink group) as on a real system. bmapd
+    picks the group when it starts: start this first.'''
+
+    def __init__(self, logdir):
+        self.proc = None
+        self.had_run_udev = os.path.exists('/run/udev')
+        if udevd_running():
+            return
+        self.log = open(os.path.join(logdir, 'udevd.log'), 'w')
+        env = dict(os.environ)
+        env.pop('LD_PRELOAD', None)
+        self.proc = subprocess.Popen([UDEVD], stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env)
+        try:
+            wait_until(lambda: self.proc.poll() is not None or udevd_running(), 20,
+                       'systemd-udevd')
+        except TimeoutError:
+            self.stop()
+            raise
+        if self.proc.poll() is not None:
+            raise RuntimeError(f'systemd-udevd exited with {self.proc.returncode}')
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self.log.close()
+        # udevd leaves its control socket behind; a later bmapd would take
+        # it for a running udevd and wait for events that never come.
+        if not self.had_run_udev:
+            shutil.rmtree('/run/udev', ignore_errors=True)
+
+
+class CardReader:
+    '''A loop device made through /dev/loop-control (the kernel's "add"),
+    its backing file attached with losetup (a "change" with a medium, which
+    bmapd sees as a new disk), and media of any size inserted and taken out
+    by resizing the backing file (losetup -c: "change" with the new size).'''
+
+    def __init__(self, tmpdir, size=0, fill=b'\xaa', first=100, directory=None):
+        fd, self.backing = tempfile.mkstemp(prefix='bmapd-card-', suffix='.img',
+                                            dir=directory or tmpdir)
+        os.close(fd)
+        self.fill = fill
+        self.size = 0
+        self._write_medium(size)
+        control = os.open('/dev/loop-control', os.O_RDWR | os.O_CLOEXEC)
+        try:
+            number = first
+            while True:
+                try:
+                    fcntl.ioctl(control, LOOP_CTL_ADD, number)
+                    break
+                except OSError as e:
+                    if e.errno != errno.EEXIST:
+                        raise
+                    number += 1
+        finally:
+            os.close(control)
+        self.name = f'loop{number}'
+        self.node = f'/dev/{self.name}'
+        self.attached = False
+        wait_until(lambda: os.path.exists(self.node), 10, self.node)
+
+    def _write_medium(self, size):
+        with open(self.backing, 'r+b') as f:
+            f.truncate(0)
+            block = self.fill * MiB
+            for _ in range(size // MiB):
+                f.write(block)
+            f.write(self.fill * (size % MiB))
+        self.size = size
+
+    def attach(self):
+        subprocess.run(['losetup', self.node, self.backing], check=True, capture_output=True)
+        self.attached = True
+        return self
+
+    def insert(self, size):
+        '''A medium of @size bytes, filled with the fill byte, goes in.'''
+        self._write_medium(size)
+        subprocess.run(['losetup', '-c', self.node], check=True, capture_output=True)
+
+    def eject(self):
+        self.insert(0)
+
+    def uevent(self, action):
+        with open(f'/sys/block/{self.name}/uevent', 'w') as f:
+            f.write(action)
+
+    def read(self, offset, length):
+        drop_caches(self.node)
+        return read_range(self.node, offset, length)
+
+    def sha256(self, length=None):
+        drop_caches(self.node)
+        return file_sha256(self.node, length)
+
+    def remove(self):
+        if self.attached:
+            subprocess.run(['losetup', '-d', self.node], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.attached = False
+        control = os.open('/dev/loop-control', os.O_RDWR | os.O_CLOEXEC)
+        try:
+            # Detaching a device still open (by udev's rules) finishes on close.
+            for _ in range(100):
+                try:
+                    fcntl.ioctl(control, LOOP_CTL_REMOVE, int(self.name[4:]))
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.05)
+        finally:
+            os.close(control)
+        # OSError: on a shut down filesystem (FreezableDir) too.
+        with contextlib.suppress(OSError):
+            os.unlink(self.backing)
+
+
+class FreezableDir:
+    '''A directory on a small ext4 filesystem that can be frozen: writes to
+    files in it (a loop device's backing file) then block until it is
+    thawed, which holds a flash mid-way without timing; and shut down, so
+    that the blocked writes fail as on a card pulled out.'''
+
+    def __init__(self, tmpdir):
+        self.image = os.path.join(tmpdir, 'freezable.ext4')
+        self.path = os.path.join(tmpdir, 'freezable')
+        self.frozen = False
+        self.mounted = False
+        with open(self.image, 'wb') as f:
+            f.truncate(64 * MiB)
+        subprocess.run(['mkfs.ext4', '-q', '-F', self.image], check=True, capture_output=True)
+        os.mkdir(self.path)
+        subprocess.run(['mount', '-o', 'loop', self.image, self.path], check=True,
+                       capture_output=True)
+        self.mounted = True
+
+    def freeze(self):
+        subprocess.run(['fsfreeze', '-f', self.path], check=True)
+        self.frozen = True
+
+    def shut_down(self):
+        '''Every later I/O on the filesystem fails, as on a pulled card
+        (ext4's EXT4_IOC_SHUTDOWN, without flushing the log).'''
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, 0x8004587D, (2).to_bytes(4, 'little'))
+        finally:
+            os.close(fd)
+
+    def thaw(self):
+        if self.frozen:
+            subprocess.run(['fsfreeze', '-u', self.path], check=True)
+            self.frozen = False
+
+    def close(self):
+        self.thaw()
+        if self.mounted:
+            subprocess.run(['umount', self.path], check=False)
+            self.mounted = False
+
+
+class FakeJournal:
+    '''Plays journald's native socket, so that bmapd's structured entries
+    can be read back (only where no journald runs). A thread reads it: a
+    full socket would block bmapd's logging.'''
+
+    DIR = '/run/systemd/journal'
+
+    def __init__(self):
+        import socket
+        os.makedirs(self.DIR)
+        self.path = os.path.join(self.DIR, 'socket')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.entries = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import socket
+        while not self.stopped.is_set():
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.entries.append(self.parse(data))
+
+    @staticmethod
+    def parse(data):
+        fields = {}
+        while data:
+            line, sep, rest = data.partition(b'\n')
+            if b'=' in line:
+                key, _, value = line.partition(b'=')
+                data = rest
+            else:  # KEY\n, 64-bit little-endian length, value, \n
+                key = line
+                length = int.from_bytes(rest[:8], 'little')
+                value = rest[8:8 + length]
+                data = rest[8 + length + 1:]
+            fields[key.decode()] = value.decode(errors='replace')
+        return fields
+
+    def poll(self):
+        with self.lock:
+            return list(self.entries)
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+        shutil.rmtree(self.DIR, ignore_errors=True)

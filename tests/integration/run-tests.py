@@ -4,13 +4,15 @@
 they need is not installed. With --umockdev, runs the fake-hardware tests
 under umockdev-wrapper.'''
 
+import glob
 import importlib.util
 import os
 import shutil
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-UMOCKDEV_TESTS = 'test_devices_umockdev.py'
+# Every test_*umockdev.py runs under umockdev-wrapper, and only there.
+UMOCKDEV_TESTS = sorted(glob.glob(os.path.join(HERE, 'test_*umockdev.py')))
 
 
 def missing_requirements(umockdev):
@@ -42,9 +44,11 @@ def main():
     import pytest
     args = ['-p', 'no:cacheprovider', '-v', '-rs', '--rootdir', HERE]
     if umockdev:
-        args.append(os.path.join(HERE, UMOCKDEV_TESTS))
+        args += UMOCKDEV_TESTS
     else:
-        args += [HERE, '--ignore', os.path.join(HERE, UMOCKDEV_TESTS)]
+        args.append(HERE)
+        for path in UMOCKDEV_TESTS:
+            args += ['--ignore', path]
     args += [a for a in sys.argv[1:] if a != '--umockdev']
     sys.path.insert(0, HERE)
     return pytest.main(args)

@@ -5,8 +5,6 @@ import os
 import subprocess
 import xml.etree.ElementTree as ET
 
-import pytest
-
 import bmapd_harness as h
 
 STANDARD = ('org.freedesktop.DBus.',)
@@ -68,7 +66,7 @@ def test_objects_match_the_xml(daemon, client, polkit, tmp_path, fds):
 
 
 def test_xml_is_the_installed_contract():
-    '''Every interface of the contract is in the XML (AutoFlash objects come later).'''
+    '''Every interface of the contract is in the XML.'''
     assert set(contract()) == {'org.bmapd.bmapd1.Manager', 'org.bmapd.bmapd1.Device',
                                'org.bmapd.bmapd1.Job', 'org.bmapd.bmapd1.AutoFlash'}
 
@@ -91,12 +89,3 @@ def test_object_manager_lists_devices(daemon, client):
             assert props['Job'] == '/'
             # Whole disks only.
             assert not os.path.exists(f'/sys/class/block/{props["Name"]}/partition')
-
-
-def test_add_auto_flash_not_yet(daemon, client, tmp_path, fds):
-    img = tmp_path / 'a.img'
-    img.write_bytes(b'x' * 4096)
-    with pytest.raises(h.DBusCallError) as e:
-        client.call(h.MANAGER_PATH, h.MANAGER_IFACE, 'AddAutoFlash',
-                    h.GLib.Variant('(ha{sv}a{sv})', (0, {}, {})), [fds(str(img))])
-    assert e.value.name == h.ERROR + 'Unsupported'

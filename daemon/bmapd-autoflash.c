@@ -1,0 +1,924 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bmapd-autoflash-config.h"
+#include "bmapd-autoflash-rule.h"
+#include "bmapd-autoflash.h"
+#include "bmapd-bus-args.h"
+#include "bmapd-device.h"
+#include "bmapd-fd.h"
+#include "bmapd-log.h"
+#include "bmapd-polkit.h"
+#include "bmapd-sd.h"
+
+struct _BmapdAutoFlash {
+  sd_bus *bus;
+  sd_event *event;
+  BmapdManager *manager;
+  BmapdDeviceRegistry *registry;
+  BmapdConfig config;
+  char *rules_dir;
+
+  GPtrArray *rules; /* BmapdAutoFlashRule, by id */
+  guint next_id;
+  GQueue *queue;       /* Card, taken and waiting for a place under MaxJobs */
+  GHashTable *running; /* job id -> Card */
+  GHashTable *taken;   /* kernel name -> diskseq (guint64 *) of the last medium taken there */
+  GPtrArray *requests; /* AddRequest, AddAutoFlash calls not answered yet */
+  sd_event_source *queue_source;
+  gboolean shutting_down;
+};
+
+/* One medium a rule took, from the moment it was taken to the end of its
+ * job. */
+typedef struct {
+  guint rule_id;
+  char *name;
+  char *node;
+  char *serial;
+  char *device_path;
+  guint64 diskseq;
+  gint64 start_usec;
+} Card;
+
+/* An AddAutoFlash call from its arrival to its answer. */
+typedef struct {
+  BmapdAutoFlash *autoflash;
+  sd_bus_message *call;
+  uid_t uid;
+  BmapdAutoFlashSpec *spec;
+  GVariantBuilder match_builder;
+  GVariantBuilder options_builder;
+  int image_fd;
+  int bmap_fd;
+  BmapdFdReader *reader;
+  BmapdPolkitCheck *check;
+  gboolean asked_flash_system;
+} AddRequest;
+
+static void schedule_queue (BmapdAutoFlash *autoflash);
+
+/* ---- rules ---- */
+
+static BmapdAutoFlashRule *
+find_rule (BmapdAutoFlash *autoflash, guint id)
+{
+  for (guint i = 0; i < autoflash->rules->len; i++) {
+    BmapdAutoFlashRule *rule = g_ptr_array_index (autoflash->rules, i);
+    if (bmapd_autoflash_rule_get_id (rule) == id)
+      return rule;
+  }
+  return NULL;
+}
+
+static void
+update_armed (BmapdAutoFlash *autoflash)
+{
+  gboolean armed = FALSE;
+
+  for (guint i = 0; i < autoflash->rules->len && !armed; i++)
+    armed = bmapd_autoflash_rule_is_armed (g_ptr_array_index (autoflash->rules, i));
+  bmapd_manager_set_auto_flash_armed (autoflash->manager, armed);
+}
+
+static void
+card_free (Card *card)
+{
+  g_free (card->name);
+  g_free (card->node);
+  g_free (card->serial);
+  g_free (card->device_path);
+  g_free (card);
+}
+
+/* Drops the queued cards of rule @rule_id (0: any) in device @name (NULL:
+ * any). */
+static void
+drop_queued (BmapdAutoFlash *autoflash, guint rule_id, const char *name, const char *why)
+{
+  gboolean dropped = FALSE;
+
+  for (GList *l = autoflash->queue->head; l != NULL;) {
+    GList *next = l->next;
+    Card *card = l->data;
+
+    if ((rule_id == 0 || card->rule_id == rule_id)
+        && (name == NULL || g_str_equal (card->name, name))) {
+      BmapdAutoFlashRule *rule = find_rule (autoflash, card->rule_id);
+
+      bmapd_log (LOG_INFO, "auto-flash rule %u: the card in %s is not flashed: %s", card->rule_id,
+                 card->node, why);
+      if (rule != NULL)
+        bmapd_autoflash_rule_card_dropped (rule);
+      card_free (card);
+      g_queue_delete_link (autoflash->queue, l);
+      dropped = TRUE;
+    }
+    l = next;
+  }
+  /* A rule with a count may take cards again. */
+  if (dropped)
+    update_armed (autoflash);
+}
+
+static void
+remove_rule (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, const char *why)
+{
+  guint id = bmapd_autoflash_rule_get_id (rule);
+  guint n_running;
+
+  drop_queued (autoflash, id, NULL, "its rule was removed");
+  n_running = bmapd_autoflash_rule_get_n_pending (rule);
+  if (n_running > 0)
+    bmapd_log (LOG_INFO, "auto-flash rule %u removed (%s); its %u running card%s go%s on", id, why,
+               n_running, n_running == 1 ? "" : "s", n_running == 1 ? "es" : "");
+  else
+    bmapd_log (LOG_INFO, "auto-flash rule %u removed (%s)", id, why);
+  g_ptr_array_remove (autoflash->rules, rule); /* frees it: InterfacesRemoved */
+  update_armed (autoflash);
+}
+
+static void
+remove_if_spent (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule)
+{
+  if (bmapd_autoflash_rule_is_spent (rule)) {
+    g_autofree char *why
+        = g_strdup_printf ("its count of %u cards is reached and the last one has finished",
+                           bmapd_autoflash_rule_get_spec (rule)->count);
+    remove_rule (autoflash, rule, why);
+  }
+}
+
+static void
+on_rule_remove (BmapdAutoFlashRule *rule, const char *why, gpointer user_data)
+{
+  remove_rule (user_data, rule, why);
+}
+
+/* Exports a rule for @spec (taken); the media present now are never
+ * flashed by it. */
+static BmapdAutoFlashRule *
+add_rule (BmapdAutoFlash *autoflash, BmapdAutoFlashSpec *spec, uid_t uid, GError **error)
+{
+  g_autoptr (GPtrArray) devices = NULL;
+  BmapdAutoFlashRule *rule;
+
+  rule = bmapd_autoflash_rule_new (autoflash->bus, autoflash->next_id++, spec, uid, error);
+  if (rule == NULL)
+    return NULL;
+  devices = bmapd_device_registry_list (autoflash->registry);
+  for (guint i = 0; i < devices->len; i++)
+    bmapd_autoflash_rule_remember_present (rule, g_ptr_array_index (devices, i));
+  bmapd_autoflash_rule_set_remove_func (rule, on_rule_remove, autoflash);
+  g_ptr_array_add (autoflash->rules, rule);
+  return rule;
+}
+
+static char *
+describe_match (const BmapdAutoFlashSpec *spec)
+{
+  g_autofree char *text = g_variant_print (spec->match_variant, FALSE);
+  return g_strdup (g_variant_n_children (spec->match_variant) == 0 ? "any removable device" : text);
+}
+
+/* ---- cards ---- */
+
+static void
+log_card_end (Card *card, guint job_id, const char *state, guint64 bytes, const char *error_name,
+              const char *error_message)
+{
+  guint64 duration = (guint64) (g_get_monotonic_time () - card->start_usec);
+  g_autofree char *seconds = g_strdup_printf ("%.1f", duration / (double) G_USEC_PER_SEC);
+  g_autofree char *job = job_id > 0 ? g_strdup_printf ("job %u", job_id) : g_strdup ("no job");
+  const char *serial = card->serial[0] != '\0' ? card->serial : "unknown";
+
+  if (g_str_equal (state, "done"))
+    bmapd_log_card (LOG_INFO, card->rule_id, job_id, card->node, card->serial, state, duration,
+                    bytes, error_name,
+                    "card in %s (serial %s): done, %" G_GUINT64_FORMAT " bytes in %s s (%s)",
+                    card->node, serial, bytes, seconds, job);
+  else
+    bmapd_log_card (
+        g_str_equal (state, "failed") ? LOG_WARNING : LOG_NOTICE, card->rule_id, job_id, card->node,
+        card->serial, state, duration, bytes, error_name,
+        "card in %s (serial %s): %s after %s s, %" G_GUINT64_FORMAT " bytes: %s%s%s%s (%s)",
+        card->node, serial, state, seconds, bytes, error_message, error_name[0] != '\0' ? " (" : "",
+        error_name, error_name[0] != '\0' ? ")" : "", job);
+}
+
+/* The card's job has ended, or it got none (@job NULL, @error says why). */
+static void
+card_ended (BmapdAutoFlash *autoflash, Card *card, BmapdJob *job, const GError *error)
+{
+  BmapdAutoFlashRule *rule = find_rule (autoflash, card->rule_id);
+  const char *state;
+
+  if (job != NULL) {
+    state = bmapd_job_state_to_string (bmapd_job_get_state (job));
+    log_card_end (card, bmapd_job_get_id (job), state, bmapd_job_get_bytes_done (job),
+                  bmapd_job_get_error_name (job), bmapd_job_get_error_message (job));
+  } else {
+    BmapErrorCode code = error->domain == BMAP_ERROR ? (BmapErrorCode) error->code : BMAP_ERROR_IO;
+    state = "failed";
+    log_card_end (card, 0, state, 0, bmap_error_code_to_dbus_name (code), error->message);
+  }
+  if (rule != NULL) {
+    bmapd_autoflash_rule_card_finished (rule, card->device_path,
+                                        job != NULL ? bmapd_job_get_path (job) : "/", state);
+    remove_if_spent (autoflash, rule);
+  }
+  card_free (card);
+}
+
+static void
+start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
+{
+  const BmapdAutoFlashSpec *spec = bmapd_autoflash_rule_get_spec (rule);
+  g_autoptr (GError) error = NULL;
+  BmapdCardFlash flash = {
+    .device_name = card->name,
+    .diskseq = card->diskseq,
+    .verify = spec->verify,
+    .verify_written = spec->verify_written,
+    .description = spec->description,
+    .uid = bmapd_autoflash_rule_get_uid (rule),
+  };
+  BmapdJob *job = NULL;
+
+  card->start_usec = g_get_monotonic_time ();
+  bmapd_autoflash_rule_card_started (rule);
+  flash.image_fd = bmapd_image_open_reader (spec->image, &error);
+  if (flash.image_fd >= 0) {
+    flash.map = bmapd_autoflash_spec_copy_map (spec);
+    job = bmapd_manager_flash_card (autoflash->manager, &flash, &error);
+  }
+  if (job == NULL) {
+    card_ended (autoflash, card, NULL, error);
+    return;
+  }
+  bmapd_log (LOG_INFO, "auto-flash rule %u: flashing the card in %s (serial %s): job %u",
+             card->rule_id, card->node, card->serial[0] != '\0' ? card->serial : "unknown",
+             bmapd_job_get_id (job));
+  /* It may have failed already (too small, busy): it still counts. */
+  if (!bmapd_job_is_active (job)) {
+    card_ended (autoflash, card, job, NULL);
+    return;
+  }
+  g_hash_table_insert (autoflash->running, GUINT_TO_POINTER (bmapd_job_get_id (job)), card);
+}
+
+/* Why a queued card cannot start any more, NULL when it still can. */
+static char *
+card_gone_why (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
+{
+  const BmapdDeviceInfo *info = bmapd_device_registry_lookup (autoflash->registry, card->name);
+  BmapdJob *job = bmapd_manager_get_device_job (autoflash->manager, card->name);
+  char *why = NULL;
+
+  if (info == NULL)
+    return g_strdup ("the device is gone");
+  if (info->diskseq != card->diskseq || !info->media_present)
+    return g_strdup ("the medium was taken out or changed");
+  if (job != NULL)
+    return g_strdup_printf ("job %u took the device", bmapd_job_get_id (job));
+  if (!bmapd_autoflash_match_admits (&bmapd_autoflash_rule_get_spec (rule)->match, info, &why))
+    return why;
+  return NULL;
+}
+
+static int
+on_process_queue (sd_event_source *source, void *user_data)
+{
+  BmapdAutoFlash *autoflash = user_data;
+
+  autoflash->queue_source = sd_event_source_disable_unref (autoflash->queue_source);
+  while (!g_queue_is_empty (autoflash->queue) && !autoflash->shutting_down) {
+    Card *card = g_queue_peek_head (autoflash->queue);
+    BmapdAutoFlashRule *rule = find_rule (autoflash, card->rule_id);
+    g_autofree char *why = NULL;
+
+    if (rule != NULL)
+      why = card_gone_why (autoflash, rule, card);
+    if (rule == NULL || why != NULL) {
+      g_queue_pop_head (autoflash->queue);
+      bmapd_log (LOG_INFO, "auto-flash rule %u: the card in %s is not flashed: %s", card->rule_id,
+                 card->node, why != NULL ? why : "its rule was removed");
+      if (rule != NULL) {
+        bmapd_autoflash_rule_card_dropped (rule);
+        remove_if_spent (autoflash, rule);
+      }
+      card_free (card);
+      update_armed (autoflash);
+      continue;
+    }
+    /* First come, first served: the head waits for the next place. */
+    if (!bmapd_manager_has_free_job_slot (autoflash->manager))
+      break;
+    g_queue_pop_head (autoflash->queue);
+    start_card (autoflash, rule, card);
+  }
+  return 0;
+}
+
+static void
+schedule_queue (BmapdAutoFlash *autoflash)
+{
+  int r;
+
+  if (autoflash->queue_source != NULL || g_queue_is_empty (autoflash->queue))
+    return;
+  /* From the loop: cards start outside of the manager's and the
+   * registry's callbacks. */
+  r = sd_event_add_defer (autoflash->event, &autoflash->queue_source, on_process_queue, autoflash);
+  if (r < 0)
+    bmapd_log (LOG_WARNING, "cannot schedule the auto-flash queue: %s", g_strerror (-r));
+}
+
+static void
+on_job_ended (BmapdManager *manager, BmapdJob *job, gpointer user_data)
+{
+  BmapdAutoFlash *autoflash = user_data;
+  Card *card = NULL;
+
+  if (job != NULL
+      && g_hash_table_steal_extended (autoflash->running, GUINT_TO_POINTER (bmapd_job_get_id (job)),
+                                      NULL, (gpointer *) &card))
+    card_ended (autoflash, card, job, NULL);
+  schedule_queue (autoflash);
+}
+
+/* ---- devices ---- */
+
+/* A medium appeared in @info: the first armed rule that admits it takes
+ * it. */
+static void
+consider (BmapdAutoFlash *autoflash, const BmapdDeviceInfo *info)
+{
+  const guint64 *taken = g_hash_table_lookup (autoflash->taken, info->name);
+  BmapdAutoFlashRule *chosen = NULL;
+  BmapdJob *job;
+  Card *card;
+
+  if (autoflash->shutting_down || autoflash->rules->len == 0)
+    return;
+  if (taken != NULL && *taken == info->diskseq) {
+    bmapd_log (LOG_DEBUG,
+               "auto-flash: the medium in %s (diskseq %" G_GUINT64_FORMAT ") was taken already",
+               info->node, info->diskseq);
+    return;
+  }
+  for (guint i = 0; i < autoflash->rules->len && chosen == NULL; i++) {
+    BmapdAutoFlashRule *rule = g_ptr_array_index (autoflash->rules, i);
+    g_autofree char *why = NULL;
+
+    if (!bmapd_autoflash_rule_is_armed (rule))
+      continue;
+    if (bmapd_autoflash_rule_was_present (rule, info)) {
+      bmapd_log (LOG_DEBUG, "auto-flash rule %u: not %s: its medium was there before the rule",
+                 bmapd_autoflash_rule_get_id (rule), info->node);
+      continue;
+    }
+    if (!bmapd_autoflash_match_admits (&bmapd_autoflash_rule_get_spec (rule)->match, info, &why)) {
+      bmapd_log (LOG_DEBUG, "auto-flash rule %u: not %s: %s", bmapd_autoflash_rule_get_id (rule),
+                 info->node, why);
+      continue;
+    }
+    chosen = rule;
+  }
+  if (chosen == NULL)
+    return;
+  job = bmapd_manager_get_device_job (autoflash->manager, info->name);
+  if (job != NULL) {
+    bmapd_log (LOG_NOTICE,
+               "auto-flash rule %u: not flashing the card in %s: job %u is still using the "
+               "device; insert the card again once it has finished",
+               bmapd_autoflash_rule_get_id (chosen), info->node, bmapd_job_get_id (job));
+    return;
+  }
+
+  card = g_new0 (Card, 1);
+  card->rule_id = bmapd_autoflash_rule_get_id (chosen);
+  card->name = g_strdup (info->name);
+  card->node = g_strdup (info->node);
+  card->serial = g_strdup (info->serial);
+  card->device_path = bmapd_device_path_for_name (info->name);
+  card->diskseq = info->diskseq;
+  g_hash_table_replace (autoflash->taken, g_strdup (info->name), g_memdup2 (&info->diskseq, 8));
+  bmapd_autoflash_rule_card_queued (chosen);
+  g_queue_push_tail (autoflash->queue, card);
+  bmapd_log (LOG_INFO,
+             "auto-flash rule %u takes the card in %s (serial %s, %" G_GUINT64_FORMAT
+             " bytes, diskseq %" G_GUINT64_FORMAT ")",
+             card->rule_id, info->node, info->serial[0] != '\0' ? info->serial : "unknown",
+             info->size, info->diskseq);
+  update_armed (autoflash);
+  schedule_queue (autoflash);
+}
+
+static void
+on_device_event (BmapdDeviceEvent event, const BmapdDeviceInfo *old_info,
+                 const BmapdDeviceInfo *info, gpointer user_data)
+{
+  BmapdAutoFlash *autoflash = user_data;
+  const char *name = info != NULL ? info->name : old_info->name;
+
+  if (info == NULL || !info->media_present) {
+    /* The medium went: the next one in this device is a new card. A
+     * device that goes keeps its entry: should it come back with the same
+     * diskseq, it is the same medium. */
+    for (guint i = 0; i < autoflash->rules->len; i++)
+      bmapd_autoflash_rule_forget_device (g_ptr_array_index (autoflash->rules, i), name);
+    if (info != NULL)
+      g_hash_table_remove (autoflash->taken, name);
+    drop_queued (autoflash, 0, name,
+                 info == NULL ? "the device is gone" : "the medium was taken out");
+    return;
+  }
+  if (event == BMAPD_DEVICE_ADDED || bmapd_device_info_media_inserted (old_info, info))
+    consider (autoflash, info);
+  else if (!g_queue_is_empty (autoflash->queue))
+    schedule_queue (autoflash); /* a queued card may have become unfit */
+}
+
+/* ---- AddAutoFlash ---- */
+
+static void
+add_request_free (AddRequest *req)
+{
+  bmapd_polkit_check_free (req->check);
+  bmapd_fd_reader_free (req->reader);
+  if (req->image_fd >= 0)
+    close (req->image_fd);
+  if (req->bmap_fd >= 0)
+    close (req->bmap_fd);
+  bmapd_autoflash_spec_free (req->spec);
+  g_variant_builder_clear (&req->match_builder);
+  g_variant_builder_clear (&req->options_builder);
+  sd_bus_message_unref (req->call);
+  g_free (req);
+}
+
+static void
+add_request_fail (AddRequest *req, const GError *error)
+{
+  BmapErrorCode code = error->domain == BMAP_ERROR ? (BmapErrorCode) error->code : BMAP_ERROR_IO;
+
+  bmapd_log (LOG_INFO, "AddAutoFlash call from uid %u refused: %s (%s)", (guint) req->uid,
+             error->message, bmap_error_code_to_dbus_name (code));
+  sd_bus_reply_method_errorf (req->call, bmap_error_code_to_dbus_name (code), "%s", error->message);
+  g_ptr_array_remove (req->autoflash->requests, req);
+}
+
+static void
+add_request_fail_dbus (AddRequest *req, const sd_bus_error *error)
+{
+  bmapd_log (LOG_INFO, "AddAutoFlash call from uid %u refused: %s (%s)", (guint) req->uid,
+             error->message, error->name);
+  sd_bus_reply_method_error (req->call, error);
+  g_ptr_array_remove (req->autoflash->requests, req);
+}
+
+static gboolean
+parse_match_key (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
+{
+  AddRequest *req = user_data;
+  BmapdAutoFlashMatch *match = &req->spec->match;
+  GVariant *value = NULL;
+
+  if (g_str_equal (key, "bus")) {
+    if (!bmapd_bus_read_strv (m, key, &match->bus, error))
+      return FALSE;
+    value = g_variant_new_strv ((const char *const *) match->bus, -1);
+  } else if (g_str_equal (key, "serial") || g_str_equal (key, "vendor")
+             || g_str_equal (key, "model") || g_str_equal (key, "port")) {
+    char **field = g_str_equal (key, "serial")   ? &match->serial
+                   : g_str_equal (key, "vendor") ? &match->vendor
+                   : g_str_equal (key, "model")  ? &match->model
+                                                 : &match->port;
+    if (!bmapd_bus_read_string (m, key, field, error))
+      return FALSE;
+    value = g_variant_new_string (*field);
+  } else if (g_str_equal (key, "min-size")) {
+    if (!bmapd_bus_read_basic (m, key, 't', &match->min_size, error))
+      return FALSE;
+    match->has_min_size = TRUE;
+    value = g_variant_new_uint64 (match->min_size);
+  } else if (g_str_equal (key, "max-size")) {
+    if (!bmapd_bus_read_basic (m, key, 't', &match->max_size, error))
+      return FALSE;
+    match->has_max_size = TRUE;
+    value = g_variant_new_uint64 (match->max_size);
+  } else if (g_str_equal (key, "allow-non-removable")) {
+    if (!bmapd_bus_read_bool (m, key, &match->allow_non_removable, error))
+      return FALSE;
+    value = g_variant_new_boolean (match->allow_non_removable);
+  } else {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "unknown match key \"%s\" (known: bus, serial, vendor, model, port, min-size, "
+                 "max-size, allow-non-removable)",
+                 key);
+    return FALSE;
+  }
+  g_variant_builder_add (&req->match_builder, "{sv}", key, value);
+  return TRUE;
+}
+
+static gboolean
+parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
+{
+  AddRequest *req = user_data;
+  BmapdAutoFlashSpec *spec = req->spec;
+  GVariant *value = NULL;
+
+  if (g_str_equal (key, "bmap")) {
+    int fd = -1;
+
+    if (!bmapd_bus_read_basic (m, key, 'h', &fd, error))
+      return FALSE;
+    if (req->bmap_fd >= 0)
+      close (req->bmap_fd);
+    req->bmap_fd = bmapd_fd_check (fd, "bmap", BMAPD_FD_READ, FALSE, NULL, error);
+    return req->bmap_fd >= 0; /* descriptors are left out of Options */
+  }
+  if (g_str_equal (key, "nobmap") || g_str_equal (key, "verify")
+      || g_str_equal (key, "verify-written") || g_str_equal (key, "keep")) {
+    gboolean *field = g_str_equal (key, "nobmap")   ? &spec->nobmap
+                      : g_str_equal (key, "verify") ? &spec->verify
+                      : g_str_equal (key, "keep")   ? &spec->keep
+                                                    : &spec->verify_written;
+    if (!bmapd_bus_read_bool (m, key, field, error))
+      return FALSE;
+    value = g_variant_new_boolean (*field);
+  } else if (g_str_equal (key, "description")) {
+    if (!bmapd_bus_read_string (m, key, &spec->description, error))
+      return FALSE;
+    value = g_variant_new_string (spec->description);
+  } else if (g_str_equal (key, "count")) {
+    if (!bmapd_bus_read_basic (m, key, 'u', &spec->count, error))
+      return FALSE;
+    value = g_variant_new_uint32 (spec->count);
+  } else if (g_str_equal (key, "diskseq")) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "option \"diskseq\" does not apply to a rule: every card is a new medium, and "
+                 "a card whose medium changes before its job starts is not flashed");
+    return FALSE;
+  } else if (g_str_equal (key, "unmount")) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "option \"unmount\" does not apply to a rule: busy devices are never "
+                 "auto-flashed");
+    return FALSE;
+  } else if (g_str_equal (key, "bind-to-caller")) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "option \"bind-to-caller\" does not apply to a rule: without \"keep\" the rule "
+                 "goes when its caller leaves, and cards being written are finished");
+    return FALSE;
+  } else {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "unknown AddAutoFlash option \"%s\" (known: bmap, nobmap, verify, "
+                 "verify-written, description, count, keep)",
+                 key);
+    return FALSE;
+  }
+  g_variant_builder_add (&req->options_builder, "{sv}", key, value);
+  return TRUE;
+}
+
+/* Rules armed, plus calls that would add one. */
+static gboolean
+check_rule_limit (BmapdAutoFlash *autoflash, AddRequest *except, GError **error)
+{
+  guint n = autoflash->rules->len;
+
+  if (autoflash->shutting_down) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_CANCELLED, "bmapd is shutting down");
+    return FALSE;
+  }
+  for (guint i = 0; i < autoflash->requests->len; i++) {
+    if (g_ptr_array_index (autoflash->requests, i) != except)
+      n++;
+  }
+  if (n >= autoflash->config.max_rules) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT,
+                 "%u auto-flash rules are armed or being added, the most bmapd keeps at once "
+                 "(MaxRules=%u)",
+                 n, autoflash->config.max_rules);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+add_finish (AddRequest *req)
+{
+  BmapdAutoFlash *autoflash = req->autoflash;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *match = NULL;
+  BmapdAutoFlashRule *rule;
+
+  if (!check_rule_limit (autoflash, req, &error)) {
+    add_request_fail (req, error);
+    return;
+  }
+  match = describe_match (req->spec);
+  rule = add_rule (autoflash, g_steal_pointer (&req->spec), req->uid, &error);
+  if (rule == NULL) {
+    add_request_fail (req, error);
+    return;
+  }
+  if (!bmapd_autoflash_rule_get_spec (rule)->keep
+      && !bmapd_autoflash_rule_track_caller (rule, req->call, &error)) {
+    g_ptr_array_remove (autoflash->rules, rule);
+    add_request_fail (req, error);
+    return;
+  }
+  bmapd_log (LOG_INFO, "auto-flash rule %u armed by uid %u (%s): %s%s",
+             bmapd_autoflash_rule_get_id (rule), (guint) req->uid,
+             sd_bus_message_get_sender (req->call), match,
+             bmapd_autoflash_rule_get_spec (rule)->keep ? ", kept" : "");
+  sd_bus_reply_method_return (req->call, "o", bmapd_autoflash_rule_get_path (rule));
+  g_ptr_array_remove (autoflash->requests, req);
+  update_armed (autoflash);
+}
+
+static void
+on_add_authorized (const sd_bus_error *error, gpointer user_data)
+{
+  AddRequest *req = user_data;
+  g_autoptr (GError) local_error = NULL;
+
+  bmapd_polkit_check_free (g_steal_pointer (&req->check));
+  if (error != NULL && sd_bus_error_is_set (error)) {
+    add_request_fail_dbus (req, error);
+    return;
+  }
+  /* Non-removable devices are what flash-system guards. */
+  if (req->spec->match.allow_non_removable && !req->asked_flash_system) {
+    req->asked_flash_system = TRUE;
+    req->check = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid,
+                                         BMAPD_ACTION_FLASH_SYSTEM, NULL, on_add_authorized, req,
+                                         &local_error);
+    if (req->check == NULL)
+      add_request_fail (req, local_error);
+    return;
+  }
+  add_finish (req);
+}
+
+/* Every descriptor is read: the checks that need them, then polkit. */
+static void
+add_checked_fds (AddRequest *req, GBytes *bmap_data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BmapMap) map = NULL;
+  const char *details[] = { "rule.allow-non-removable",
+                            req->spec->match.allow_non_removable ? "true" : "false", NULL };
+
+  if (bmap_data != NULL) {
+    gsize len = 0;
+    const char *data = g_bytes_get_data (bmap_data, &len);
+
+    map = bmap_map_load_data (data, len, "bmap", &error);
+    if (map == NULL) {
+      add_request_fail (req, error);
+      return;
+    }
+  }
+  if (!bmapd_autoflash_spec_set_image (req->spec, req->image_fd, "image", g_steal_pointer (&map),
+                                       &error)) {
+    req->image_fd = -1;
+    add_request_fail (req, error);
+    return;
+  }
+  req->image_fd = -1;
+  req->check
+      = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid, BMAPD_ACTION_AUTO_FLASH,
+                                details, on_add_authorized, req, &error);
+  if (req->check == NULL)
+    add_request_fail (req, error);
+}
+
+static void
+on_bmap_read (GBytes *bytes, const GError *error, gpointer user_data)
+{
+  AddRequest *req = user_data;
+
+  bmapd_fd_reader_free (g_steal_pointer (&req->reader));
+  if (bytes == NULL) {
+    add_request_fail (req, error);
+    return;
+  }
+  add_checked_fds (req, bytes);
+}
+
+/* Parses and checks the call up to the reading of the bmap. */
+static gboolean
+add_parse (AddRequest *req, GError **error)
+{
+  BmapdAutoFlashSpec *spec = req->spec;
+  struct stat st;
+  int image_fd = -1;
+  int r;
+
+  r = sd_bus_message_read (req->call, "h", &image_fd);
+  if (r < 0) {
+    bmap_error_set_errno (error, -r, "cannot parse the AddAutoFlash call");
+    return FALSE;
+  }
+  if (!bmapd_bus_get_caller_uid (req->call, &req->uid, error)
+      || !bmapd_bus_read_dict (req->call, parse_match_key, req, error)
+      || !bmapd_bus_read_dict (req->call, parse_option, req, error))
+    return FALSE;
+  spec->match_variant = g_variant_ref_sink (g_variant_builder_end (&req->match_builder));
+  spec->options_variant = g_variant_ref_sink (g_variant_builder_end (&req->options_builder));
+  if (spec->description == NULL)
+    spec->description = g_strdup ("");
+  if (!bmapd_autoflash_spec_check (spec, error) || !check_rule_limit (req->autoflash, req, error))
+    return FALSE;
+
+  req->image_fd = bmapd_fd_check (image_fd, "image", BMAPD_FD_READ, FALSE, &st, error);
+  if (req->image_fd < 0)
+    return FALSE;
+  if (!S_ISREG (st.st_mode)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "image: the file descriptor is a pipe; an auto-flash rule needs a regular file, "
+                 "which it reads again for every card");
+    return FALSE;
+  }
+  if (req->bmap_fd >= 0 && spec->nobmap) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "both \"bmap\" and \"nobmap\" were given; pass one of them");
+    return FALSE;
+  }
+  if (req->bmap_fd < 0 && !spec->nobmap) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
+                 "no bmap was given: pass \"bmap\" (a file descriptor), or \"nobmap\" to copy "
+                 "every block of the image");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static int
+on_add_auto_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+  BmapdAutoFlash *autoflash = userdata;
+  g_autoptr (GError) error = NULL;
+  AddRequest *req = g_new0 (AddRequest, 1);
+  struct stat bmap_st;
+
+  req->autoflash = autoflash;
+  req->call = sd_bus_message_ref (m);
+  req->uid = (uid_t) -1;
+  req->spec = bmapd_autoflash_spec_new ();
+  req->image_fd = -1;
+  req->bmap_fd = -1;
+  g_variant_builder_init (&req->match_builder, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_init (&req->options_builder, G_VARIANT_TYPE_VARDICT);
+  g_ptr_array_add (autoflash->requests, req);
+
+  if (!add_parse (req, &error)) {
+    add_request_fail (req, error);
+    return 1;
+  }
+  if (req->bmap_fd < 0) {
+    add_checked_fds (req, NULL);
+    return 1;
+  }
+  /* The bmap is read once, now: every card uses the same. */
+  if (fstat (req->bmap_fd, &bmap_st) == 0 && S_ISREG (bmap_st.st_mode)) {
+    g_autoptr (GBytes) bytes
+        = bmapd_fd_read_regular (req->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap", &error);
+    if (bytes == NULL) {
+      add_request_fail (req, error);
+      return 1;
+    }
+    add_checked_fds (req, bytes);
+    return 1;
+  }
+  req->reader = bmapd_fd_reader_new (autoflash->event, req->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap",
+                                     on_bmap_read, req, &error);
+  if (req->reader == NULL)
+    add_request_fail (req, error);
+  return 1;
+}
+
+/* ---- rule files ---- */
+
+void
+bmapd_autoflash_load_rule_files (BmapdAutoFlash *autoflash)
+{
+  g_autoptr (GPtrArray) paths = NULL;
+  g_autoptr (GError) error = NULL;
+  guint n_loaded = 0;
+
+  for (guint i = autoflash->rules->len; i > 0; i--) {
+    BmapdAutoFlashRule *rule = g_ptr_array_index (autoflash->rules, i - 1);
+    if (bmapd_autoflash_rule_is_config (rule))
+      remove_rule (autoflash, rule, "the rule files are read again");
+  }
+  if (autoflash->shutting_down)
+    return;
+  paths = bmapd_autoflash_config_list_dir (autoflash->rules_dir, &error);
+  if (paths == NULL) {
+    bmapd_log (LOG_ERR, "auto-flash rules: %s", error->message);
+    return;
+  }
+  for (guint i = 0; i < paths->len; i++) {
+    const char *path = g_ptr_array_index (paths, i);
+    g_autoptr (BmapdAutoFlashSpec) spec = NULL;
+    g_autofree char *match = NULL;
+    BmapdAutoFlashRule *rule;
+
+    if (autoflash->rules->len >= autoflash->config.max_rules) {
+      bmapd_log (LOG_ERR,
+                 "%s: not loaded: %u auto-flash rules are armed, the most bmapd keeps "
+                 "(MaxRules=%u)",
+                 path, autoflash->rules->len, autoflash->config.max_rules);
+      continue;
+    }
+    spec = bmapd_autoflash_config_load_file (path, &error);
+    if (spec == NULL) {
+      bmapd_log (LOG_ERR, "auto-flash rule not loaded: %s", error->message);
+      g_clear_error (&error);
+      continue;
+    }
+    match = describe_match (spec);
+    rule = add_rule (autoflash, g_steal_pointer (&spec), 0, &error);
+    if (rule == NULL) {
+      bmapd_log (LOG_ERR, "%s: %s", path, error->message);
+      g_clear_error (&error);
+      continue;
+    }
+    bmapd_log (LOG_INFO, "auto-flash rule %u armed from %s: %s", bmapd_autoflash_rule_get_id (rule),
+               path, match);
+    n_loaded++;
+  }
+  bmapd_log (LOG_INFO, "auto-flash: %u of %u rule file%s in %s loaded", n_loaded, paths->len,
+             paths->len == 1 ? "" : "s", autoflash->rules_dir);
+  update_armed (autoflash);
+}
+
+/* ---- public API ---- */
+
+BmapdAutoFlash *
+bmapd_autoflash_new (sd_bus *bus, BmapdManager *manager, BmapdDeviceRegistry *registry,
+                     const BmapdConfig *config, const char *rules_dir)
+{
+  BmapdAutoFlash *autoflash = g_new0 (BmapdAutoFlash, 1);
+
+  autoflash->bus = sd_bus_ref (bus);
+  autoflash->event = sd_event_ref (sd_bus_get_event (bus));
+  autoflash->manager = manager;
+  autoflash->registry = registry;
+  autoflash->config = *config;
+  autoflash->rules_dir = g_strdup (rules_dir);
+  autoflash->rules = g_ptr_array_new_with_free_func ((GDestroyNotify) bmapd_autoflash_rule_free);
+  autoflash->next_id = 1;
+  autoflash->queue = g_queue_new ();
+  autoflash->running
+      = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, (GDestroyNotify) card_free);
+  autoflash->taken = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  autoflash->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) add_request_free);
+  bmapd_manager_set_auto_flash (manager, on_add_auto_flash, on_job_ended, autoflash);
+  bmapd_device_registry_add_listener (registry, on_device_event, autoflash);
+  return autoflash;
+}
+
+void
+bmapd_autoflash_free (BmapdAutoFlash *autoflash)
+{
+  if (autoflash == NULL)
+    return;
+  bmapd_manager_set_auto_flash (autoflash->manager, NULL, NULL, NULL);
+  g_clear_pointer (&autoflash->requests, g_ptr_array_unref);
+  g_queue_free_full (autoflash->queue, (GDestroyNotify) card_free);
+  g_clear_pointer (&autoflash->rules, g_ptr_array_unref);
+  g_clear_pointer (&autoflash->running, g_hash_table_unref);
+  g_clear_pointer (&autoflash->taken, g_hash_table_unref);
+  sd_event_source_disable_unref (autoflash->queue_source);
+  sd_event_unref (autoflash->event);
+  sd_bus_unref (autoflash->bus);
+  g_free (autoflash->rules_dir);
+  g_free (autoflash);
+}
+
+void
+bmapd_autoflash_set_config (BmapdAutoFlash *autoflash, const BmapdConfig *config)
+{
+  autoflash->config = *config;
+}
+
+void
+bmapd_autoflash_shutdown (BmapdAutoFlash *autoflash)
+{
+  g_autoptr (GError) error = NULL;
+
+  autoflash->shutting_down = TRUE;
+  drop_queued (autoflash, 0, NULL, "bmapd is shutting down");
+  g_set_error (&error, BMAP_ERROR, BMAP_ERROR_CANCELLED, "bmapd is shutting down");
+  while (autoflash->requests->len > 0)
+    add_request_fail (g_ptr_array_index (autoflash->requests, 0), error);
+}
