@@ -381,15 +381,6 @@ on_owner_changed (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
   return 0;
 }
 
-static int
-on_signal (sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
-{
-  Station *st = userdata;
-
-  sd_event_exit (st->event, 0);
-  return 0;
-}
-
 static gboolean
 remove_rule (sd_bus *bus, const BmapctlOptions *options, const char *path, GError **error)
 {
@@ -423,7 +414,6 @@ run_station (Station *st)
 {
   g_autoptr (GPtrArray) devices = NULL;
   g_autoptr (GError) error = NULL;
-  sigset_t mask;
   int r = 0;
 
   if (bmapctl_get_managed_objects (st->bus, &devices, NULL, NULL, NULL)) {
@@ -435,13 +425,7 @@ run_station (Station *st)
     }
   }
 
-  sigemptyset (&mask);
-  sigaddset (&mask, SIGINT);
-  sigaddset (&mask, SIGTERM);
-  sigprocmask (SIG_BLOCK, &mask, NULL);
-  r = sd_event_add_signal (st->event, NULL, SIGINT, on_signal, st);
-  if (r >= 0)
-    r = sd_event_add_signal (st->event, NULL, SIGTERM, on_signal, st);
+  r = bmapctl_event_add_exit_signals (st->event, NULL, NULL);
   if (r < 0)
     return BMAPCTL_EXIT_FAILED;
 

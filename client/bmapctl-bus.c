@@ -13,6 +13,22 @@
 #include "bmap-error.h"
 #include "bmapctl-bus.h"
 
+int
+bmapctl_event_add_exit_signals (sd_event *event, sd_event_signal_handler_t handler, void *userdata)
+{
+  static const int signals[] = { SIGINT, SIGTERM };
+  sigset_t mask;
+  int r = 0;
+
+  sigemptyset (&mask);
+  for (gsize i = 0; i < G_N_ELEMENTS (signals); i++)
+    sigaddset (&mask, signals[i]);
+  sigprocmask (SIG_BLOCK, &mask, NULL);
+  for (gsize i = 0; r >= 0 && i < G_N_ELEMENTS (signals); i++)
+    r = sd_event_add_signal (event, NULL, signals[i], handler, userdata);
+  return r;
+}
+
 sd_bus *
 bmapctl_bus_open (GError **error)
 {

@@ -3,6 +3,7 @@
 
 #include <glib.h>
 #include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
 #include "bmapctl-common.h"
 
@@ -18,6 +19,11 @@ G_BEGIN_DECLS
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_bus, sd_bus_flush_close_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_bus_message, sd_bus_message_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_bus_slot, sd_bus_slot_unref)
+
+/* Blocks SIGINT and SIGTERM and hands them to @handler on @event; with
+ * @handler NULL they end the event loop with status 0. */
+int
+bmapctl_event_add_exit_signals (sd_event *event, sd_event_signal_handler_t handler, void *userdata);
 
 /* The system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). */
 sd_bus *bmapctl_bus_open (GError **error);

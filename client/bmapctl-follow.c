@@ -229,7 +229,6 @@ BmapctlFollower *
 bmapctl_follower_new (sd_bus *bus, const BmapctlOptions *options, GError **error)
 {
   g_autoptr (BmapctlFollower) f = g_new0 (BmapctlFollower, 1);
-  sigset_t mask;
   int r;
 
   f->bus = sd_bus_ref (bus);
@@ -240,15 +239,8 @@ bmapctl_follower_new (sd_bus *bus, const BmapctlOptions *options, GError **error
   r = sd_event_default (&f->event);
   if (r >= 0)
     r = sd_bus_attach_event (bus, f->event, SD_EVENT_PRIORITY_NORMAL);
-  if (r >= 0) {
-    sigemptyset (&mask);
-    sigaddset (&mask, SIGINT);
-    sigaddset (&mask, SIGTERM);
-    sigprocmask (SIG_BLOCK, &mask, NULL);
-    r = sd_event_add_signal (f->event, NULL, SIGINT, on_signal, f);
-  }
   if (r >= 0)
-    r = sd_event_add_signal (f->event, NULL, SIGTERM, on_signal, f);
+    r = bmapctl_event_add_exit_signals (f->event, on_signal, f);
   if (r >= 0)
     r = sd_bus_match_signal (bus, &f->match_job, BMAPD_BUS_NAME, NULL, BMAPD_JOB_IFACE, NULL,
                              on_job_signal, f);

@@ -270,15 +270,6 @@ on_owner_changed (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
   return 0;
 }
 
-static int
-on_signal (sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
-{
-  Monitor *mon = userdata;
-
-  sd_event_exit (mon->event, 0);
-  return 0;
-}
-
 int
 bmapctl_monitor (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv)
 {
@@ -291,7 +282,6 @@ bmapctl_monitor (const BmapctlCommand *command, BmapctlOptions *options, int arg
   g_autoptr (GHashTable) job_table = NULL;
   g_autoptr (GHashTable) progress_table = NULL;
   Monitor mon = { 0 };
-  sigset_t mask;
   int r;
 
   if (!bmapctl_parse (options, command, NULL,
@@ -338,15 +328,8 @@ bmapctl_monitor (const BmapctlCommand *command, BmapctlOptions *options, int arg
   if (r >= 0)
     r = sd_bus_match_signal (bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                              "org.freedesktop.DBus", "NameOwnerChanged", on_owner_changed, &mon);
-  if (r >= 0) {
-    sigemptyset (&mask);
-    sigaddset (&mask, SIGINT);
-    sigaddset (&mask, SIGTERM);
-    sigprocmask (SIG_BLOCK, &mask, NULL);
-    r = sd_event_add_signal (event, NULL, SIGINT, on_signal, &mon);
-  }
   if (r >= 0)
-    r = sd_event_add_signal (event, NULL, SIGTERM, on_signal, &mon);
+    r = bmapctl_event_add_exit_signals (event, NULL, NULL);
   if (r < 0) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_IO, "cannot set up the bus connection: %s",
                  g_strerror (-r));
