@@ -114,8 +114,12 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
     g_autofree char *rate = bmapctl_format_size (
         seconds > 0 ? (guint64) ((double) result->bytes_written / seconds) : 0);
 
-    fprintf (stderr, "bmapctl: wrote %s of the %s image %s to %s in %.1f s (%s/s)%s%s\n", written,
-             size, image, dest, seconds, rate, result->verified ? "; checksums verified" : "",
+    g_autofree char *of_image = result->image_size > 0
+                                    ? g_strdup_printf ("of the %s image %s", size, image)
+                                    : g_strdup_printf ("from %s", image);
+
+    fprintf (stderr, "bmapctl: wrote %s %s to %s in %.1f s (%s/s)%s%s\n", written, of_image, dest,
+             seconds, rate, result->verified ? "; checksums verified" : "",
              result->verified_written ? "; read back and verified" : "");
   }
 }
@@ -244,7 +248,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     BmapCopyResult result = { 0 };
 
     result.bytes_written = job->bytes_done;
-    result.image_size = job->bytes_total;
+    result.image_size = 0; /* the job reports what it wrote, not the image's size */
     result.verified = !args->no_verify && !args->nobmap;
     result.verified_written = args->verify_written;
     print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
