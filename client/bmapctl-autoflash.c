@@ -229,11 +229,7 @@ on_interfaces_added (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
   if (sd_bus_message_read (m, "o", &path) < 0
       || bmapctl_read_interfaces (m, path, devs, jobs, NULL) < 0)
     return 0;
-  for (guint i = 0; i < devs->len; i++) {
-    BmapctlDevice *d = g_ptr_array_index (devs, i);
-
-    g_hash_table_replace (st->devices, d->path, d);
-  }
+  bmapctl_index_by_path (st->devices, devs);
   for (guint i = 0; i < jobs->len; i++) {
     BmapctlJob *j = g_ptr_array_index (jobs, i);
     BmapctlDevice *d;
@@ -341,13 +337,11 @@ on_card_finished (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 
   /* The job stays exported for a minute: its error tells why it failed. */
   if (!g_str_equal (state, "done")) {
-    g_autoptr (GPtrArray) jobs = NULL;
-    BmapctlJob *j;
+    g_autoptr (BmapctlJob) j = bmapctl_get_job (st->bus, job, NULL);
 
-    if (bmapctl_get_managed_objects (st->bus, NULL, &jobs, NULL, NULL)
-        && (j = bmapctl_find_job (jobs, job)) != NULL) {
-      error_name = g_strdup (j->error_name);
-      error_message = g_strdup (j->error_message);
+    if (j != NULL) {
+      error_name = g_steal_pointer (&j->error_name);
+      error_message = g_steal_pointer (&j->error_message);
     }
   }
   if (g_str_equal (state, "done")) {
@@ -416,14 +410,8 @@ run_station (Station *st)
   g_autoptr (GError) error = NULL;
   int r = 0;
 
-  if (bmapctl_get_managed_objects (st->bus, &devices, NULL, NULL, NULL)) {
-    g_ptr_array_set_free_func (devices, NULL);
-    for (guint i = 0; i < devices->len; i++) {
-      BmapctlDevice *d = g_ptr_array_index (devices, i);
-
-      g_hash_table_replace (st->devices, d->path, d);
-    }
-  }
+  if (bmapctl_get_managed_objects (st->bus, &devices, NULL, NULL, NULL))
+    bmapctl_index_by_path (st->devices, devices);
 
   r = bmapctl_event_add_exit_signals (st->event, NULL, NULL);
   if (r < 0)

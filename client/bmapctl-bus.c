@@ -453,6 +453,39 @@ bmapctl_get_managed_objects (sd_bus *bus, GPtrArray **devices, GPtrArray **jobs,
   return TRUE;
 }
 
+void
+bmapctl_index_by_path (GHashTable *table, GPtrArray *objects)
+{
+  g_ptr_array_set_free_func (objects, NULL);
+  for (guint i = 0; i < objects->len; i++) {
+    char **object = g_ptr_array_index (objects, i);
+
+    g_hash_table_replace (table, *object, object);
+  }
+  g_ptr_array_set_size (objects, 0);
+}
+
+BmapctlJob *
+bmapctl_get_job (sd_bus *bus, const char *path, GError **error)
+{
+  sd_bus_error bus_error = SD_BUS_ERROR_NULL;
+  g_autoptr (sd_bus_message) reply = NULL;
+  g_autoptr (BmapctlJob) job = g_new0 (BmapctlJob, 1);
+  int r;
+
+  r = sd_bus_call_method (bus, BMAPD_BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll",
+                          &bus_error, &reply, "s", BMAPD_JOB_IFACE);
+  if (r >= 0)
+    r = bmapctl_read_job_props (reply, job);
+  if (r < 0) {
+    bmapctl_bus_set_error (error, &bus_error, r, path);
+    sd_bus_error_free (&bus_error);
+    return NULL;
+  }
+  job->path = g_strdup (path);
+  return g_steal_pointer (&job);
+}
+
 BmapctlDevice *
 bmapctl_find_device (GPtrArray *devices, const char *dest)
 {

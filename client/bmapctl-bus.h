@@ -113,6 +113,14 @@ int bmapctl_read_interfaces (sd_bus_message *m, const char *path, GPtrArray *dev
 gboolean bmapctl_get_managed_objects (sd_bus *bus, GPtrArray **devices, GPtrArray **jobs,
                                       GPtrArray **rules, GError **error);
 
+/* Moves every object of @objects (BmapctlDevice, BmapctlJob or BmapctlRule:
+ * structs that start with their path) into @table, keyed by that path.
+ * @table owns them from then on; @objects is left empty. */
+void bmapctl_index_by_path (GHashTable *table, GPtrArray *objects);
+
+/* The properties of one job, read with a single GetAll call. */
+BmapctlJob *bmapctl_get_job (sd_bus *bus, const char *path, GError **error);
+
 /* Finds the device whose node, name or real path is @dest ("/dev/sdb",
  * "sdb", "/dev/disk/by-id/..."). */
 BmapctlDevice *bmapctl_find_device (GPtrArray *devices, const char *dest);

@@ -338,20 +338,10 @@ bmapctl_monitor (const BmapctlCommand *command, BmapctlOptions *options, int arg
 
   if (!bmapctl_get_managed_objects (bus, &devices, &jobs, NULL, &error))
     return bmapctl_report_error (options, error);
-  g_ptr_array_set_free_func (devices, NULL);
-  g_ptr_array_set_free_func (jobs, NULL);
-  for (guint i = 0; i < devices->len; i++) {
-    BmapctlDevice *d = g_ptr_array_index (devices, i);
-
-    g_hash_table_replace (dev_table, d->path, d);
-  }
-  for (guint i = 0; i < jobs->len; i++) {
-    BmapctlJob *j = g_ptr_array_index (jobs, i);
-
-    g_hash_table_replace (job_table, j->path, j);
-  }
   if (!options->quiet && !options->json)
     emit_text ("monitoring bmapd: %u devices, %u jobs; Ctrl-C to stop", devices->len, jobs->len);
+  bmapctl_index_by_path (dev_table, devices);
+  bmapctl_index_by_path (job_table, jobs);
 
   r = sd_event_loop (event);
   sd_bus_detach_event (bus);
