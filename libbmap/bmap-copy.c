@@ -10,20 +10,32 @@
 #include "bmap-copy.h"
 #include "bmap-error.h"
 
-/* The pipeline: a producer thread reads (and decodes) the image into a small
- * ring of chunks; the calling thread writes them. Memory is N_CHUNKS *
- * CHUNK_SIZE whatever the image size. When the source is an uncompressed
- * regular file, the producer reads only the mapped ranges and hashes them
- * itself, so reading+hashing and writing run on two cores; otherwise
- * decoding is the producer's whole job and the writer hashes. */
-#define CHUNK_SIZE ((gsize) 2 * 1024 * 1024)
-#define N_CHUNKS   8
-#define ZERO_BLOCK 4096
+/* The pipeline: producer threads read (and decode) the image into a small
+ * ring of chunks, and the calling thread writes them. Memory is N_CHUNKS *
+ * CHUNK_SIZE whatever the image size. With a bmap, chunks hold mapped data
+ * only, each chunk of one range; range checksums are checked where there is
+ * a core to spare:
+ *
+ *  - an uncompressed regular file: the producers pread the mapped ranges
+ *    and hash them, several ranges at once when the target does not care
+ *    about the order of writes (a file or /dev/null);
+ *  - a stream (compressed, or a pipe): one producer decodes, skipping what
+ *    the bmap does not map, a hasher thread checks, the caller writes, so
+ *    that decoding, hashing and waiting for the disk overlap. */
+#define CHUNK_SIZE    ((gsize) 2 * 1024 * 1024)
+#define N_CHUNKS      8
+#define MAX_PRODUCERS 4
+#define ZERO_BLOCK    4096
+/* Unmapped bytes of a stream are skipped this much at a time between checks
+ * for a cancel. */
+#define SKIP_STEP ((guint64) 8 * 1024 * 1024)
 
 typedef struct {
   guint8 *data;
   gsize len;
   guint64 offset; /* of data[0] in the image */
+  gint range;     /* the bmap range the data belongs to, -1 without one */
+  gboolean last;  /* the end of that range */
 } Chunk;
 
 typedef struct {
@@ -34,27 +46,30 @@ typedef struct {
   const char *name; /* the target's name, for messages */
 
   gboolean verify;
-  gboolean hash_in_producer;
   gboolean skip_zeros;
   guint64 image_size; /* expected size, 0 when unknown */
 
   Chunk chunks[N_CHUNKS];
   Chunk eof;
   GAsyncQueue *free_chunks;
-  GAsyncQueue *full_chunks;
+  GAsyncQueue *full_chunks;   /* producers to the hasher or the writer */
+  GAsyncQueue *hashed_chunks; /* the hasher to the writer */
   gint abort;
 
-  /* Producer side */
+  /* Producers: the first error wins. */
+  GMutex lock;
   GError *producer_error;
-  guint64 produced;
-  BmapHasher *producer_hasher;
+  guint n_producers;
+  gint producers_left;
+  gint next_range;  /* seekable sources: the next range to claim */
+  guint64 produced; /* streams: decoded bytes so far */
 
-  /* Writer side */
-  guint range_idx;
+  GError *hasher_error;
+
+  /* The writer */
   guint64 blocks_written;
   guint64 bytes_written;
   guint64 bytes_done;
-  BmapHasher *writer_hasher;
   BmapProgressReporter reporter;
 } CopyJob;
 
@@ -93,23 +108,39 @@ range_digest_matches (CopyJob *job, guint idx, BmapHasher *hasher, GError **erro
   return FALSE;
 }
 
+/* Chunks of one range come in order, whoever hashes them. */
+static gboolean
+hash_chunk (CopyJob *job, BmapHasher *hasher, const Chunk *chunk, GError **error)
+{
+  bmap_hasher_update (hasher, chunk->data, chunk->len);
+  return !chunk->last || range_digest_matches (job, (guint) chunk->range, hasher, error);
+}
+
 static gboolean
 is_zero (const guint8 *p, gsize len)
 {
   return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
 }
 
-/* ---- producer ---------------------------------------------------------- */
+/* ---- producers --------------------------------------------------------- */
+
+static gboolean
+producer_stopped (CopyJob *job)
+{
+  return g_atomic_int_get (&job->abort) || g_cancellable_is_cancelled (job->cancellable);
+}
 
 static Chunk *
 producer_get_chunk (CopyJob *job)
 {
   Chunk *chunk = g_async_queue_pop (job->free_chunks);
 
-  if (g_atomic_int_get (&job->abort) || g_cancellable_is_cancelled (job->cancellable)) {
+  if (producer_stopped (job)) {
     g_async_queue_push (job->free_chunks, chunk);
     return NULL;
   }
+  chunk->range = -1;
+  chunk->last = FALSE;
   return chunk;
 }
 
@@ -141,10 +172,11 @@ pread_full (CopyJob *job, guint8 *buf, gsize len, guint64 offset, GError **error
   return TRUE;
 }
 
-/* Reads [start, end) of a seekable source into chunks, hashing them for
- * range @range_idx when that is the producer's job. */
+/* Reads [start, end) of a seekable source into chunks: the data of range
+ * @range_idx (hashed with @hasher unless it is NULL), or of no range. */
 static gboolean
-produce_span (CopyJob *job, guint64 start, guint64 end, gint range_idx, GError **error)
+produce_span (CopyJob *job, guint64 start, guint64 end, gint range_idx, BmapHasher *hasher,
+              GError **error)
 {
   for (guint64 pos = start; pos < end;) {
     gsize len = (gsize) MIN (CHUNK_SIZE, end - pos);
@@ -158,14 +190,12 @@ produce_span (CopyJob *job, guint64 start, guint64 end, gint range_idx, GError *
     }
     chunk->len = len;
     chunk->offset = pos;
+    chunk->range = range_idx;
     pos += len;
-    if (job->producer_hasher != NULL && range_idx >= 0) {
-      bmap_hasher_update (job->producer_hasher, chunk->data, len);
-      if (pos == end
-          && !range_digest_matches (job, (guint) range_idx, job->producer_hasher, error)) {
-        g_async_queue_push (job->free_chunks, chunk);
-        return FALSE;
-      }
+    chunk->last = range_idx >= 0 && pos == end;
+    if (hasher != NULL && range_idx >= 0 && !hash_chunk (job, hasher, chunk, error)) {
+      g_async_queue_push (job->free_chunks, chunk);
+      return FALSE;
     }
     g_async_queue_push (job->full_chunks, chunk);
   }
@@ -173,31 +203,41 @@ produce_span (CopyJob *job, guint64 start, guint64 end, gint range_idx, GError *
 }
 
 static gboolean
+produce_seekable_ranges (CopyJob *job, GError **error)
+{
+  g_autoptr (BmapHasher) hasher = NULL;
+  guint n_ranges = bmap_map_get_n_ranges (job->map);
+
+  if (job->verify)
+    hasher = bmap_hasher_new (job->map->range_checksum);
+  for (;;) {
+    gint i = g_atomic_int_add (&job->next_range, 1);
+    const BmapRange *range;
+
+    if ((guint) i >= n_ranges || producer_stopped (job))
+      return TRUE;
+    range = bmap_map_get_range (job->map, (guint) i);
+    if (!produce_span (job, range_start (job->map, range), range_end (job->map, range), i, hasher,
+                       error))
+      return FALSE;
+  }
+}
+
+static gboolean
 produce_seekable (CopyJob *job, GError **error)
 {
   int fd = bmap_source_get_fd (job->source);
 
+  if (job->map != NULL)
+    return produce_seekable_ranges (job, error);
+
   posix_fadvise (fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-
-  if (job->map != NULL) {
-    for (guint i = 0; i < bmap_map_get_n_ranges (job->map); i++) {
-      const BmapRange *range = bmap_map_get_range (job->map, i);
-
-      if (g_atomic_int_get (&job->abort))
-        return TRUE;
-      if (!produce_span (job, range_start (job->map, range), range_end (job->map, range), (gint) i,
-                         error))
-        return FALSE;
-    }
-    return TRUE;
-  }
-
   /* Without a bmap, holes of the source need not be read when unwritten
    * blocks of the target read as zeros anyway. */
   if (job->skip_zeros) {
     off_t pos = 0;
 
-    while ((guint64) pos < job->image_size && !g_atomic_int_get (&job->abort)) {
+    while ((guint64) pos < job->image_size && !producer_stopped (job)) {
       off_t data = lseek (fd, pos, SEEK_DATA);
       off_t hole;
 
@@ -208,51 +248,147 @@ produce_seekable (CopyJob *job, GError **error)
       hole = lseek (fd, data, SEEK_HOLE);
       if (hole < 0)
         break;
-      if (!produce_span (job, (guint64) data, MIN ((guint64) hole, job->image_size), -1, error))
+      if (!produce_span (job, (guint64) data, MIN ((guint64) hole, job->image_size), -1, NULL,
+                         error))
         return FALSE;
       pos = hole;
     }
-    if ((guint64) pos >= job->image_size || g_atomic_int_get (&job->abort))
+    if ((guint64) pos >= job->image_size || producer_stopped (job))
       return TRUE;
-    return produce_span (job, (guint64) pos, job->image_size, -1, error);
+    return produce_span (job, (guint64) pos, job->image_size, -1, NULL, error);
   }
-  return produce_span (job, 0, job->image_size, -1, error);
+  return produce_span (job, 0, job->image_size, -1, NULL, error);
 }
 
+/* Reads up to @len decoded bytes into chunks, as range @range_idx (or no
+ * range, -1); *@eof tells that the image ended first, which check_after()
+ * judges. */
 static gboolean
-produce_stream (CopyJob *job, GError **error)
+produce_stream_span (CopyJob *job, guint64 len, gint range_idx, gboolean *eof, GError **error)
 {
-  for (;;) {
+  while (len > 0) {
+    gsize want = (gsize) MIN (CHUNK_SIZE, len);
     Chunk *chunk = producer_get_chunk (job);
     gssize n;
 
     if (chunk == NULL)
       return TRUE;
-    n = bmap_source_read_full (job->source, chunk->data, CHUNK_SIZE, error);
+    n = bmap_source_read_full (job->source, chunk->data, want, error);
     if (n <= 0) {
       g_async_queue_push (job->free_chunks, chunk);
+      *eof = n == 0;
       return n == 0;
     }
     chunk->len = (gsize) n;
     chunk->offset = job->produced;
+    chunk->range = range_idx;
+    chunk->last = range_idx >= 0 && (guint64) n == len;
     job->produced += (guint64) n;
+    len -= (guint64) n;
     g_async_queue_push (job->full_chunks, chunk);
+    if ((gsize) n < want) {
+      *eof = TRUE;
+      return TRUE;
+    }
   }
+  return TRUE;
+}
+
+/* Decodes and drops @len bytes the bmap does not map, in steps, so that a
+ * cancel or the writer's error is seen within a few MiB. */
+static gboolean
+produce_stream_skip (CopyJob *job, guint64 len, gboolean *eof, GError **error)
+{
+  while (len > 0 && !producer_stopped (job)) {
+    guint64 want = MIN (SKIP_STEP, len);
+    gssize n = bmap_source_skip (job->source, want, error);
+
+    if (n < 0)
+      return FALSE;
+    job->produced += (guint64) n;
+    len -= (guint64) n;
+    if ((guint64) n < want) {
+      *eof = TRUE;
+      return TRUE;
+    }
+  }
+  return TRUE;
+}
+
+static gboolean
+produce_stream (CopyJob *job, GError **error)
+{
+  gboolean eof = FALSE;
+
+  if (job->map == NULL)
+    return produce_stream_span (job, G_MAXUINT64, -1, &eof, error);
+
+  /* Only the mapped ranges go through the chunks; the rest is decoded (a
+   * corrupt stream is an error wherever it is) and dropped. */
+  for (guint i = 0; i < bmap_map_get_n_ranges (job->map) && !eof; i++) {
+    const BmapRange *range = bmap_map_get_range (job->map, i);
+    guint64 rs = range_start (job->map, range);
+
+    if (!produce_stream_skip (job, rs - job->produced, &eof, error))
+      return FALSE;
+    if (eof || producer_stopped (job))
+      return TRUE;
+    if (!produce_stream_span (job, range_end (job->map, range) - rs, (gint) i, &eof, error))
+      return FALSE;
+  }
+  /* The rest must decode cleanly and end where the bmap says: one byte
+   * more is enough to tell that it does not. */
+  if (!eof && !producer_stopped (job))
+    return produce_stream_skip (job, job->image_size - job->produced + 1, &eof, error);
+  return TRUE;
 }
 
 static gpointer
 producer_thread (gpointer data)
 {
   CopyJob *job = data;
+  g_autoptr (GError) error = NULL;
   gboolean ok;
 
   if (bmap_source_is_seekable (job->source))
-    ok = produce_seekable (job, &job->producer_error);
+    ok = produce_seekable (job, &error);
   else
-    ok = produce_stream (job, &job->producer_error);
+    ok = produce_stream (job, &error);
   if (ok && g_cancellable_is_cancelled (job->cancellable))
-    bmap_error_set_if_cancelled (job->cancellable, &job->producer_error);
-  g_async_queue_push (job->full_chunks, &job->eof);
+    bmap_error_set_if_cancelled (job->cancellable, &error);
+  if (error != NULL) {
+    g_mutex_lock (&job->lock);
+    if (job->producer_error == NULL)
+      job->producer_error = g_steal_pointer (&error);
+    g_mutex_unlock (&job->lock);
+    g_atomic_int_set (&job->abort, 1);
+  }
+  if (g_atomic_int_dec_and_test (&job->producers_left))
+    g_async_queue_push (job->full_chunks, &job->eof);
+  return NULL;
+}
+
+/* ---- hasher (streams) -------------------------------------------------- */
+
+static gpointer
+hasher_thread (gpointer data)
+{
+  CopyJob *job = data;
+  g_autoptr (BmapHasher) hasher = bmap_hasher_new (job->map->range_checksum);
+
+  for (;;) {
+    Chunk *chunk = g_async_queue_pop (job->full_chunks);
+
+    if (chunk == &job->eof)
+      break;
+    if (job->hasher_error == NULL && !hash_chunk (job, hasher, chunk, &job->hasher_error))
+      g_atomic_int_set (&job->abort, 1);
+    if (job->hasher_error != NULL || g_atomic_int_get (&job->abort))
+      g_async_queue_push (job->free_chunks, chunk); /* not written: keep draining */
+    else
+      g_async_queue_push (job->hashed_chunks, chunk);
+  }
+  g_async_queue_push (job->hashed_chunks, &job->eof);
   return NULL;
 }
 
@@ -297,49 +433,21 @@ write_skipping_zeros (CopyJob *job, const Chunk *chunk, GError **error)
 }
 
 static gboolean
-write_mapped (CopyJob *job, const Chunk *chunk, GError **error)
-{
-  guint64 pos = chunk->offset;
-  guint64 end = chunk->offset + chunk->len;
-  guint n_ranges = bmap_map_get_n_ranges (job->map);
-
-  while (pos < end && job->range_idx < n_ranges) {
-    const BmapRange *range = bmap_map_get_range (job->map, job->range_idx);
-    guint64 rs = range_start (job->map, range);
-    guint64 re = range_end (job->map, range);
-    const guint8 *p;
-    gsize n;
-
-    if (pos < rs) {
-      /* Unmapped bytes: decoded, then dropped. */
-      pos = MIN (rs, end);
-      continue;
-    }
-    n = (gsize) (MIN (end, re) - pos);
-    p = chunk->data + (pos - chunk->offset);
-    if (job->writer_hasher != NULL)
-      bmap_hasher_update (job->writer_hasher, p, n);
-    if (!bmap_target_write (job->target, pos, p, n, error))
-      return FALSE;
-    job->bytes_written += n;
-    job->bytes_done += n;
-    pos += n;
-    if (pos == re) {
-      if (job->writer_hasher != NULL
-          && !range_digest_matches (job, job->range_idx, job->writer_hasher, error))
-        return FALSE;
-      job->blocks_written += range->last - range->first + 1;
-      job->range_idx++;
-    }
-  }
-  return TRUE;
-}
-
-static gboolean
 write_chunk (CopyJob *job, const Chunk *chunk, GError **error)
 {
-  if (job->map != NULL)
-    return write_mapped (job, chunk, error);
+  if (job->map != NULL) {
+    /* Mapped data only, checked already when checked at all. */
+    if (!bmap_target_write (job->target, chunk->offset, chunk->data, chunk->len, error))
+      return FALSE;
+    job->bytes_written += chunk->len;
+    job->bytes_done += chunk->len;
+    if (chunk->last) {
+      const BmapRange *range = bmap_map_get_range (job->map, (guint) chunk->range);
+
+      job->blocks_written += range->last - range->first + 1;
+    }
+    return TRUE;
+  }
 
   if (job->image_size > 0 && chunk->offset + chunk->len > job->image_size) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
@@ -359,45 +467,83 @@ write_chunk (CopyJob *job, const Chunk *chunk, GError **error)
   return TRUE;
 }
 
+static guint
+count_producers (CopyJob *job)
+{
+  BmapTargetKind kind = bmap_target_get_kind (job->target);
+
+  /* Ranges hashed side by side are written out of order: fine for a file
+   * or /dev/null, but a device's writeback goes in order. */
+  if (!bmap_source_is_seekable (job->source) || job->map == NULL || !job->verify
+      || kind == BMAP_TARGET_BLOCK_DEVICE)
+    return 1;
+  return CLAMP (MIN (g_get_num_processors (), bmap_map_get_n_ranges (job->map)), 1, MAX_PRODUCERS);
+}
+
 static gboolean
 run_pipeline (CopyJob *job, GError **error)
 {
   g_autoptr (GError) writer_error = NULL;
-  GThread *thread;
+  GThread *producers[MAX_PRODUCERS];
+  GThread *hasher = NULL;
+  GAsyncQueue *input;
 
   job->free_chunks = g_async_queue_new ();
   job->full_chunks = g_async_queue_new ();
+  job->hashed_chunks = g_async_queue_new ();
+  g_mutex_init (&job->lock);
   for (guint i = 0; i < N_CHUNKS; i++) {
     if (posix_memalign ((void **) &job->chunks[i].data, 4096, CHUNK_SIZE) != 0)
       g_error ("out of memory allocating copy buffers");
     g_async_queue_push (job->free_chunks, &job->chunks[i]);
   }
 
-  thread = g_thread_new ("bmap-read", producer_thread, job);
+  job->n_producers = count_producers (job);
+  job->producers_left = (gint) job->n_producers;
+  for (guint i = 0; i < job->n_producers; i++)
+    producers[i] = g_thread_new ("bmap-read", producer_thread, job);
+  input = job->full_chunks;
+  if (job->verify && !bmap_source_is_seekable (job->source)) {
+    hasher = g_thread_new ("bmap-hash", hasher_thread, job);
+    input = job->hashed_chunks;
+  }
+
   for (;;) {
-    Chunk *chunk = g_async_queue_pop (job->full_chunks);
+    Chunk *chunk = g_async_queue_pop (input);
 
     if (chunk == &job->eof)
       break;
-    if (writer_error == NULL) {
+    if (writer_error == NULL && !g_atomic_int_get (&job->abort)) {
       if (!bmap_error_set_if_cancelled (job->cancellable, &writer_error)
           && write_chunk (job, chunk, &writer_error))
         bmap_progress_reporter_update (&job->reporter, BMAP_PHASE_WRITING, job->bytes_done, FALSE);
       if (writer_error != NULL)
         g_atomic_int_set (&job->abort, 1);
     }
-    /* After an error, keep returning chunks so the producer can finish. */
+    /* After an error, keep returning chunks so the producers can finish. */
     g_async_queue_push (job->free_chunks, chunk);
   }
-  g_thread_join (thread);
+  for (guint i = 0; i < job->n_producers; i++)
+    g_thread_join (producers[i]);
+  if (hasher != NULL)
+    g_thread_join (hasher);
 
   for (guint i = 0; i < N_CHUNKS; i++)
     free (job->chunks[i].data);
   g_async_queue_unref (job->free_chunks);
   g_async_queue_unref (job->full_chunks);
+  g_async_queue_unref (job->hashed_chunks);
+  g_mutex_clear (&job->lock);
 
   if (writer_error != NULL) {
     g_propagate_error (error, g_steal_pointer (&writer_error));
+    g_clear_error (&job->hasher_error);
+    g_clear_error (&job->producer_error);
+    return FALSE;
+  }
+  if (job->hasher_error != NULL) {
+    g_propagate_error (error, g_steal_pointer (&job->hasher_error));
+    g_clear_error (&job->producer_error);
     return FALSE;
   }
   if (job->producer_error != NULL) {
@@ -491,7 +637,6 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
            BmapCopyResult *result, GError **error)
 {
   CopyJob job = { 0 };
-  g_autoptr (BmapHasher) hasher = NULL;
   guint64 final_size;
   gboolean ok;
 
@@ -519,15 +664,6 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
   if (!bmap_target_prepare (target, job.image_size, error))
     return FALSE;
   job.skip_zeros = job.map == NULL && bmap_target_skips_zeros (target);
-
-  if (job.verify) {
-    hasher = bmap_hasher_new (job.map->range_checksum);
-    job.hash_in_producer = bmap_source_is_seekable (source);
-    if (job.hash_in_producer)
-      job.producer_hasher = hasher;
-    else
-      job.writer_hasher = hasher;
-  }
 
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_WRITING, 0, TRUE);
   ok = run_pipeline (&job, error) && check_after (&job, error);

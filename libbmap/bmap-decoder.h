@@ -92,6 +92,10 @@ typedef struct {
   /* Fills @buf as far as it can; 0 only at the clean end of the last stream,
    * -1 with a GError when the data is truncated or corrupt. */
   gssize (*read) (gpointer decoder, guint8 *buf, gsize len, GError **error);
+  /* Optional: drops up to @len decoded bytes without handing them out,
+   * where the format allows cheaper than decoding them into a buffer.
+   * Returns the count, 0 at the end, -1 with a GError. */
+  gssize (*skip) (gpointer decoder, guint64 len, GError **error);
   void (*free) (gpointer decoder);
 } BmapDecoderVTable;
 

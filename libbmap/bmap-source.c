@@ -12,6 +12,11 @@
 #include "bmap-error.h"
 #include "bmap-source.h"
 
+/* bmap_source_skip() decodes into this much at a time: small enough to stay
+ * in the CPU's cache, which measured faster than decoding into the copy's
+ * larger buffers. */
+#define SKIP_BUF_SIZE (256 * 1024)
+
 /* Enough for every magic number we look at. */
 #define SNIFF_LEN 8
 /* The first read of a sniff: small, since a raw regular file is read again
@@ -29,7 +34,8 @@ struct _BmapSource {
   BmapInput input;
   const BmapDecoderVTable *vtable;
   gpointer decoder;
-  GError *failure; /* the first error: a broken stream does not resume */
+  GError *failure;  /* the first error: a broken stream does not resume */
+  guint8 *skip_buf; /* allocated by the first bmap_source_skip() */
 };
 
 const char *
@@ -375,6 +381,7 @@ bmap_source_free (BmapSource *source)
     g_object_unref (source->cancellable);
   }
   g_free (source->input.buf);
+  g_free (source->skip_buf);
   g_free (source->name);
   g_clear_error (&source->failure);
   g_free (source);
@@ -509,6 +516,44 @@ bmap_source_read_full (BmapSource *source, void *buf, gsize len, GError **error)
     if (n == 0)
       break;
     done += (gsize) n;
+  }
+  return (gssize) done;
+}
+
+gssize
+bmap_source_skip (BmapSource *source, guint64 len, GError **error)
+{
+  guint64 done = 0;
+
+  g_return_val_if_fail (source != NULL, -1);
+
+  len = MIN (len, (guint64) G_MAXSSIZE);
+  if (source->failure == NULL && source->decoder != NULL && source->vtable->skip != NULL) {
+    while (done < len) {
+      gssize n = source->vtable->skip (source->decoder, len - done, &source->failure);
+
+      if (n < 0) {
+        g_propagate_error (error, g_error_copy (source->failure));
+        return -1;
+      }
+      if (n == 0)
+        break;
+      done += (guint64) n;
+    }
+    return (gssize) done;
+  }
+
+  if (source->skip_buf == NULL)
+    source->skip_buf = g_malloc (SKIP_BUF_SIZE);
+  while (done < len) {
+    gssize n = bmap_source_read (source, source->skip_buf, (gsize) MIN (SKIP_BUF_SIZE, len - done),
+                                 error);
+
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    done += (guint64) n;
   }
   return (gssize) done;
 }

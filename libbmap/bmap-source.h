@@ -14,7 +14,7 @@ typedef enum {
   BMAP_COMPRESSION_LZ4,
 } BmapCompression;
 
-const char *bmap_compression_to_string(BmapCompression compression);
+const char *bmap_compression_to_string (BmapCompression compression);
 
 /* The image as a stream of decoded bytes, from a regular file, a pipe or
  * stdin. The compression is found from the first bytes (magic), never from
@@ -23,28 +23,28 @@ typedef struct _BmapSource BmapSource;
 
 /* Sniffs the first bytes of @fd (kept in a buffer, so pipes work). With
  * @take_fd the source closes @fd when freed. @name is used in messages. */
-BmapSource *bmap_source_new(int fd, gboolean take_fd, const char *name, GError **error);
-BmapSource *bmap_source_new_for_path(const char *path, GError **error);
-void bmap_source_free(BmapSource *source);
+BmapSource *bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error);
+BmapSource *bmap_source_new_for_path (const char *path, GError **error);
+void bmap_source_free (BmapSource *source);
 
 /* Makes reads from a pipe stop with BMAP_ERROR_CANCELLED as soon as
  * @cancellable is cancelled, even while no data arrives. */
 void bmap_source_set_cancellable (BmapSource *source, GCancellable *cancellable);
 
-BmapCompression bmap_source_get_compression(BmapSource *source);
-const char *bmap_source_get_name(BmapSource *source);
-int bmap_source_get_fd(BmapSource *source);
+BmapCompression bmap_source_get_compression (BmapSource *source);
+const char *bmap_source_get_name (BmapSource *source);
+int bmap_source_get_fd (BmapSource *source);
 
 /* TRUE for an uncompressed regular file: pread() on the fd then gives the
  * image's bytes at any offset, so unmapped blocks need not be read. */
-gboolean bmap_source_is_seekable(BmapSource *source);
+gboolean bmap_source_is_seekable (BmapSource *source);
 
 /* Size of the decoded image when it is known without decoding it (an
  * uncompressed regular file), 0 otherwise. */
-guint64 bmap_source_get_size(BmapSource *source);
+guint64 bmap_source_get_size (BmapSource *source);
 
 /* Bytes read from the fd so far (compressed bytes). */
-guint64 bmap_source_get_bytes_in(BmapSource *source);
+guint64 bmap_source_get_bytes_in (BmapSource *source);
 
 /* Reads up to @len decoded bytes into @buf. Returns the number of bytes (at
  * most @len, fewer only at the end or when the decoder has no more at
@@ -53,12 +53,20 @@ guint64 bmap_source_get_bytes_in(BmapSource *source);
  * which offset), BMAP_ERROR_IO for a failing read. Multi-member gzip,
  * multi-stream xz and bzip2, and multi-frame zstd and lz4 are decoded to
  * their end. */
-gssize bmap_source_read(BmapSource *source, void *buf, gsize len, GError **error);
+gssize bmap_source_read (BmapSource *source, void *buf, gsize len, GError **error);
 
 /* Reads exactly @len bytes unless the image ends first; returns the count,
  * or -1 on error. */
-gssize bmap_source_read_full(BmapSource *source, void *buf, gsize len, GError **error);
+gssize bmap_source_read_full (BmapSource *source, void *buf, gsize len, GError **error);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(BmapSource, bmap_source_free)
+/* Decodes and drops the next @len bytes, as bmap_source_read_full() would
+ * read them but without the caller's buffer: the copy skips what its bmap
+ * does not map this way, through a small buffer that stays in the CPU's
+ * cache. A decoder may skip whole blocks it need not decode (xz with an
+ * index). Returns the count (fewer than @len only at the end of the image),
+ * or -1 on error. */
+gssize bmap_source_skip (BmapSource *source, guint64 len, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapSource, bmap_source_free)
 
 G_END_DECLS

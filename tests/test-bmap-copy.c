@@ -240,6 +240,44 @@ test_truncated_nobmap_fails (Fixture *fx, gconstpointer data)
   g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
 }
 
+/* With a bmap, a stream's unmapped bytes are skipped, not trusted: the
+ * stream is still decoded and checked to its end, and must end where the
+ * bmap says. */
+static void
+test_stream_checked_to_end (Fixture *fx, gconstpointer data)
+{
+  g_autofree char *packed = compress (fx, 0, NULL);
+  g_autofree char *bad_crc = g_build_filename (fx->dir, "bad-crc.gz", NULL);
+  g_autofree char *longer = g_build_filename (fx->dir, "longer.gz", NULL);
+  g_autofree char *out = g_build_filename (fx->dir, "checked.out", NULL);
+  g_autoptr (GError) error = NULL;
+  struct stat st;
+  int fd;
+
+  if (packed == NULL) {
+    g_test_skip ("gzip not installed");
+    return;
+  }
+  /* The CRC-32 in the gzip trailer, after every mapped byte. */
+  g_assert_cmpint (bmap_test_sh ("cp '%s' '%s'", packed, bad_crc), ==, 0);
+  g_assert_cmpint (stat (bad_crc, &st), ==, 0);
+  fd = open (bad_crc, O_WRONLY | O_CLOEXEC);
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_cmpint (pwrite (fd, "\xff\xff", 2, st.st_size - 8), ==, 2);
+  close (fd);
+  g_assert_false (run_copy (bad_crc, fx->bmap, out, FALSE, NULL, NULL, &error));
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+  g_clear_error (&error);
+
+  /* One more gzip member: the image is larger than its bmap. */
+  g_assert_cmpint (
+      bmap_test_sh ("{ cat '%s'; head -c 4096 /dev/zero | gzip -c; } > '%s'", packed, longer), ==,
+      0);
+  g_assert_false (run_copy (longer, fx->bmap, out, FALSE, NULL, NULL, &error));
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP);
+  g_assert_nonnull (strstr (error->message, "larger"));
+}
+
 static void
 test_checksum_mismatch (Fixture *fx, gconstpointer data)
 {
@@ -576,6 +614,7 @@ main (int argc, char **argv)
   ADD ("/copy/compressed-round-trip", test_compressed_round_trip);
   ADD ("/copy/pipe-source", test_pipe_source);
   ADD ("/copy/truncated-nobmap-fails", test_truncated_nobmap_fails);
+  ADD ("/copy/stream-checked-to-end", test_stream_checked_to_end);
   ADD ("/copy/checksum-mismatch", test_checksum_mismatch);
   ADD ("/copy/cancel-before", test_cancel);
   ADD ("/copy/cancel-mid-copy", test_cancel_mid_copy);

@@ -307,6 +307,58 @@ test_round_trip (void)
   }
 }
 
+/* Skipping decodes what it drops: what is read between skips is the image
+ * at the right offsets, the end is found, and a broken stream is an error
+ * even where everything is skipped. */
+static void
+test_skip (void)
+{
+  g_autoptr (GBytes) head = make_random_data (MIB + 333, 21);
+  g_autoptr (GBytes) tail = make_sparse_data (5 * MIB);
+  g_autoptr (GBytes) data = concat (head, tail);
+  const guint8 *want = g_bytes_get_data (data, NULL);
+  gsize size = g_bytes_get_size (data);
+  /* (skip, read) pairs: inside and across the xz test blocks (1 MiB). */
+  static const gsize steps[][2] = {
+    { 0, 100 }, { 5000, 4096 }, { MIB, 10 }, { 3 * MIB / 2, MIB + 1 }, { 1, 1 },
+  };
+
+  for (Fmt fmt = 0; fmt < N_FMTS; fmt++) {
+    g_autoptr (GBytes) packed = compress_fmt (fmt, data);
+    g_autofree char *path = write_tmp_bytes ("skip.img", packed);
+    g_autofree char *cut = write_tmp ("skip-cut.img", g_bytes_get_data (packed, NULL),
+                                      g_bytes_get_size (packed) - 5);
+    g_autoptr (BmapSource) source = bmap_source_new_for_path (path, NULL);
+    g_autoptr (BmapSource) cut_source = bmap_source_new_for_path (cut, NULL);
+    g_autoptr (GError) error = NULL;
+    g_autofree guint8 *buf = g_malloc (2 * MIB);
+    gsize pos = 0;
+
+    g_test_message ("%s", bmap_compression_to_string (fmt_compression[fmt]));
+    g_assert_nonnull (source);
+    for (gsize i = 0; i < G_N_ELEMENTS (steps); i++) {
+      g_assert_cmpint (bmap_source_skip (source, steps[i][0], &error), ==, (gssize) steps[i][0]);
+      g_assert_no_error (error);
+      pos += steps[i][0];
+      g_assert_cmpint (bmap_source_read_full (source, buf, steps[i][1], &error), ==,
+                       (gssize) steps[i][1]);
+      g_assert_no_error (error);
+      g_assert_cmpmem (buf, steps[i][1], want + pos, steps[i][1]);
+      pos += steps[i][1];
+    }
+    /* Past the end: the rest, then nothing. */
+    g_assert_cmpint (bmap_source_skip (source, G_MAXUINT64, &error), ==, (gssize) (size - pos));
+    g_assert_no_error (error);
+    g_assert_cmpint (bmap_source_skip (source, 1, &error), ==, 0);
+    g_assert_cmpint (bmap_source_read (source, buf, 1, &error), ==, 0);
+    g_assert_no_error (error);
+
+    g_assert_nonnull (cut_source);
+    g_assert_cmpint (bmap_source_skip (cut_source, G_MAXUINT64, &error), ==, -1);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+  }
+}
+
 /* Reads fill the caller's buffer, so the copy engine gets full chunks. */
 static void
 test_read_fills_buffer (void)
@@ -869,6 +921,7 @@ main (int argc, char **argv)
 
   g_test_add_func ("/source/round-trip", test_round_trip);
   g_test_add_func ("/source/read-fills-buffer", test_read_fills_buffer);
+  g_test_add_func ("/source/skip", test_skip);
   g_test_add_func ("/source/concatenated", test_concatenated);
   g_test_add_func ("/source/padding-and-skippable-frames", test_padding_and_skippable_frames);
   g_test_add_func ("/source/trailing-data", test_trailing_data);
