@@ -38,14 +38,14 @@ typedef struct {
  * BMAP_ERROR_CHECKSUM_MISMATCH naming the range and both digests, and says
  * that the target holds a partial image. Memory stays bounded (a ring of a
  * few MiB) whatever the image size. */
-gboolean bmap_copy(BmapSource *source, BmapTarget *target, const BmapCopyOptions *options,
-                   BmapCopyResult *result, GError **error);
+gboolean bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *options,
+                    BmapCopyResult *result, GError **error);
 
 /* Reads the mapped ranges of @map back from @fd, bypassing the page cache
  * (O_DIRECT on a reopened descriptor when possible), and compares them
  * with the map's checksums. @name is used in messages. */
 gboolean
-bmap_verify_fd(int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
-               gpointer progress_data, GCancellable *cancellable, GError **error);
+bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
+                gpointer progress_data, GCancellable *cancellable, GError **error);
 
 G_END_DECLS

@@ -19,13 +19,13 @@ typedef struct {
 } BmapCreateOptions;
 
 /* Sets @options to the defaults (sha256, auto mapping, one thread per CPU). */
-void bmap_create_options_init(BmapCreateOptions *options);
+void bmap_create_options_init (BmapCreateOptions *options);
 
 /* Maps the regular file (or block device) @fd and hashes every mapped range.
  * An empty image is an error (InvalidArgument). @used_method, when not
  * NULL, says which mapping method worked. The caller warns when the map is
  * fully mapped (mapped_blocks_count == blocks_count), as bmaptool does. */
-BmapMap *bmap_create(int fd, const char *name, const BmapCreateOptions *options,
-                     BmapMappingMethod *used_method, GError **error);
+BmapMap *bmap_create (int fd, const char *name, const BmapCreateOptions *options,
+                      BmapMappingMethod *used_method, GError **error);
 
 G_END_DECLS

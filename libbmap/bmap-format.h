@@ -36,45 +36,45 @@ typedef struct {
   GArray *ranges; /* BmapRange, sorted, not overlapping */
 } BmapMap;
 
-BmapMap *bmap_map_new(guint64 image_size, guint32 block_size, BmapChecksumType range_checksum);
-void bmap_map_free(BmapMap *map);
+BmapMap *bmap_map_new (guint64 image_size, guint32 block_size, BmapChecksumType range_checksum);
+void bmap_map_free (BmapMap *map);
 
 /* Appends blocks first..last (with @digest of the right length, or NULL when
  * range_checksum is NONE) and updates mapped_blocks_count. */
-void bmap_map_add_range(BmapMap *map, guint64 first, guint64 last, const guint8 *digest);
+void bmap_map_add_range (BmapMap *map, guint64 first, guint64 last, const guint8 *digest);
 
 /* Parses a bmap of any version from 1.0 to 2.x and checks everything it
  * says: the version, the sizes, every range, every checksum's length and
  * digits, and the file's own checksum. Errors are BMAP_ERROR_BAD_BMAP and
  * name the element, line or range at fault. @name (a path or "bmap") is
  * used in messages. */
-BmapMap *bmap_map_load_data(const char *data, gsize len, const char *name, GError **error);
+BmapMap *bmap_map_load_data (const char *data, gsize len, const char *name, GError **error);
 /* Reads @fd to its end (at most BMAP_FORMAT_MAX_FILE_SIZE) and parses it. */
-BmapMap *bmap_map_load_fd(int fd, const char *name, GError **error);
-BmapMap *bmap_map_load_file(const char *path, GError **error);
+BmapMap *bmap_map_load_fd (int fd, const char *name, GError **error);
+BmapMap *bmap_map_load_file (const char *path, GError **error);
 
 /* Serializes as version 2.0 in the reference tool's layout and element order
  * (comments included). Ranges carry checksums of type range_checksum; with
  * NONE (bmaptool create --no-checksum) they carry none, but the file still
  * has ChecksumType sha256 and a sha256 file checksum, as bmaptool writes. */
-char *bmap_map_to_xml(const BmapMap *map, gsize *len);
-gboolean bmap_map_write_fd(const BmapMap *map, int fd, GError **error);
+char *bmap_map_to_xml (const BmapMap *map, gsize *len);
+gboolean bmap_map_write_fd (const BmapMap *map, int fd, GError **error);
 
 /* Bytes of the image that the range covers (the last block may be partial). */
-guint64 bmap_map_range_bytes(const BmapMap *map, const BmapRange *range);
+guint64 bmap_map_range_bytes (const BmapMap *map, const BmapRange *range);
 /* Sum of bmap_map_range_bytes() over all ranges. */
-guint64 bmap_map_get_mapped_bytes(const BmapMap *map);
+guint64 bmap_map_get_mapped_bytes (const BmapMap *map);
 static inline guint
-bmap_map_get_n_ranges(const BmapMap *map)
+bmap_map_get_n_ranges (const BmapMap *map)
 {
   return map->ranges->len;
 }
 static inline const BmapRange *
-bmap_map_get_range(const BmapMap *map, guint i)
+bmap_map_get_range (const BmapMap *map, guint i)
 {
-  return &g_array_index(map->ranges, BmapRange, i);
+  return &g_array_index (map->ranges, BmapRange, i);
 }
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(BmapMap, bmap_map_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapMap, bmap_map_free)
 
 G_END_DECLS

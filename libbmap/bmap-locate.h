@@ -9,6 +9,6 @@ G_BEGIN_DECLS
  * then with one extension stripped at a time (disk.img.xz -> disk.img.bmap,
  * disk.bmap). Returns NULL and sets BMAP_ERROR_NO_BMAP naming every path
  * tried when none exists. */
-char *bmap_locate_for_image(const char *image_path, GError **error);
+char *bmap_locate_for_image (const char *image_path, GError **error);
 
 G_END_DECLS

@@ -12,7 +12,7 @@ typedef enum {
   BMAP_PHASE_VERIFYING,
 } BmapPhase;
 
-const char *bmap_phase_to_string(BmapPhase phase);
+const char *bmap_phase_to_string (BmapPhase phase);
 
 typedef struct {
   BmapPhase phase;
@@ -23,7 +23,7 @@ typedef struct {
 
 /* Called from the thread that runs the operation, at most about ten times
  * a second and at every phase change. It must not block. */
-typedef void (*BmapProgressFunc)(const BmapProgress *progress, gpointer user_data);
+typedef void (*BmapProgressFunc) (const BmapProgress *progress, gpointer user_data);
 
 /* Bytes per second over a sliding window of a few seconds. */
 typedef struct {
@@ -33,10 +33,10 @@ typedef struct {
   guint n;
 } BmapRateMeter;
 
-void bmap_rate_meter_init(BmapRateMeter *meter);
+void bmap_rate_meter_init (BmapRateMeter *meter);
 /* Records that @bytes_done were done at @now_us (monotonic). */
-void bmap_rate_meter_add(BmapRateMeter *meter, gint64 now_us, guint64 bytes_done);
-guint64 bmap_rate_meter_get_rate(const BmapRateMeter *meter);
+void bmap_rate_meter_add (BmapRateMeter *meter, gint64 now_us, guint64 bytes_done);
+guint64 bmap_rate_meter_get_rate (const BmapRateMeter *meter);
 
 /* Rate-limits and dispatches progress reports for an engine operation. */
 typedef struct {
@@ -47,10 +47,10 @@ typedef struct {
   gint64 last_report_us;
 } BmapProgressReporter;
 
-void bmap_progress_reporter_init(BmapProgressReporter *reporter, BmapProgressFunc func,
-                                 gpointer user_data, guint64 bytes_total);
+void bmap_progress_reporter_init (BmapProgressReporter *reporter, BmapProgressFunc func,
+                                  gpointer user_data, guint64 bytes_total);
 /* Reports when 100 ms passed since the last report, or @force. */
-void bmap_progress_reporter_update(BmapProgressReporter *reporter, BmapPhase phase,
-                                   guint64 bytes_done, gboolean force);
+void bmap_progress_reporter_update (BmapProgressReporter *reporter, BmapPhase phase,
+                                    guint64 bytes_done, gboolean force);
 
 G_END_DECLS
