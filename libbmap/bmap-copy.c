@@ -23,7 +23,7 @@
  *    the bmap does not map, a hasher thread checks, the caller writes, so
  *    that decoding, hashing and waiting for the disk overlap. */
 #define CHUNK_SIZE    ((gsize) 2 * 1024 * 1024)
-#define N_CHUNKS      8
+#define N_CHUNKS      6
 #define MAX_PRODUCERS 4
 #define ZERO_BLOCK    4096
 /* Unmapped bytes of a stream are skipped this much at a time between checks
@@ -136,7 +136,7 @@ producer_get_chunk (CopyJob *job)
   Chunk *chunk = g_async_queue_pop (job->free_chunks);
 
   if (producer_stopped (job)) {
-    g_async_queue_push (job->free_chunks, chunk);
+    g_async_queue_push_front (job->free_chunks, chunk);
     return NULL;
   }
   chunk->range = -1;
@@ -185,7 +185,7 @@ produce_span (CopyJob *job, guint64 start, guint64 end, gint range_idx, BmapHash
     if (chunk == NULL)
       return TRUE;
     if (!pread_full (job, chunk->data, len, pos, error)) {
-      g_async_queue_push (job->free_chunks, chunk);
+      g_async_queue_push_front (job->free_chunks, chunk);
       return FALSE;
     }
     chunk->len = len;
@@ -194,7 +194,7 @@ produce_span (CopyJob *job, guint64 start, guint64 end, gint range_idx, BmapHash
     pos += len;
     chunk->last = range_idx >= 0 && pos == end;
     if (hasher != NULL && range_idx >= 0 && !hash_chunk (job, hasher, chunk, error)) {
-      g_async_queue_push (job->free_chunks, chunk);
+      g_async_queue_push_front (job->free_chunks, chunk);
       return FALSE;
     }
     g_async_queue_push (job->full_chunks, chunk);
@@ -275,7 +275,7 @@ produce_stream_span (CopyJob *job, guint64 len, gint range_idx, gboolean *eof, G
       return TRUE;
     n = bmap_source_read_full (job->source, chunk->data, want, error);
     if (n <= 0) {
-      g_async_queue_push (job->free_chunks, chunk);
+      g_async_queue_push_front (job->free_chunks, chunk);
       *eof = n == 0;
       return n == 0;
     }
@@ -384,7 +384,7 @@ hasher_thread (gpointer data)
     if (job->hasher_error == NULL && !hash_chunk (job, hasher, chunk, &job->hasher_error))
       g_atomic_int_set (&job->abort, 1);
     if (job->hasher_error != NULL || g_atomic_int_get (&job->abort))
-      g_async_queue_push (job->free_chunks, chunk); /* not written: keep draining */
+      g_async_queue_push_front (job->free_chunks, chunk); /* not written: keep draining */
     else
       g_async_queue_push (job->hashed_chunks, chunk);
   }
@@ -495,7 +495,7 @@ run_pipeline (CopyJob *job, GError **error)
   for (guint i = 0; i < N_CHUNKS; i++) {
     if (posix_memalign ((void **) &job->chunks[i].data, 4096, CHUNK_SIZE) != 0)
       g_error ("out of memory allocating copy buffers");
-    g_async_queue_push (job->free_chunks, &job->chunks[i]);
+    g_async_queue_push_front (job->free_chunks, &job->chunks[i]);
   }
 
   job->n_producers = count_producers (job);
@@ -521,7 +521,7 @@ run_pipeline (CopyJob *job, GError **error)
         g_atomic_int_set (&job->abort, 1);
     }
     /* After an error, keep returning chunks so the producers can finish. */
-    g_async_queue_push (job->free_chunks, chunk);
+    g_async_queue_push_front (job->free_chunks, chunk);
   }
   for (guint i = 0; i < job->n_producers; i++)
     g_thread_join (producers[i]);
@@ -652,6 +652,8 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
   if (!check_before (&job, options, error))
     return FALSE;
   bmap_source_set_cancellable (source, job.cancellable);
+  if (job.map != NULL)
+    bmap_source_set_wanted (source, job.map);
   if (bmap_error_set_if_cancelled (job.cancellable, error))
     return FALSE;
 

@@ -2,20 +2,26 @@
 #include "config.h"
 
 #include <lzma.h>
+#include <unistd.h>
 
 #include "bmap-decoder.h"
 #include "bmap-error.h"
+#include "bmap-xz-blocks.h"
 
-/* Threads decode blocks in parallel while their buffers fit in this; past
- * it liblzma goes on single-threaded instead of failing. A thread needs a
- * whole block's output (24 MiB for xz -6) plus the dictionary, so files
- * made with the default block size decode in one thread: the price of
- * keeping a copy under 64 MiB (measured: 46-54 MiB peak RSS; 70+ MiB with
- * two threads). Files with smaller blocks still decode in parallel. */
+/* A regular file with a valid index is decoded block by block
+ * (bmap-xz-blocks.c): in parallel, and skipping blocks the bmap does not
+ * need. Pipes, and files whose index is broken (which this decoder then
+ * reports), go through liblzma's stream decoder: its threads decode blocks
+ * in parallel while their buffers fit in this, and past it liblzma goes on
+ * single-threaded instead of failing. A thread needs a whole block's
+ * output (24 MiB for xz -6) plus the dictionary, so files made with the
+ * default block size decode in one thread there: the price of keeping a
+ * copy under 64 MiB. */
 #define XZ_MEMLIMIT_THREADING ((guint64) 32 * 1024 * 1024)
 
 typedef struct {
   BmapInput *in;
+  BmapXzBlocks *blocks; /* NULL: the stream decoder */
   lzma_stream strm;
   gboolean done;
 } XzDecoder;
@@ -44,6 +50,7 @@ xz_free (gpointer self)
 {
   XzDecoder *dec = self;
 
+  bmap_xz_blocks_free (dec->blocks);
   lzma_end (&dec->strm);
   g_free (dec);
 }
@@ -64,6 +71,13 @@ xz_new (BmapInput *in, GError **error)
 
   dec->in = in;
   dec->strm = (lzma_stream) LZMA_STREAM_INIT;
+  /* Only when the xz data is the whole file: what the sniff read from it
+   * started at offset 0. */
+  if (!in->can_block && lseek (in->fd, 0, SEEK_CUR) == (off_t) in->bytes_in) {
+    dec->blocks = bmap_xz_blocks_new (in->fd, in->name);
+    if (dec->blocks != NULL)
+      return dec;
+  }
   ret = lzma_stream_decoder_mt (&dec->strm, &mt);
   if (ret != LZMA_OK) {
     g_set_error (error, BMAP_ERROR, ret == LZMA_MEM_ERROR ? BMAP_ERROR_LIMIT : BMAP_ERROR_IO,
@@ -80,6 +94,14 @@ xz_read (gpointer self, guint8 *buf, gsize len, GError **error)
   XzDecoder *dec = self;
   BmapInput *in = dec->in;
   lzma_stream *strm = &dec->strm;
+
+  if (dec->blocks != NULL) {
+    gssize n = bmap_xz_blocks_read (dec->blocks, buf, len, error);
+
+    if (n == 0)
+      in->bytes_in = bmap_xz_blocks_get_file_size (dec->blocks);
+    return n;
+  }
 
   strm->next_out = buf;
   strm->avail_out = len;
@@ -118,10 +140,31 @@ xz_read (gpointer self, guint8 *buf, gsize len, GError **error)
   return (gssize) (len - strm->avail_out);
 }
 
+static gboolean
+xz_set_wanted (gpointer self, const BmapMap *map)
+{
+  XzDecoder *dec = self;
+
+  if (dec->blocks == NULL)
+    return FALSE;
+  bmap_xz_blocks_set_wanted (dec->blocks, map);
+  return TRUE;
+}
+
+static gssize
+xz_skip (gpointer self, guint64 len, GError **error)
+{
+  XzDecoder *dec = self;
+
+  return bmap_xz_blocks_skip (dec->blocks, len, error);
+}
+
 const BmapDecoderVTable bmap_decoder_xz = {
   .compression = BMAP_COMPRESSION_XZ,
   .name = "xz",
   .new = xz_new,
   .read = xz_read,
+  .set_wanted = xz_set_wanted,
+  .skip = xz_skip,
   .free = xz_free,
 };

@@ -6,6 +6,7 @@
 
 #include <glib.h>
 
+#include "bmap-format.h"
 #include "bmap-source.h"
 
 G_BEGIN_DECLS
@@ -92,9 +93,12 @@ typedef struct {
   /* Fills @buf as far as it can; 0 only at the clean end of the last stream,
    * -1 with a GError when the data is truncated or corrupt. */
   gssize (*read) (gpointer decoder, guint8 *buf, gsize len, GError **error);
-  /* Optional: drops up to @len decoded bytes without handing them out,
-   * where the format allows cheaper than decoding them into a buffer.
-   * Returns the count, 0 at the end, -1 with a GError. */
+  /* Optional: told which bytes will be read (@map's ranges; the rest is
+   * skipped), returns TRUE when skip() below then does better than
+   * decoding into a buffer and dropping it. */
+  gboolean (*set_wanted) (gpointer decoder, const BmapMap *map);
+  /* Drops up to @len decoded bytes; the count, 0 at the end, -1 with a
+   * GError. Called only after set_wanted() returned TRUE. */
   gssize (*skip) (gpointer decoder, guint64 len, GError **error);
   void (*free) (gpointer decoder);
 } BmapDecoderVTable;

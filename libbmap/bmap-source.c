@@ -34,8 +34,9 @@ struct _BmapSource {
   BmapInput input;
   const BmapDecoderVTable *vtable;
   gpointer decoder;
-  GError *failure;  /* the first error: a broken stream does not resume */
-  guint8 *skip_buf; /* allocated by the first bmap_source_skip() */
+  GError *failure;        /* the first error: a broken stream does not resume */
+  guint8 *skip_buf;       /* allocated by the first bmap_source_skip() */
+  gboolean decoder_skips; /* the decoder's skip() is used */
 };
 
 const char *
@@ -520,6 +521,15 @@ bmap_source_read_full (BmapSource *source, void *buf, gsize len, GError **error)
   return (gssize) done;
 }
 
+void
+bmap_source_set_wanted (BmapSource *source, const BmapMap *map)
+{
+  g_return_if_fail (source != NULL && map != NULL);
+
+  if (source->decoder != NULL && source->vtable->set_wanted != NULL)
+    source->decoder_skips = source->vtable->set_wanted (source->decoder, map);
+}
+
 gssize
 bmap_source_skip (BmapSource *source, guint64 len, GError **error)
 {
@@ -528,7 +538,7 @@ bmap_source_skip (BmapSource *source, guint64 len, GError **error)
   g_return_val_if_fail (source != NULL, -1);
 
   len = MIN (len, (guint64) G_MAXSSIZE);
-  if (source->failure == NULL && source->decoder != NULL && source->vtable->skip != NULL) {
+  if (source->failure == NULL && source->decoder_skips) {
     while (done < len) {
       gssize n = source->vtable->skip (source->decoder, len - done, &source->failure);
 

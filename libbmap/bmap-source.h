@@ -3,6 +3,8 @@
 
 #include <gio/gio.h>
 
+#include "bmap-format.h"
+
 G_BEGIN_DECLS
 
 typedef enum {
@@ -66,6 +68,11 @@ gssize bmap_source_read_full (BmapSource *source, void *buf, gsize len, GError *
  * index). Returns the count (fewer than @len only at the end of the image),
  * or -1 on error. */
 gssize bmap_source_skip (BmapSource *source, guint64 len, GError **error);
+
+/* Tells, before the first read, that only @map's ranges will be read and
+ * the rest skipped: an xz file with an index then decodes only the blocks
+ * that hold mapped bytes. Reading elsewhere afterwards is an error. */
+void bmap_source_set_wanted (BmapSource *source, const BmapMap *map);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapSource, bmap_source_free)
 

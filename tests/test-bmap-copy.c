@@ -278,6 +278,61 @@ test_stream_checked_to_end (Fixture *fx, gconstpointer data)
   g_assert_nonnull (strstr (error->message, "larger"));
 }
 
+/* An xz file with an index is decoded block by block: blocks holding no
+ * mapped byte are not decoded at all (so damage there does not stop a copy
+ * that does not need them), the others are, by several threads, in order. */
+static void
+test_xz_skips_unneeded_blocks (Fixture *fx, gconstpointer data)
+{
+  g_autofree char *packed = g_build_filename (fx->dir, "blocks.img.xz", NULL);
+  g_autofree char *out = g_build_filename (fx->dir, "blocks.out", NULL);
+  g_autofree char *list = NULL;
+  g_autoptr (GError) error = NULL;
+  g_auto (GStrv) lines = NULL;
+  guint64 damage = 0;
+  guint n_blocks = 0;
+  int fd;
+
+  if (!bmap_test_have_program ("xz")) {
+    g_test_skip ("xz not installed");
+    return;
+  }
+  /* 1 MiB blocks: [3 MiB, 4 MiB) and [4 MiB, 5 MiB) of the image are holes. */
+  g_assert_cmpint (bmap_test_sh ("xz -T2 --block-size=1MiB -c '%s' > '%s'", fx->image, packed), ==,
+                   0);
+  {
+    const char *argv[] = { "xz", "--robot", "--list", "-vv", packed, NULL };
+
+    g_assert_cmpint (bmap_test_run (argv, &list, NULL), ==, 0);
+  }
+  lines = g_strsplit (list, "\n", -1);
+  for (guint i = 0; lines[i] != NULL; i++) {
+    g_auto (GStrv) f = g_strsplit (lines[i], "\t", -1);
+
+    if (g_strv_length (f) < 8 || g_strcmp0 (f[0], "block") != 0)
+      continue;
+    n_blocks++;
+    /* Columns: compressed offset, uncompressed offset, total size. */
+    if (g_ascii_strtoull (f[5], NULL, 10) == 3 * MiB)
+      damage = g_ascii_strtoull (f[4], NULL, 10) + g_ascii_strtoull (f[6], NULL, 10) / 2;
+  }
+  g_assert_cmpuint (n_blocks, ==, 6);
+  g_assert_cmpuint (damage, >, 0);
+  fd = open (packed, O_RDWR | O_CLOEXEC);
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_cmpint (pwrite (fd, "\x5a\xa5", 2, (off_t) damage), ==, 2);
+  close (fd);
+
+  g_assert_true (run_copy (packed, fx->bmap, out, TRUE, NULL, NULL, &error));
+  g_assert_no_error (error);
+  assert_same_content (fx->image, out);
+
+  /* Without a bmap every block is needed, and the damage is found. */
+  g_assert_false (run_copy (packed, NULL, out, FALSE, NULL, NULL, &error));
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+  g_assert_nonnull (strstr (error->message, "corrupt xz data"));
+}
+
 static void
 test_checksum_mismatch (Fixture *fx, gconstpointer data)
 {
@@ -615,6 +670,7 @@ main (int argc, char **argv)
   ADD ("/copy/pipe-source", test_pipe_source);
   ADD ("/copy/truncated-nobmap-fails", test_truncated_nobmap_fails);
   ADD ("/copy/stream-checked-to-end", test_stream_checked_to_end);
+  ADD ("/copy/xz-skips-unneeded-blocks", test_xz_skips_unneeded_blocks);
   ADD ("/copy/checksum-mismatch", test_checksum_mismatch);
   ADD ("/copy/cancel-before", test_cancel);
   ADD ("/copy/cancel-mid-copy", test_cancel_mid_copy);
