@@ -97,7 +97,7 @@ typedef struct {
    * skipped), returns TRUE when skip() below then does better than
    * decoding into a buffer and dropping it. */
   gboolean (*set_wanted) (gpointer decoder, const BmapMap *map);
-  /* Drops up to @len decoded bytes; the count, 0 at the end, -1 with a
+  /* Drops @len decoded bytes; the count (fewer only at the end), -1 with a
    * GError. Called only after set_wanted() returned TRUE. */
   gssize (*skip) (gpointer decoder, guint64 len, GError **error);
   void (*free) (gpointer decoder);

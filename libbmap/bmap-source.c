@@ -539,18 +539,11 @@ bmap_source_skip (BmapSource *source, guint64 len, GError **error)
 
   len = MIN (len, (guint64) G_MAXSSIZE);
   if (source->failure == NULL && source->decoder_skips) {
-    while (done < len) {
-      gssize n = source->vtable->skip (source->decoder, len - done, &source->failure);
+    gssize n = source->vtable->skip (source->decoder, len, &source->failure);
 
-      if (n < 0) {
-        g_propagate_error (error, g_error_copy (source->failure));
-        return -1;
-      }
-      if (n == 0)
-        break;
-      done += (guint64) n;
-    }
-    return (gssize) done;
+    if (n < 0)
+      g_propagate_error (error, g_error_copy (source->failure));
+    return n;
   }
 
   if (source->skip_buf == NULL)

@@ -359,6 +359,38 @@ test_skip (void)
   }
 }
 
+/* An xz file told which bytes will be read decodes only the blocks that
+ * hold them (1 MiB blocks here): it reads them right, skips the others,
+ * and refuses a read in a block it was told would be skipped. */
+static void
+test_xz_wanted (void)
+{
+  g_autoptr (GBytes) data = make_random_data (6 * MIB, 31);
+  g_autoptr (GBytes) packed = compress_fmt (FMT_XZ, data);
+  g_autofree char *path = write_tmp_bytes ("wanted.xz", packed);
+  g_autoptr (BmapSource) source = bmap_source_new_for_path (path, NULL);
+  g_autoptr (BmapMap) map = bmap_map_new (6 * MIB, 4096, BMAP_CHECKSUM_NONE);
+  const guint8 *want = g_bytes_get_data (data, NULL);
+  g_autofree guint8 *buf = g_malloc (2 * MIB);
+  g_autoptr (GError) error = NULL;
+
+  g_assert_nonnull (source);
+  /* Blocks 1 and 2 hold bytes [MIB + 8 KiB, 2 MiB + 4 KiB); 0, 3, 4, 5 none. */
+  bmap_map_add_range (map, MIB / 4096 + 2, 2 * MIB / 4096, NULL);
+  bmap_source_set_wanted (source, map);
+
+  g_assert_cmpint (bmap_source_skip (source, MIB + 8192, &error), ==, MIB + 8192);
+  g_assert_no_error (error);
+  g_assert_cmpint (bmap_source_read_full (source, buf, MIB - 4096, &error), ==, MIB - 4096);
+  g_assert_no_error (error);
+  g_assert_cmpmem (buf, MIB - 4096, want + MIB + 8192, MIB - 4096);
+  /* The rest of block 2 is dropped, block 3 passed over. */
+  g_assert_cmpint (bmap_source_skip (source, 2 * MIB - 4096, &error), ==, 2 * MIB - 4096);
+  g_assert_no_error (error);
+  g_assert_cmpint (bmap_source_read (source, buf, 10, &error), ==, -1);
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT);
+}
+
 /* Reads fill the caller's buffer, so the copy engine gets full chunks. */
 static void
 test_read_fills_buffer (void)
@@ -922,6 +954,7 @@ main (int argc, char **argv)
   g_test_add_func ("/source/round-trip", test_round_trip);
   g_test_add_func ("/source/read-fills-buffer", test_read_fills_buffer);
   g_test_add_func ("/source/skip", test_skip);
+  g_test_add_func ("/source/xz-wanted", test_xz_wanted);
   g_test_add_func ("/source/concatenated", test_concatenated);
   g_test_add_func ("/source/padding-and-skippable-frames", test_padding_and_skippable_frames);
   g_test_add_func ("/source/trailing-data", test_trailing_data);
