@@ -111,12 +111,14 @@ read_at (BmapXzBlocks *xb, guint8 *buf, gsize len, guint64 offset, GError **erro
   return TRUE;
 }
 
+/* Worded as the stream decoder words it; @offset is where decoding stopped
+ * (within the input at hand), or the block's start for its header. */
 static void
-set_corrupt (BmapXzBlocks *xb, const XzBlock *blk, const char *detail, GError **error)
+set_corrupt (BmapXzBlocks *xb, guint64 offset, const char *detail, GError **error)
 {
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
-               "%s: corrupt xz data in the block at compressed offset %" G_GUINT64_FORMAT ": %s",
-               xb->name, blk->in_offset, detail);
+               "%s: corrupt xz data at compressed offset %" G_GUINT64_FORMAT ": %s", xb->name,
+               offset, detail);
 }
 
 /* ---- the index --------------------------------------------------------- */
@@ -278,7 +280,7 @@ read_block_header (BmapXzBlocks *xb, const XzBlock *blk, lzma_block *block, lzma
     return FALSE;
   block->header_size = lzma_block_header_size_decode (header[0]);
   if (header[0] == 0 || block->header_size >= blk->in_size) {
-    set_corrupt (xb, blk, "bad block header size", error);
+    set_corrupt (xb, blk->in_offset, "bad block header size", error);
     return FALSE;
   }
   if (!read_at (xb, header + 1, block->header_size - 1, blk->in_offset + 1, error))
@@ -291,7 +293,7 @@ read_block_header (BmapXzBlocks *xb, const XzBlock *blk, lzma_block *block, lzma
     ret = LZMA_DATA_ERROR;
   if (ret != LZMA_OK) {
     lzma_filters_free (filters, NULL);
-    set_corrupt (xb, blk,
+    set_corrupt (xb, blk->in_offset,
                  ret == LZMA_OPTIONS_ERROR ? "unsupported block options"
                                            : "block header does not match the index",
                  error);
@@ -322,8 +324,8 @@ decode_block (BmapXzBlocks *xb, Worker *w, guint k, GError **error)
   /* The decoder keeps what it needs of the options. */
   lzma_filters_free (filters, NULL);
   if (ret != LZMA_OK) {
-    set_corrupt (xb, blk, ret == LZMA_MEM_ERROR ? "out of memory" : "cannot decode this block",
-                 error);
+    set_corrupt (xb, blk->in_offset,
+                 ret == LZMA_MEM_ERROR ? "out of memory" : "cannot decode this block", error);
     return FALSE;
   }
 
@@ -353,7 +355,7 @@ decode_block (BmapXzBlocks *xb, Worker *w, guint k, GError **error)
       return TRUE;
     }
     if (ret != LZMA_OK) {
-      set_corrupt (xb, blk,
+      set_corrupt (xb, in_pos - strm.avail_in,
                    ret == LZMA_DATA_ERROR  ? "compressed data is corrupt (LZMA_DATA_ERROR)"
                    : ret == LZMA_BUF_ERROR ? "block ends early (LZMA_BUF_ERROR)"
                    : ret == LZMA_MEM_ERROR ? "out of memory"
