@@ -9,6 +9,7 @@
 
 #include "bmap-copy.h"
 #include "bmap-error.h"
+#include "bmap-io.h"
 
 /* The pipeline: producer threads read (and decode) the image into a small
  * ring of chunks, and the calling thread writes them. Memory is N_CHUNKS *
@@ -147,27 +148,17 @@ producer_get_chunk (CopyJob *job)
 static gboolean
 pread_full (CopyJob *job, guint8 *buf, gsize len, guint64 offset, GError **error)
 {
-  int fd = bmap_source_get_fd (job->source);
-  gsize done = 0;
+  const char *name = bmap_source_get_name (job->source);
+  gsize got;
 
-  while (done < len) {
-    ssize_t n = pread (fd, buf + done, len - done, (off_t) (offset + done));
-
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      bmap_error_set_errno (error, errno, "%s: read error at byte %" G_GUINT64_FORMAT,
-                            bmap_source_get_name (job->source), offset + done);
-      return FALSE;
-    }
-    if (n == 0) {
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
-                   "%s: image ends at byte %" G_GUINT64_FORMAT ", expected %" G_GUINT64_FORMAT
-                   " bytes",
-                   bmap_source_get_name (job->source), offset + done, job->image_size);
-      return FALSE;
-    }
-    done += (gsize) n;
+  if (!bmap_pread_full (bmap_source_get_fd (job->source), buf, len, offset, name, &got, error))
+    return FALSE;
+  if (got < len) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                 "%s: image ends at byte %" G_GUINT64_FORMAT ", expected %" G_GUINT64_FORMAT
+                 " bytes",
+                 name, offset + got, job->image_size);
+    return FALSE;
   }
   return TRUE;
 }

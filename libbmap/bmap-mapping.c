@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bmap-error.h"
+#include "bmap-io.h"
 #include "bmap-mapping.h"
 
 /* Room for about 4,600 extents per FIEMAP call, as the reference tool. */
@@ -244,28 +245,19 @@ map_zero_scan (int fd, guint64 image_size, guint32 block_size, GArray *ranges,
   (void) posix_fadvise (fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   while (pos < image_size) {
     gsize want = (gsize) MIN ((guint64) chunk_size, image_size - pos);
-    gsize got = 0;
+    gsize got;
 
     if (bmap_error_set_if_cancelled (cancellable, error))
       return FALSE;
 
-    while (got < want) {
-      ssize_t n = pread (fd, buf + got, want - got, (off_t) (pos + got));
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0) {
-        bmap_error_set_errno (error, errno, "reading at offset %" G_GUINT64_FORMAT, pos + got);
-        return FALSE;
-      }
-      if (n == 0) {
-        g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
-                     "unexpected end of file at offset %" G_GUINT64_FORMAT
-                     " (image size %" G_GUINT64_FORMAT ")",
-                     pos + got, image_size);
-        return FALSE;
-      }
-      got += (gsize) n;
+    if (!bmap_pread_full (fd, buf, want, pos, NULL, &got, error))
+      return FALSE;
+    if (got < want) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
+                   "unexpected end of file at offset %" G_GUINT64_FORMAT
+                   " (image size %" G_GUINT64_FORMAT ")",
+                   pos + got, image_size);
+      return FALSE;
     }
 
     /* pos is a multiple of block_size, so blocks line up with the chunk. */

@@ -8,6 +8,7 @@
 
 #include "bmap-copy.h"
 #include "bmap-error.h"
+#include "bmap-io.h"
 
 /* O_DIRECT wants offsets, lengths and buffers aligned to the logical block
  * size; 4096 covers every device in use. */
@@ -33,30 +34,6 @@ open_uncached (int fd, const char *name, GError **error)
   fdatasync (fd);
   posix_fadvise (rfd, 0, 0, POSIX_FADV_DONTNEED);
   return rfd;
-}
-
-static gboolean
-pread_some (int fd, guint8 *buf, gsize len, guint64 offset, const char *name, gsize *got,
-            GError **error)
-{
-  gsize done = 0;
-
-  while (done < len) {
-    ssize_t n = pread (fd, buf + done, len - done, (off_t) (offset + done));
-
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      bmap_error_set_errno (error, errno, "%s: read error at byte %" G_GUINT64_FORMAT, name,
-                            offset + done);
-      return FALSE;
-    }
-    if (n == 0)
-      break;
-    done += (gsize) n;
-  }
-  *got = done;
-  return TRUE;
 }
 
 gboolean
@@ -101,7 +78,7 @@ bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc p
         ok = FALSE;
         break;
       }
-      ok = pread_some (rfd, buf, len, aligned, name, &n, error);
+      ok = bmap_pread_full (rfd, buf, len, aligned, name, &n, error);
       if (ok && n < skip + want) {
         g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
                      "%s: reading back ended at byte %" G_GUINT64_FORMAT

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
-#include <errno.h>
 #include <lzma.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "bmap-error.h"
+#include "bmap-io.h"
 #include "bmap-xz-blocks.h"
 
 /* Decoded bytes travel from the workers to the reader in pieces, N_PIECES
@@ -88,25 +88,15 @@ struct _BmapXzBlocks {
 static gboolean
 read_at (BmapXzBlocks *xb, guint8 *buf, gsize len, guint64 offset, GError **error)
 {
-  gsize done = 0;
+  gsize got;
 
-  while (done < len) {
-    ssize_t n = pread (xb->fd, buf + done, len - done, (off_t) (offset + done));
-
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      bmap_error_set_errno (error, errno, "%s: read error at compressed offset %" G_GUINT64_FORMAT,
-                            xb->name, offset + done);
-      return FALSE;
-    }
-    if (n == 0) {
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
-                   "%s: xz stream is truncated at compressed offset %" G_GUINT64_FORMAT, xb->name,
-                   offset + done);
-      return FALSE;
-    }
-    done += (gsize) n;
+  if (!bmap_pread_full (xb->fd, buf, len, offset, xb->name, &got, error))
+    return FALSE;
+  if (got < len) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                 "%s: xz stream is truncated at compressed offset %" G_GUINT64_FORMAT, xb->name,
+                 offset + got);
+    return FALSE;
   }
   return TRUE;
 }
@@ -137,12 +127,10 @@ read_index (int fd, guint64 file_size)
     lzma_ret ret;
 
     if (strm.avail_in == 0) {
-      ssize_t n;
+      gsize n;
 
-      do
-        n = pread (fd, buf, 64 * 1024, (off_t) pos);
-      while (n < 0 && errno == EINTR);
-      if (n <= 0)
+      /* Any failure here only means the stream decoder is used instead. */
+      if (!bmap_pread_full (fd, buf, 64 * 1024, pos, NULL, &n, NULL) || n == 0)
         break;
       strm.next_in = buf;
       strm.avail_in = (size_t) n;
