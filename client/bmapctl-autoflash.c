@@ -191,27 +191,20 @@ station_json (Station *st, const char *event, const Card *card, const char *erro
   if (!st->options->json)
     return;
   bmapctl_json_append_string (json, event);
-  g_string_append (json, ",\"rule\":");
-  bmapctl_json_append_string (json, st->rule_path);
+  bmapctl_json_append_member (json, "rule", st->rule_path);
   if (card != NULL) {
-    g_string_append (json, ",\"job\":");
-    bmapctl_json_append_string (json, card->path);
-    g_string_append (json, ",\"device\":");
-    bmapctl_json_append_string (json, card->node);
-    g_string_append (json, ",\"serial\":");
-    bmapctl_json_append_string (json, card->serial);
-    g_string_append (json, ",\"state\":");
-    bmapctl_json_append_string (json, card->state);
+    bmapctl_json_append_member (json, "job", card->path);
+    bmapctl_json_append_member (json, "device", card->node);
+    bmapctl_json_append_member (json, "serial", card->serial);
+    bmapctl_json_append_member (json, "state", card->state);
     g_string_append_printf (json,
                             ",\"bytes_done\":%" G_GUINT64_FORMAT
                             ",\"bytes_total\":%" G_GUINT64_FORMAT ",\"rate\":%" G_GUINT64_FORMAT,
                             card->done, card->total, card->rate);
   }
   if (error_name != NULL) {
-    g_string_append (json, ",\"error_name\":");
-    bmapctl_json_append_string (json, error_name);
-    g_string_append (json, ",\"error_message\":");
-    bmapctl_json_append_string (json, error_message);
+    bmapctl_json_append_member (json, "error_name", error_name);
+    bmapctl_json_append_member (json, "error_message", error_message);
   }
   g_string_append_printf (json, ",\"flashed\":%u,\"failed\":%u}\n", st->flashed, st->failed);
   fputs (json->str, stdout);
@@ -697,12 +690,9 @@ list_rules (BmapctlOptions *options)
 
       g_string_append_printf (json, "%s{\"id\":%u,\"path\":", i > 0 ? "," : "", rule->id);
       bmapctl_json_append_string (json, rule->path);
-      g_string_append (json, ",\"source\":");
-      bmapctl_json_append_string (json, rule->source);
-      g_string_append (json, ",\"config_file\":");
-      bmapctl_json_append_string (json, rule->config_file);
-      g_string_append (json, ",\"description\":");
-      bmapctl_json_append_string (json, rule->description);
+      bmapctl_json_append_member (json, "source", rule->source);
+      bmapctl_json_append_member (json, "config_file", rule->config_file);
+      bmapctl_json_append_member (json, "description", rule->description);
       g_string_append_printf (json,
                               ",\"count\":%u,\"flashed\":%u,\"failed\":%u,\"started_by_uid\":%u}",
                               rule->count, rule->flashed, rule->failed, rule->started_by_uid);

@@ -117,10 +117,8 @@ bmapctl_report_error (BmapctlOptions *options, const GError *error)
     bmapctl_json_append_string (
         json,
         error->domain == BMAP_ERROR && error->code == BMAP_ERROR_CANCELLED ? "canceled" : "failed");
-    g_string_append (json, ",\"error_name\":");
-    bmapctl_json_append_string (json, name);
-    g_string_append (json, ",\"error_message\":");
-    bmapctl_json_append_string (json, error->message);
+    bmapctl_json_append_member (json, "error_name", name);
+    bmapctl_json_append_member (json, "error_message", error->message);
     g_string_append (json, "}\n");
     fputs (json->str, stdout);
     fflush (stdout);

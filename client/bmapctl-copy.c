@@ -98,8 +98,7 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
     g_autoptr (GString) json = g_string_new ("{\"result\":\"done\",\"image\":");
 
     bmapctl_json_append_string (json, image);
-    g_string_append (json, ",\"destination\":");
-    bmapctl_json_append_string (json, dest);
+    bmapctl_json_append_member (json, "destination", dest);
     g_string_append_printf (
         json,
         ",\"image_size\":%" G_GUINT64_FORMAT ",\"bytes_written\":%" G_GUINT64_FORMAT
