@@ -11,3 +11,4 @@
 #include "bmap-progress.h"
 #include "bmap-source.h"
 #include "bmap-target.h"
+#include "bmap-text.h"
