@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "bmap-error.h"
+#include "bmap-text.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-json.h"
@@ -168,14 +169,17 @@ station_print (Station *st, const char *format, ...)
 {
   g_autoptr (GDateTime) now = g_date_time_new_now_local ();
   g_autofree char *stamp = g_date_time_format (now, "%H:%M:%S");
+  g_autofree char *raw = NULL;
   g_autofree char *msg = NULL;
   va_list args;
 
   if (st->options->quiet || st->options->json)
     return;
   va_start (args, format);
-  msg = g_strdup_vprintf (format, args);
+  raw = g_strdup_vprintf (format, args);
   va_end (args);
+  /* Serials and error messages come from cards and callers. */
+  msg = bmap_text_escape (raw, BMAP_TEXT_ESCAPE_DEFAULT);
   station_clear_status (st);
   printf ("%s %s\n", stamp, msg);
   fflush (stdout);
@@ -708,11 +712,15 @@ list_rules (BmapctlOptions *options)
     BmapctlRule *rule = g_ptr_array_index (rules, i);
     g_autofree char *match = format_match (bus, rule->path);
     g_autofree char *count = rule->count > 0 ? g_strdup_printf ("%u", rule->count) : g_strdup ("-");
+    g_autofree char *source
+        = bmap_text_escape (rule->source != NULL ? rule->source : "-", BMAP_TEXT_ESCAPE_DEFAULT);
+    g_autofree char *description = bmap_text_escape (
+        rule->description != NULL && *rule->description ? rule->description : "-",
+        BMAP_TEXT_ESCAPE_DEFAULT);
+    g_autofree char *match_shown = bmap_text_escape (match, BMAP_TEXT_ESCAPE_DEFAULT);
 
-    printf ("%-4u %-7s %-24s %7u %7u %6s  %s\n", rule->id,
-            rule->source != NULL ? rule->source : "-",
-            rule->description != NULL && *rule->description ? rule->description : "-",
-            rule->flashed, rule->failed, count, match);
+    printf ("%-4u %-7s %-24s %7u %7u %6s  %s\n", rule->id, source, description, rule->flashed,
+            rule->failed, count, match_shown);
   }
   if (!options->quiet)
     printf ("%s%u rule%s armed.\n", rules->len > 0 ? "\n" : "", rules->len,

@@ -10,6 +10,7 @@
 
 #include "bmap-error.h"
 #include "bmap-locate.h"
+#include "bmap-text.h"
 #include "bmapctl-common.h"
 #include "bmapctl-json.h"
 
@@ -63,12 +64,15 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
 void
 bmapctl_printerr (const char *format, ...)
 {
+  g_autofree char *raw = NULL;
   g_autofree char *msg = NULL;
   va_list args;
 
   va_start (args, format);
-  msg = g_strdup_vprintf (format, args);
+  raw = g_strdup_vprintf (format, args);
   va_end (args);
+  /* Error messages from bmapd quote what callers and devices said. */
+  msg = bmap_text_escape (raw, BMAP_TEXT_ESCAPE_KEEP_NEWLINES);
   fprintf (stderr, "bmapctl: %s\n", msg);
 }
 

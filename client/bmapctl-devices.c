@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "bmap-error.h"
+#include "bmap-text.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-json.h"
@@ -91,13 +92,19 @@ bmapctl_devices (const BmapctlCommand *command, BmapctlOptions *options, int arg
     g_autofree char *flags = device_flags (d);
     g_autofree char *model
         = g_strjoin (" ", or_dash (d->vendor), d->model != NULL ? d->model : "", NULL);
+    g_autofree char *node = NULL, *bus_name = NULL, *model_shown = NULL, *serial = NULL;
 
     if (d->vendor == NULL || *d->vendor == '\0') {
       g_free (model);
       model = g_strdup (or_dash (d->model));
     }
-    printf ("%-16s %10s %-8s %-24s %-20s %s\n", or_dash (d->node), size, or_dash (d->bus),
-            g_strstrip (model), or_dash (d->serial), or_dash (flags));
+    /* Model, vendor and serial are what the device says about itself. */
+    node = bmap_text_escape (or_dash (d->node), BMAP_TEXT_ESCAPE_DEFAULT);
+    bus_name = bmap_text_escape (or_dash (d->bus), BMAP_TEXT_ESCAPE_DEFAULT);
+    model_shown = bmap_text_escape (g_strstrip (model), BMAP_TEXT_ESCAPE_DEFAULT);
+    serial = bmap_text_escape (or_dash (d->serial), BMAP_TEXT_ESCAPE_DEFAULT);
+    printf ("%-16s %10s %-8s %-24s %-20s %s\n", node, size, bus_name, model_shown, serial,
+            or_dash (flags));
   }
   if (!options->quiet) {
     if (shown->len == 0)

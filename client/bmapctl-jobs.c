@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "bmap-error.h"
+#include "bmap-text.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-json.h"
@@ -53,12 +54,21 @@ bmapctl_jobs (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
   for (guint i = 0; i < jobs->len; i++) {
     BmapctlJob *j = g_ptr_array_index (jobs, i);
     g_autofree char *progress = g_strdup_printf ("%.0f%%", MIN (j->progress, 1.0) * 100);
-    const char *result = j->error_message != NULL && *j->error_message ? j->error_message : "-";
+    /* Description is whatever the caller passed; the others come from
+     * the bus too: none may drive the terminal. */
+    g_autofree char *operation
+        = bmap_text_escape (j->operation != NULL ? j->operation : "-", BMAP_TEXT_ESCAPE_DEFAULT);
+    g_autofree char *state
+        = bmap_text_escape (j->state != NULL ? j->state : "-", BMAP_TEXT_ESCAPE_DEFAULT);
+    g_autofree char *device = bmap_text_escape (device_name (j->device), BMAP_TEXT_ESCAPE_DEFAULT);
+    g_autofree char *description = bmap_text_escape (
+        j->description != NULL && *j->description ? j->description : "-", BMAP_TEXT_ESCAPE_DEFAULT);
+    g_autofree char *result
+        = bmap_text_escape (j->error_message != NULL && *j->error_message ? j->error_message : "-",
+                            BMAP_TEXT_ESCAPE_DEFAULT);
 
-    printf ("%-5u %-8s %-11s %8s %-10s %-28s %s\n", j->id,
-            j->operation != NULL ? j->operation : "-", j->state != NULL ? j->state : "-", progress,
-            device_name (j->device),
-            j->description != NULL && *j->description ? j->description : "-", result);
+    printf ("%-5u %-8s %-11s %8s %-10s %-28s %s\n", j->id, operation, state, progress, device,
+            description, result);
   }
   if (!options->quiet)
     printf ("%s%u job%s listed.\n", jobs->len > 0 ? "\n" : "", jobs->len,

@@ -6,6 +6,7 @@
 #include <systemd/sd-event.h>
 
 #include "bmap-error.h"
+#include "bmap-text.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-json.h"
@@ -29,12 +30,16 @@ emit_text (const char *format, ...)
 {
   g_autoptr (GDateTime) now = g_date_time_new_now_local ();
   g_autofree char *stamp = g_date_time_format (now, "%H:%M:%S");
+  g_autofree char *raw = NULL;
   g_autofree char *msg = NULL;
   va_list args;
 
   va_start (args, format);
-  msg = g_strdup_vprintf (format, args);
+  raw = g_strdup_vprintf (format, args);
   va_end (args);
+  /* Descriptions, device strings and error messages are the callers' and
+   * the devices': escaped, so that none can drive the terminal. */
+  msg = bmap_text_escape (raw, BMAP_TEXT_ESCAPE_DEFAULT);
   printf ("%s %s\n", stamp, msg);
   fflush (stdout);
 }

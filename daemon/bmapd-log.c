@@ -6,6 +6,7 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include "bmap-text.h"
 #include "bmapd-log.h"
 
 static gboolean use_journal;
@@ -52,6 +53,17 @@ priority_prefix (int priority)
   }
 }
 
+/* Messages carry strings from callers (a job's Description, paths, error
+ * texts) and from devices: shown escaped, so that none can drive the
+ * terminal of whoever reads the log, or forge a line of it. */
+static char *
+format_message (const char *format, va_list args)
+{
+  g_autofree char *raw = g_strdup_vprintf (format, args);
+
+  return bmap_text_escape (raw, BMAP_TEXT_ESCAPE_DEFAULT);
+}
+
 void
 bmapd_log (int priority, const char *format, ...)
 {
@@ -61,7 +73,7 @@ bmapd_log (int priority, const char *format, ...)
   if (priority == LOG_DEBUG && !log_debug)
     return;
   va_start (args, format);
-  message = g_strdup_vprintf (format, args);
+  message = format_message (format, args);
   va_end (args);
 
   if (use_journal)
@@ -78,7 +90,7 @@ bmapd_log_job (int priority, const char *message_id, guint job_id, const char *o
   g_autofree char *message = NULL;
 
   va_start (args, format);
-  message = g_strdup_vprintf (format, args);
+  message = format_message (format, args);
   va_end (args);
 
   if (use_journal) {
@@ -97,10 +109,12 @@ bmapd_log_card (int priority, guint rule_id, guint job_id, const char *device, c
 {
   va_list args;
   g_autofree char *message = NULL;
+  g_autofree char *serial_escaped = bmap_text_escape (serial, BMAP_TEXT_ESCAPE_DEFAULT);
 
   va_start (args, format);
-  message = g_strdup_vprintf (format, args);
+  message = format_message (format, args);
   va_end (args);
+  serial = serial_escaped;
 
   if (use_journal) {
     sd_journal_send ("MESSAGE=%s", message, "PRIORITY=%d", priority,

@@ -15,7 +15,9 @@ G_BEGIN_DECLS
 #define BMAPD_MESSAGE_AUTOFLASH_CARD "524a5880e6f947298346a4f9c6d7fc6f"
 
 /* Logs to the journal when stderr is connected to it (JOURNAL_STREAM),
- * to stderr otherwise. LOG_DEBUG messages only with @debug. */
+ * to stderr otherwise. LOG_DEBUG messages only with @debug. Every message
+ * (and SERIAL) goes through bmap_text_escape(): control characters and
+ * invalid UTF-8 from callers or devices are shown escaped. */
 void bmapd_log_init (gboolean debug);
 
 void bmapd_log (int priority, const char *format, ...) G_GNUC_PRINTF (2, 3);
