@@ -2,9 +2,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bmapd-job.h"
@@ -89,6 +91,10 @@ struct _BmapdJob {
   int event_fd;
   sd_event_source *event_source;
 };
+
+/* Jobs whose worker thread runs, for bmapd_job_abandon_running(); loop
+ * thread only. */
+static GList *running_jobs;
 
 static void cancel_request_free (CancelRequest *request);
 static void
@@ -262,11 +268,45 @@ worker_flash (BmapdJob *job, GError **error)
   return ok;
 }
 
+/* The caller's pipe opened again, write-only and non-blocking: a
+ * descriptor of our own, whose flags the caller cannot change under us (it
+ * shares O_NONBLOCK of the one it passed), so that a write to a full pipe
+ * returns and the wait for room can also wait for Cancel. */
+static int
+open_pipe_nonblocking (int fd, const struct stat *st, GError **error)
+{
+  g_autofree char *proc_path = g_strdup_printf ("/proc/self/fd/%d", fd);
+  struct stat new_st;
+  int new_fd;
+
+  new_fd = open (proc_path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (new_fd < 0 && errno == ENXIO) {
+    /* A FIFO opened for writing without a reader. */
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
+                 "bmap_out: the reader closed the pipe before the bmap was written (EPIPE)");
+    return -1;
+  }
+  if (new_fd < 0) {
+    bmap_error_set_errno (error, errno, "bmap_out: opening the pipe again through %s", proc_path);
+    return -1;
+  }
+  if (fstat (new_fd, &new_st) < 0 || new_st.st_dev != st->st_dev || new_st.st_ino != st->st_ino) {
+    close (new_fd);
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
+                 "bmap_out: %s is not the pipe that was passed any more", proc_path);
+    return -1;
+  }
+  return new_fd;
+}
+
 static gboolean
 worker_create (BmapdJob *job, GError **error)
 {
   BmapCreateOptions options;
   g_autoptr (BmapMap) map = NULL;
+  int pipe_fd;
+  gboolean ok;
+  struct stat st;
 
   bmap_create_options_init (&options);
   options.checksum = job->checksum;
@@ -276,7 +316,18 @@ worker_create (BmapdJob *job, GError **error)
   map = bmap_create (job->image_fd, "image", &options, NULL, error);
   if (map == NULL)
     return FALSE;
-  return bmap_map_write_fd (map, job->out_fd, error);
+  if (fstat (job->out_fd, &st) < 0) {
+    bmap_error_set_errno (error, errno, "bmap_out: fstat");
+    return FALSE;
+  }
+  if (!S_ISFIFO (st.st_mode))
+    return bmap_create_write_bmap (map, job->out_fd, "bmap_out", job->cancellable, error);
+  pipe_fd = open_pipe_nonblocking (job->out_fd, &st, error);
+  if (pipe_fd < 0)
+    return FALSE;
+  ok = bmap_create_write_bmap (map, pipe_fd, "bmap_out", job->cancellable, error);
+  close (pipe_fd);
+  return ok;
 }
 
 static gpointer
@@ -503,6 +554,7 @@ on_mailbox (sd_event_source *source, int fd, uint32_t revents, void *user_data)
   }
   if (done) {
     g_thread_join (g_steal_pointer (&job->thread));
+    running_jobs = g_list_remove (running_jobs, job);
     job->event_source = sd_event_source_disable_unref (job->event_source);
     finish_from_worker (job, error);
     g_clear_error (&error);
@@ -748,6 +800,7 @@ bmapd_job_free (BmapdJob *job)
     g_cancellable_cancel (job->cancellable);
     g_thread_join (g_steal_pointer (&job->thread));
   }
+  running_jobs = g_list_remove (running_jobs, job);
   g_clear_pointer (&job->cancel_requests, g_ptr_array_unref);
   if (job->slot != NULL) {
     /* At exit the bus is already closed: nobody to tell. */
@@ -850,6 +903,7 @@ bmapd_job_start (BmapdJob *job, GError **error)
                  thread_error->message);
     return FALSE;
   }
+  running_jobs = g_list_prepend (running_jobs, job);
   what = describe_job (job);
   bmapd_log_job (LOG_INFO, BMAPD_MESSAGE_JOB_STARTED, job->id, job->operation_str, job->device_node,
                  NULL, "%s: started by uid %u", what, job->uid);
@@ -929,6 +983,29 @@ bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who)
     return;
   }
   g_cancellable_cancel (job->cancellable);
+}
+
+guint
+bmapd_job_abandon_running (const char *why)
+{
+  g_autoptr (GList) jobs = g_list_copy (running_jobs);
+  guint n = 0;
+
+  for (GList *l = jobs; l != NULL; l = l->next) {
+    BmapdJob *job = l->data;
+    g_autofree char *progress = NULL;
+    g_autofree char *message = NULL;
+
+    if (state_is_final (job->state))
+      continue;
+    g_cancellable_cancel (job->cancellable);
+    progress = describe_progress (job);
+    message
+        = g_strdup_printf ("bmapd exited (%s) while the job was still running, %s", why, progress);
+    finish (job, BMAPD_JOB_FAILED, bmap_error_code_to_dbus_name (BMAP_ERROR_CANCELLED), message);
+    n++;
+  }
+  return n;
 }
 
 void

@@ -87,6 +87,12 @@ gboolean bmapd_job_bind_to_caller (BmapdJob *job, sd_bus_message *call, GError *
  * abort function. @who says who stopped it, for the message. */
 void bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who);
 
+/* For an exit that does not wait: every job whose worker still runs is
+ * canceled and reported failed (Cancelled, with @why) at once, without
+ * waiting for the worker, which must then never be joined (bmapd exits).
+ * Returns how many. */
+guint bmapd_job_abandon_running (const char *why);
+
 /* Ends a job that never started (denied, or a check after authorization
  * failed) with @state (failed or canceled) and the error; it is removed at
  * once. @error_name is ignored for canceled. */

@@ -12,11 +12,17 @@
 #include "bmapd-autoflash.h"
 #include "bmapd-config.h"
 #include "bmapd-device-registry.h"
+#include "bmapd-job.h"
 #include "bmapd-log.h"
 #include "bmapd-manager.h"
 #include "bmapd-sd.h"
 
 #define DEFAULT_CONFIG_FILE SYSCONFDIR "/bmapd/bmapd.conf"
+/* After SIGTERM, how long the jobs have to end. Every wait of a worker wakes
+ * on the cancel, so they end well before; a worker still running after this
+ * is stuck in the kernel (a device that stopped answering), and bmapd exits
+ * without it: closing the process closes its device. */
+#define STOP_TIMEOUT_USEC (5 * G_USEC_PER_SEC)
 
 typedef struct {
   sd_event *event;
@@ -30,7 +36,9 @@ typedef struct {
   BmapdManager *manager;
   BmapdAutoFlash *autoflash;
   sd_event_source *idle_source;
+  sd_event_source *stop_timeout_source;
   gboolean stopping;
+  gboolean abandon_workers; /* exit without joining the job threads */
 } Daemon;
 
 static guint
@@ -104,22 +112,54 @@ on_shutdown_done (BmapdManager *manager, gpointer user_data)
   sd_event_exit (daemon->event, 0);
 }
 
+/* Jobs whose worker has not ended are reported failed, and bmapd exits
+ * without waiting for their threads. */
+static void
+exit_without_jobs (Daemon *daemon, const char *why)
+{
+  guint n = bmapd_job_abandon_running (why);
+
+  if (n > 0)
+    bmapd_log (LOG_WARNING, "%s: exiting without waiting for %u job%s still running", why, n,
+               n == 1 ? "" : "s");
+  daemon->abandon_workers = n > 0;
+  sd_event_exit (daemon->event, 1);
+}
+
+static int
+on_stop_timeout (sd_event_source *source, uint64_t usec, void *user_data)
+{
+  Daemon *daemon = user_data;
+  g_autofree char *why = g_strdup_printf ("jobs still running %u s after the stop request",
+                                          (guint) (STOP_TIMEOUT_USEC / G_USEC_PER_SEC));
+
+  daemon->stop_timeout_source = sd_event_source_disable_unref (daemon->stop_timeout_source);
+  exit_without_jobs (daemon, why);
+  return 0;
+}
+
 static int
 on_stop_signal (sd_event_source *source, const struct signalfd_siginfo *si, void *user_data)
 {
   Daemon *daemon = user_data;
   const char *name = sigabbrev_np ((int) si->ssi_signo);
   g_autofree char *why = g_strdup_printf ("SIG%s", name != NULL ? name : "?");
+  int r;
 
   if (daemon->stopping) {
-    bmapd_log (LOG_WARNING, "%s again: exiting without waiting for the jobs", why);
-    sd_event_exit (daemon->event, 1);
+    g_autofree char *again = g_strdup_printf ("%s again", why);
+
+    exit_without_jobs (daemon, again);
     return 0;
   }
   daemon->stopping = TRUE;
   daemon->idle_source = sd_event_source_disable_unref (daemon->idle_source);
   bmapd_log (LOG_INFO, "%s: stopping every job, then exiting", why);
   sd_notify (0, "STOPPING=1\nSTATUS=stopping jobs");
+  r = sd_event_add_time_relative (daemon->event, &daemon->stop_timeout_source, CLOCK_MONOTONIC,
+                                  STOP_TIMEOUT_USEC, 0, on_stop_timeout, daemon);
+  if (r < 0)
+    bmapd_log (LOG_WARNING, "cannot arm the stop timer: %s", g_strerror (-r));
   bmapd_autoflash_shutdown (daemon->autoflash);
   bmapd_manager_shutdown (daemon->manager, why, on_shutdown_done, daemon);
   return 0;
@@ -189,6 +229,7 @@ daemon_clear (Daemon *daemon)
   g_clear_pointer (&daemon->manager, bmapd_manager_free);
   g_clear_pointer (&daemon->registry, bmapd_device_registry_free);
   daemon->idle_source = sd_event_source_disable_unref (daemon->idle_source);
+  daemon->stop_timeout_source = sd_event_source_disable_unref (daemon->stop_timeout_source);
   if (daemon->bus != NULL)
     daemon->bus = sd_bus_flush_close_unref (daemon->bus);
   if (daemon->event != NULL)
@@ -315,6 +356,11 @@ main (int argc, char **argv)
     fprintf (stderr, "bmapd: unexpected argument \"%s\"\n", argv[1]);
     return 2;
   }
+  /* A write into a pipe whose reader is gone (a caller's bmap_out, a
+   * feeder's pipe) must fail with EPIPE for the job that wrote, not end
+   * bmapd: systemd takes death by SIGPIPE for a clean exit and would not
+   * restart it. Before any thread starts, so that all inherit it. */
+  signal (SIGPIPE, SIG_IGN);
   if (idle_timeout < -1) {
     fprintf (stderr, "bmapd: --idle-timeout %d: expected 0 or more seconds\n", idle_timeout);
     return 2;
@@ -339,6 +385,13 @@ main (int argc, char **argv)
   if (!ok) {
     bmapd_log (LOG_ERR, "%s", error->message);
     sd_notifyf (0, "STATUS=failed: %s", error->message);
+  }
+  if (daemon.abandon_workers) {
+    /* Freeing the jobs would join threads that do not end; the kernel
+     * closes their devices and descriptors. The Finished signals went out
+     * with the bus flush in run(). */
+    fflush (stderr);
+    _exit (1);
   }
   daemon_clear (&daemon);
   return ok ? 0 : 1;

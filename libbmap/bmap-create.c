@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -344,4 +345,93 @@ bmap_create (int fd, const char *name, const BmapCreateOptions *options,
   reporter.last.bytes_total = bytes_total;
   bmap_progress_reporter_update (&reporter, BMAP_PHASE_WRITING, bytes_total, TRUE);
   return g_steal_pointer (&map);
+}
+
+/* Waits until @fd takes more bytes or @cancel_fd (a GCancellable's, -1 for
+ * none) is readable. FALSE with errno set when poll() fails. */
+static gboolean
+wait_writable (int fd, int cancel_fd, gboolean *cancelled)
+{
+  struct pollfd fds[2] = {
+    { .fd = fd, .events = POLLOUT },
+    { .fd = cancel_fd, .events = POLLIN },
+  };
+
+  *cancelled = FALSE;
+  for (;;) {
+    int n = poll (fds, cancel_fd >= 0 ? 2 : 1, -1);
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return FALSE;
+    if (cancel_fd >= 0 && fds[1].revents != 0) {
+      *cancelled = TRUE;
+      return TRUE;
+    }
+    /* POLLERR or POLLHUP too: the write() that follows says what it is. */
+    if (fds[0].revents != 0)
+      return TRUE;
+  }
+}
+
+static gboolean
+write_all (const char *data, gsize len, int fd, const char *name, int cancel_fd,
+           GCancellable *cancellable, GError **error)
+{
+  gsize done = 0;
+
+  while (done < len) {
+    gboolean cancelled = FALSE;
+    gssize n;
+
+    if (!wait_writable (fd, cancel_fd, &cancelled)) {
+      bmap_error_set_errno (error, errno, "%s: waiting to write the bmap", name);
+      return FALSE;
+    }
+    if (cancelled || g_cancellable_is_cancelled (cancellable)) {
+      bmap_error_set_if_cancelled (cancellable, error);
+      return FALSE;
+    }
+    n = write (fd, data + done, len - done);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n < 0 && errno == EPIPE) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
+                   "%s: the reader closed the pipe after %" G_GSIZE_FORMAT
+                   " of the %" G_GSIZE_FORMAT " bytes of the bmap (EPIPE)",
+                   name, done, len);
+      return FALSE;
+    }
+    if (n < 0) {
+      bmap_error_set_errno (error, errno, "%s: writing the bmap at byte %" G_GSIZE_FORMAT, name,
+                            done);
+      return FALSE;
+    }
+    done += (gsize) n;
+  }
+  return TRUE;
+}
+
+gboolean
+bmap_create_write_bmap (const BmapMap *map, int fd, const char *name, GCancellable *cancellable,
+                        GError **error)
+{
+  gsize len = 0;
+  g_autofree char *xml = NULL;
+  int cancel_fd = -1;
+  gboolean ok;
+
+  g_return_val_if_fail (map != NULL, FALSE);
+  g_return_val_if_fail (fd >= 0, FALSE);
+
+  if (name == NULL)
+    name = "bmap";
+  xml = bmap_map_to_xml (map, &len);
+  if (cancellable != NULL)
+    cancel_fd = g_cancellable_get_fd (cancellable);
+  ok = write_all (xml, len, fd, name, cancel_fd, cancellable, error);
+  if (cancel_fd >= 0)
+    g_cancellable_release_fd (cancellable);
+  return ok;
 }

@@ -28,4 +28,13 @@ void bmap_create_options_init (BmapCreateOptions *options);
 BmapMap *bmap_create (int fd, const char *name, const BmapCreateOptions *options,
                       BmapMappingMethod *used_method, GError **error);
 
+/* Writes @map's XML to @fd. A write that would block waits in poll() for
+ * @fd or @cancellable, so a reader that never reads cannot hold the caller
+ * for longer than until the cancel: pass a descriptor with O_NONBLOCK for
+ * that (a blocking one works, but may block in write()). A reader that
+ * closed a pipe is an error that says so (EPIPE); SIGPIPE must be ignored
+ * or blocked by the program. @name is used in messages. */
+gboolean bmap_create_write_bmap (const BmapMap *map, int fd, const char *name,
+                                 GCancellable *cancellable, GError **error);
+
 G_END_DECLS
