@@ -3,12 +3,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "bmapd-autoflash-config.h"
 #include "bmapd-fd.h"
 #include "bmapd-manager.h"
+
+/* More than any rule file needs; a bigger one is a mistake. */
+#define RULE_FILE_MAX_SIZE (1024 * 1024)
+/* As the kernel's MAXSYMLINKS. */
+#define MAX_SYMLINKS 40
 
 #define RULE_KEYS  "Image, Bmap, NoBmap, Verify, VerifyWritten, Count, Description"
 #define MATCH_KEYS "Bus, Serial, Vendor, Model, Port, MinSize, MaxSize, AllowNonRemovable"
@@ -185,23 +191,194 @@ get_path (RuleFile *file, const char *key, char **out, GError **error)
   return TRUE;
 }
 
-/* Opens a regular file without blocking on a FIFO that sits at @path. */
-static int
-open_regular (const char *path, GError **error)
-{
-  struct stat st;
-  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+/* ---- opening the files a rule names ----
+ *
+ * bmapd reads rule files, images and bmaps as root, for every card it
+ * flashes: whoever can change one of them, or a directory on the way, or
+ * a symbolic link on the way, chooses what goes onto the cards. So each is
+ * opened one path component at a time (O_PATH | O_NOFOLLOW), and every
+ * component must be owned by root (or by the user bmapd runs as) and not
+ * writable by its group or by others; a directory writable by others is
+ * allowed only with the sticky bit (/tmp): then nobody else can rename or
+ * remove the root-owned entry the path goes through. A symbolic link is
+ * followed only when it is root's (its directory is checked as any other);
+ * its target is walked the same way. */
 
-  if (fd < 0) {
-    bmap_error_set_errno (error, errno, "cannot open it");
+static gboolean
+owner_is_trusted (uid_t uid)
+{
+  return uid == 0 || uid == geteuid ();
+}
+
+static gboolean
+check_component (const char *shown, const struct stat *st, gboolean last, GError **error)
+{
+  if (!owner_is_trusted (st->st_uid)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NOT_AUTHORIZED,
+                 "%s is owned by uid %u, not by root: its owner could choose what is flashed",
+                 shown, (guint) st->st_uid);
+    return FALSE;
+  }
+  if (S_ISLNK (st->st_mode))
+    return TRUE; /* a link's own mode means nothing */
+  if ((st->st_mode & (S_IWGRP | S_IWOTH))
+      && !(S_ISDIR (st->st_mode) && !last && (st->st_mode & S_ISVTX))) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NOT_AUTHORIZED,
+                 "%s has mode %04o, writable by %s: they could choose what is flashed", shown,
+                 (guint) (st->st_mode & 07777), (st->st_mode & S_IWOTH) ? "others" : "its group");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Puts the components of @path in front of @todo (a symlink's target
+ * comes before what followed the link). */
+static void
+push_components (GQueue *todo, const char *path)
+{
+  g_auto (GStrv) parts = g_strsplit (path, "/", -1);
+  guint n = g_strv_length (parts);
+
+  for (guint i = n; i > 0; i--) {
+    if (parts[i - 1][0] != '\0' && !g_str_equal (parts[i - 1], "."))
+      g_queue_push_head (todo, g_strdup (parts[i - 1]));
+  }
+}
+
+/* "/a/b" + "c" or "..", for messages. */
+static void
+shown_step (GString *shown, const char *name)
+{
+  if (g_str_equal (name, "..")) {
+    char *slash = strrchr (shown->str, '/');
+
+    g_string_truncate (shown,
+                       slash != NULL && slash != shown->str ? (gsize) (slash - shown->str) : 1);
+    return;
+  }
+  if (shown->len > 1)
+    g_string_append_c (shown, '/');
+  g_string_append (shown, name);
+}
+
+/* A descriptor closed when it goes out of scope (g_autofd needs GLib
+ * 2.76). */
+typedef int RuleFd;
+G_DEFINE_AUTO_CLEANUP_FREE_FUNC (RuleFd, close, -1)
+
+/* Closes *@fd and puts @new_fd there. */
+static void
+replace_fd (int *fd, int new_fd)
+{
+  if (*fd >= 0)
+    close (*fd);
+  *fd = new_fd;
+}
+
+static int
+open_root_dir (GError **error)
+{
+  g_auto (RuleFd) fd = open ("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+
+  if (fd < 0 || fstat (fd, &st) < 0) {
+    bmap_error_set_errno (error, errno, "/: cannot open it");
     return -1;
   }
-  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode)) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "not a regular file");
-    close (fd);
+  if (!check_component ("/", &st, FALSE, error))
+    return -1;
+  return g_steal_fd (&fd);
+}
+
+/* Follows the symbolic link @link_fd (seen at @shown): its target's
+ * components go in front of @todo, from @dir_fd or from a new "/". */
+static gboolean
+follow_link (int link_fd, int *dir_fd, GString *shown, GQueue *todo, GError **error)
+{
+  char target[PATH_MAX];
+  ssize_t len = readlinkat (link_fd, "", target, sizeof target - 1);
+
+  if (len < 0) {
+    bmap_error_set_errno (error, errno, "%s: reading the symbolic link", shown->str);
+    return FALSE;
+  }
+  target[len] = '\0';
+  /* The link's name is not a directory on the way: its target is. */
+  shown_step (shown, "..");
+  if (target[0] == '/') {
+    int root_fd = open_root_dir (error);
+
+    if (root_fd < 0)
+      return FALSE;
+    replace_fd (dir_fd, root_fd);
+    g_string_assign (shown, "/");
+  }
+  push_components (todo, target);
+  return TRUE;
+}
+
+/* Opens the regular file at the absolute @path for reading, checking
+ * every component as described above. Errors name the component at
+ * fault, and its owner or mode. */
+static int
+open_trusted (const char *path, GError **error)
+{
+  g_autoptr (GQueue) todo = g_queue_new ();
+  g_autoptr (GString) shown = g_string_new ("/");
+  g_autofree char *proc_path = NULL;
+  g_auto (RuleFd) dir_fd = -1;
+  struct stat st = { 0 };
+  guint n_links = 0;
+  int fd;
+
+  if (!g_path_is_absolute (path)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: not an absolute path", path);
     return -1;
   }
-  (void) fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK);
+  dir_fd = open_root_dir (error);
+  if (dir_fd < 0)
+    return -1;
+  push_components (todo, path);
+  /* After the loop, dir_fd is the file itself. */
+  while (!g_queue_is_empty (todo)) {
+    g_autofree char *name = g_queue_pop_head (todo);
+    gboolean last = g_queue_is_empty (todo);
+    g_auto (RuleFd) next_fd = -1;
+
+    shown_step (shown, name);
+    next_fd = openat (dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (next_fd < 0 || fstat (next_fd, &st) < 0) {
+      bmap_error_set_errno (error, errno, "%s: cannot open it", shown->str);
+      return -1;
+    }
+    if (!check_component (shown->str, &st, last, error))
+      return -1;
+    if (S_ISLNK (st.st_mode)) {
+      if (++n_links > MAX_SYMLINKS) {
+        bmap_error_set_errno (error, ELOOP, "%s", path);
+        return -1;
+      }
+      if (!follow_link (next_fd, &dir_fd, shown, todo, error))
+        return -1;
+      continue;
+    }
+    if (!last && !S_ISDIR (st.st_mode)) {
+      bmap_error_set_errno (error, ENOTDIR, "%s", shown->str);
+      return -1;
+    }
+    replace_fd (&dir_fd, g_steal_fd (&next_fd));
+  }
+  if (!S_ISREG (st.st_mode)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: not a regular file",
+                 shown->str);
+    return -1;
+  }
+  /* Opened for reading through the checked descriptor itself, so that
+   * nothing can be swapped in between. */
+  proc_path = g_strdup_printf ("/proc/self/fd/%d", dir_fd);
+  fd = open (proc_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    bmap_error_set_errno (error, errno, "%s: cannot open it", shown->str);
   return fd;
 }
 
@@ -213,7 +390,7 @@ load_bmap (const char *bmap_path, GError **error)
   gsize len = 0;
   int fd;
 
-  fd = open_regular (bmap_path, error);
+  fd = open_trusted (bmap_path, error);
   if (fd < 0)
     return NULL;
   bytes = bmapd_fd_read_regular (fd, BMAPD_MAX_BMAP_SIZE, "bmap", error);
@@ -335,10 +512,23 @@ bmapd_autoflash_config_load_file (const char *path, GError **error)
   g_autofree char *image_path = NULL;
   g_autofree char *bmap_path = NULL;
   g_autoptr (BmapMap) map = NULL;
+  g_autoptr (GBytes) text = NULL;
   RuleFile file = { path, kf };
-  int image_fd;
+  int image_fd, rule_fd;
 
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local_error)) {
+  /* The rule file is checked as the files it names: who can change it
+   * chooses the image. */
+  rule_fd = open_trusted (path, error);
+  if (rule_fd < 0) {
+    g_prefix_error (error, "%s: rule file refused: ", path);
+    return NULL;
+  }
+  text = bmapd_fd_read_regular (rule_fd, RULE_FILE_MAX_SIZE, path, error);
+  close (rule_fd);
+  if (text == NULL)
+    return NULL;
+  if (!g_key_file_load_from_data (kf, g_bytes_get_data (text, NULL), g_bytes_get_size (text),
+                                  G_KEY_FILE_NONE, &local_error)) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: %s", path,
                  local_error->message);
     return NULL;
@@ -382,7 +572,7 @@ bmapd_autoflash_config_load_file (const char *path, GError **error)
     }
   }
 
-  image_fd = open_regular (image_path, error);
+  image_fd = open_trusted (image_path, error);
   if (image_fd < 0
       || !bmapd_autoflash_spec_set_image (spec, image_fd, "image", g_steal_pointer (&map), error)) {
     g_prefix_error (error, "%s: [Rule] Image=%s: ", path, image_path);
