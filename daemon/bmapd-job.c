@@ -255,7 +255,7 @@ worker_flash (BmapdJob *job, GError **error)
      * where Cancel can interrupt the wait. */
     if (!wait_readable_or_cancelled (job, job->image_fd, error))
       return FALSE;
-    job->source = bmap_source_new (job->image_fd, TRUE, "image", error);
+    job->source = bmap_source_new_full (job->image_fd, TRUE, "image", job->cancellable, error);
     job->image_fd = -1; /* taken by the source, even on failure */
     if (job->source == NULL)
       return FALSE;

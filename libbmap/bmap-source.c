@@ -290,6 +290,13 @@ vtable_for_compression (BmapCompression compression)
 BmapSource *
 bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error)
 {
+  return bmap_source_new_full (fd, take_fd, name, NULL, error);
+}
+
+BmapSource *
+bmap_source_new_full (int fd, gboolean take_fd, const char *name, GCancellable *cancellable,
+                      GError **error)
+{
   g_autoptr (BmapSource) source = g_new0 (BmapSource, 1);
   struct stat st;
   off_t start = -1;
@@ -302,6 +309,8 @@ bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error)
   source->input.fd = fd;
   source->input.cancel_fd = -1;
   source->input.name = source->name;
+  /* Before the first read: a pipe's writer may send a few bytes and stop. */
+  bmap_source_set_cancellable (source, cancellable);
 
   if (fstat (fd, &st) < 0) {
     bmap_error_set_errno (error, errno, "%s: fstat", source->name);

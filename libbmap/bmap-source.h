@@ -26,6 +26,11 @@ typedef struct _BmapSource BmapSource;
 /* Sniffs the first bytes of @fd (kept in a buffer, so pipes work). With
  * @take_fd the source closes @fd when freed. @name is used in messages. */
 BmapSource *bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error);
+/* The same, with bmap_source_set_cancellable() done before the first read,
+ * so that the sniffing and the decoder's first reads from a pipe stop at a
+ * cancel too. */
+BmapSource *bmap_source_new_full (int fd, gboolean take_fd, const char *name,
+                                  GCancellable *cancellable, GError **error);
 BmapSource *bmap_source_new_for_path (const char *path, GError **error);
 void bmap_source_free (BmapSource *source);
 

@@ -130,6 +130,28 @@ def test_create_into_a_pipe_then_reader_closes_while_writing(daemon, client, pol
 
 
 @pytest.mark.loop
+def test_flash_from_a_pipe_that_stalls_in_its_first_bytes_is_canceled(daemon, client, polkit,
+                                                                       loop, fds):
+    '''A writer that sends a few bytes, fewer than the engine needs to tell
+    the compression, then nothing while it keeps the pipe open.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    dev = client.wait_device(loop.node)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(w, b'abc')
+        job = client.flash(dev, r, nobmap=True)
+        client.wait_state(job, ('preparing', 'writing'))
+        box = client.cancel(job, block=False)
+        h.wait_until(lambda: box, 20, 'Cancel() to be answered')
+        assert 'error' not in box, box
+        state, _, message = client.wait_finished(job, timeout=20)
+        assert state == 'canceled', message
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.loop
 def test_sigterm_with_stuck_create_and_running_flash(bus, client, polkit, tmp_path, sparse,
                                                     loop, fds):
     polkit.set_allowed([h.ACTION_CREATE, h.ACTION_FLASH])
