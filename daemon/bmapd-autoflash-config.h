@@ -28,12 +28,16 @@ G_BEGIN_DECLS
  *   MinSize= MaxSize=                bytes, or with K, M, G, T (1024s)
  *   AllowNonRemovable=false
  *
- * The files are root's (the directory is the administrator's), so paths
- * are fine here where the D-Bus API takes descriptors. */
+ * Paths are fine here where the D-Bus API takes descriptors, because only
+ * root's files are used: the rule file, its Image= and its Bmap= are each
+ * refused unless every component of the path is owned by root (or by the
+ * user bmapd runs as) and not writable by group or others (a sticky
+ * directory excepted); symbolic links are followed only when root's. */
 
 /* Reads @path: the keys, then the image and the bmap (opened and parsed
  * now, so that a bad rule is reported when it is loaded, not when a card
- * is inserted). Errors name the file, the key and the value. */
+ * is inserted). Errors name the file, the key and the value, or the path
+ * component refused and its owner or mode. */
 BmapdAutoFlashSpec *bmapd_autoflash_config_load_file (const char *path, GError **error);
 
 /* The paths of the *.conf files of @dir, sorted by name; empty when @dir
