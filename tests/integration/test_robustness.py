@@ -161,7 +161,7 @@ def test_sigterm_with_stuck_create_and_running_flash(bus, client, polkit, tmp_pa
     try:
         dev = client.wait_device(loop.node)
         # A flash fed slowly through a pipe: its worker waits for the image.
-        slow = h.SlowPipe(h.pattern('slow', 8 * h.MiB), chunk=64 * 1024, delay=0.2).start()
+        slow = h.SlowPipe(h.pattern('slow', 8 * h.MiB), chunk=64 * 1024, delay=0.5).start()
         flash = client.flash(dev, slow.read_fd, nobmap=True)
         client.wait_state(flash, ('writing',))
         create, r, w = start_stuck_create(client, sparse, fds)
