@@ -230,6 +230,11 @@ def test_description_escapes_are_shown_escaped(daemon, client, polkit, sparse, f
     assert b'\x1b' not in jobs.stdout and b'\x07' not in jobs.stdout, jobs.stdout
     assert ESCAPES_SHOWN.encode() in jobs.stdout, jobs.stdout
 
+    # Error messages quote what they were given.
+    cancel = subprocess.run([exe, 'cancel', ESCAPES], env=env, capture_output=True, timeout=60)
+    assert cancel.returncode != 0
+    assert b'\x1b' not in cancel.stderr and ESCAPES_SHOWN.encode() in cancel.stderr, cancel.stderr
+
     log = daemon.read_log()
     assert '\x1b' not in log and '\x07' not in log
     assert any(ESCAPES_SHOWN in line and 'started' in line for line in log.splitlines()), log
