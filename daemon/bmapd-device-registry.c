@@ -10,6 +10,7 @@
 #include "bmap-error.h"
 #include "bmapd-device-registry.h"
 #include "bmapd-log.h"
+#include "bmapd-udev-control.h"
 
 typedef struct {
   BmapdDeviceListener func;
@@ -229,15 +230,46 @@ bmapd_device_registry_add_listener (BmapdDeviceRegistry *registry, BmapdDeviceLi
   g_array_append_val (registry->listeners, l);
 }
 
+/* udevd rebroadcasts the kernel's events on the "udev" group once its
+ * rules ran (symlinks, ID_* properties); without a udevd (containers,
+ * minimal VMs, one that died) nobody does: listen to the kernel directly.
+ * BMAPD_UDEV_CONTROL names another socket to probe, for the tests. */
+static const char *
+choose_netlink_group (void)
+{
+  const char *path = g_getenv ("BMAPD_UDEV_CONTROL");
+  BmapdUdevControl state;
+  int errsv = 0;
+
+  if (path == NULL || path[0] == '\0')
+    path = BMAPD_UDEV_CONTROL_PATH;
+  state = bmapd_udev_control_probe (path, &errsv);
+  switch (state) {
+    case BMAPD_UDEV_CONTROL_LIVE:
+      bmapd_log (LOG_INFO, "following block devices through udevd's events (%s answers)", path);
+      return "udev";
+    case BMAPD_UDEV_CONTROL_DEAD:
+      bmapd_log (LOG_INFO,
+                 "following block devices through the kernel's uevents: %s is left by a udevd "
+                 "that no longer runs (%s)",
+                 path, g_strerror (errsv));
+      return "kernel";
+    case BMAPD_UDEV_CONTROL_ABSENT:
+    default:
+      bmapd_log (LOG_INFO,
+                 "following block devices through the kernel's uevents: no udevd (%s: %s)", path,
+                 g_strerror (errsv));
+      return "kernel";
+  }
+}
+
 gboolean
 bmapd_device_registry_start (BmapdDeviceRegistry *registry, GError **error)
 {
   struct udev_enumerate *enumerate;
   struct udev_list_entry *entry;
   g_autoptr (BmapdDiskUsage) usage = NULL;
-  /* Without udevd (containers, minimal VMs) nobody rebroadcasts the
-   * kernel's events on the "udev" group: listen to the kernel directly. */
-  const char *group = access ("/run/udev/control", F_OK) == 0 ? "udev" : "kernel";
+  const char *group = choose_netlink_group ();
   int r;
 
   registry->monitor = udev_monitor_new_from_netlink (registry->udev, group);
@@ -256,7 +288,6 @@ bmapd_device_registry_start (BmapdDeviceRegistry *registry, GError **error)
     bmap_error_set_errno (error, -r, "watching the udev monitor");
     return FALSE;
   }
-  bmapd_log (LOG_DEBUG, "following block devices through the %s netlink group", group);
 
   if (!watch_proc_file (registry, "/proc/self/mountinfo", &registry->mountinfo_fd,
                         &registry->mountinfo_source, error)
