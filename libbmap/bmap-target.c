@@ -264,28 +264,51 @@ bmap_target_prepare (BmapTarget *target, guint64 image_size, GError **error)
   return TRUE;
 }
 
-static void
-bound_writeback (BmapTarget *target, guint64 offset, gsize len)
+/* Waits until [start, end) is on the device. The kernel reports a failed
+ * writeback once per open file, to the first wait or fsync that asks,
+ * whatever range it asked about: the error is the caller's to report,
+ * or it is lost (an fsync after this wait returns 0). The bytes named are
+ * all those not yet known to be written, where the error must be. */
+static gboolean
+wait_written (BmapTarget *target, guint64 start, guint64 end, GError **error)
+{
+  if (end <= start
+      || sync_file_range (target->fd, (off64_t) start, (off64_t) (end - start),
+                          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
+                              | SYNC_FILE_RANGE_WAIT_AFTER)
+             == 0)
+    return TRUE;
+  bmap_error_set_errno (error, errno,
+                        "%s: write error in bytes %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT
+                        ", found writing them back to the device",
+                        target->name, target->wb_prev, MAX (target->wb_end, 1) - 1);
+  return FALSE;
+}
+
+static gboolean
+bound_writeback (BmapTarget *target, guint64 offset, gsize len, GError **error)
 {
   guint64 end = offset + len;
 
   if (offset < target->wb_start || offset > target->wb_end + WRITEBACK_WINDOW) {
-    /* Not sequential: start a new window. */
-    target->wb_prev = target->wb_start = offset;
+    /* Not sequential: what is dirty is written first, so that an error
+     * names the bytes it hit; then a new window starts. */
+    if (!wait_written (target, target->wb_prev, target->wb_end, error))
+      return FALSE;
+    target->wb_prev = target->wb_start = target->wb_end = offset;
   }
   target->wb_end = MAX (target->wb_end, end);
   if (target->wb_end - target->wb_start < WRITEBACK_WINDOW)
-    return;
+    return TRUE;
 
   /* Start writing this window back, then wait for the one before it. */
   sync_file_range (target->fd, (off64_t) target->wb_start,
                    (off64_t) (target->wb_end - target->wb_start), SYNC_FILE_RANGE_WRITE);
-  if (target->wb_start > target->wb_prev)
-    sync_file_range (
-        target->fd, (off64_t) target->wb_prev, (off64_t) (target->wb_start - target->wb_prev),
-        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  if (!wait_written (target, target->wb_prev, target->wb_start, error))
+    return FALSE;
   target->wb_prev = target->wb_start;
   target->wb_start = target->wb_end;
+  return TRUE;
 }
 
 gboolean
@@ -336,7 +359,7 @@ bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize le
   }
 
   if (target->kind == BMAP_TARGET_BLOCK_DEVICE)
-    bound_writeback (target, offset, len);
+    return bound_writeback (target, offset, len, error);
   return TRUE;
 }
 
@@ -353,6 +376,11 @@ bmap_target_finish (BmapTarget *target, guint64 image_size, GError **error)
                           target->name, image_size);
     return FALSE;
   }
+  /* The windows still in flight first: their error names their bytes.
+   * fsync then flushes the device's cache. */
+  if (target->kind == BMAP_TARGET_BLOCK_DEVICE
+      && !wait_written (target, target->wb_prev, target->wb_end, error))
+    return FALSE;
   if (fsync (target->fd) < 0) {
     bmap_error_set_errno (error, errno, "%s: cannot flush the written data", target->name);
     return FALSE;
