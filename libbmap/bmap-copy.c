@@ -643,6 +643,7 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
   if (!check_before (&job, options, error))
     return FALSE;
   bmap_source_set_cancellable (source, job.cancellable);
+  bmap_target_set_cancellable (target, job.cancellable);
   if (job.map != NULL)
     bmap_source_set_wanted (source, job.map);
   if (bmap_error_set_if_cancelled (job.cancellable, error))

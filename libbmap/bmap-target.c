@@ -12,12 +12,18 @@
 #include "bmap-error.h"
 #include "bmap-target.h"
 
-/* Dirty data on a block device is written back in windows of this size
- * while the copy goes on, and at most two windows are in flight: the final
- * sync is short and the progress shown is the progress of the device, not
- * of the page cache. Regular files are left to the kernel's writeback,
- * which measured as fast or faster there. */
-#define WRITEBACK_WINDOW (32 * 1024 * 1024)
+/* Dirty data on a block device is written back in windows while the copy
+ * goes on, and at most two windows are in flight: the final sync is short
+ * and the progress shown is the progress of the device, not of the page
+ * cache. A window is about a quarter of a second of the device's measured
+ * speed, so that a slow or stalled device holds little the kernel must
+ * write before a cancelled copy can close it (the last close of a block
+ * device waits for all of it); 32 MiB at most, as measured fastest on
+ * fast devices. Regular files are left to the kernel's writeback, which
+ * measured as fast or faster there. */
+#define WRITEBACK_WINDOW_MAX  ((guint64) 32 * 1024 * 1024)
+#define WRITEBACK_WINDOW_MIN  ((guint64) 64 * 1024)
+#define WRITEBACK_WINDOW_USEC (G_USEC_PER_SEC / 4)
 
 struct _BmapTarget {
   char *name;
@@ -37,6 +43,11 @@ struct _BmapTarget {
   guint64 wb_prev;
   guint64 wb_start;
   guint64 wb_end;
+  guint64 wb_prev_bytes; /* bytes written in [wb_prev, wb_start) */
+  guint64 wb_bytes;      /* bytes written in [wb_start, wb_end) */
+  guint64 wb_window;     /* bytes a window holds now */
+  gint64 wb_time;        /* when the last wait ended */
+  GCancellable *cancellable;
 };
 
 static BmapTarget *
@@ -47,6 +58,7 @@ target_new (const char *name)
   target->name = g_strdup (name);
   target->fd = -1;
   target->direct_fd = -1;
+  target->wb_window = WRITEBACK_WINDOW_MIN;
   return target;
 }
 
@@ -59,6 +71,7 @@ bmap_target_free (BmapTarget *target)
     close (target->fd);
   if (target->direct_fd >= 0)
     close (target->direct_fd);
+  g_clear_object (&target->cancellable);
   g_free (target->name);
   g_free (target->path);
   g_free (target);
@@ -188,6 +201,12 @@ bmap_target_new_for_fd (int fd, const char *name, GError **error)
   return g_steal_pointer (&target);
 }
 
+void
+bmap_target_set_cancellable (BmapTarget *target, GCancellable *cancellable)
+{
+  g_set_object (&target->cancellable, cancellable);
+}
+
 BmapTargetKind
 bmap_target_get_kind (BmapTarget *target)
 {
@@ -260,6 +279,7 @@ bmap_target_prepare (BmapTarget *target, guint64 image_size, GError **error)
     target->direct_fd = open (proc, O_WRONLY | O_DIRECT | O_CLOEXEC);
   }
   target->size_known = image_size > 0;
+  target->wb_time = g_get_monotonic_time ();
   target->prepared = TRUE;
   return TRUE;
 }
@@ -290,15 +310,18 @@ bound_writeback (BmapTarget *target, guint64 offset, gsize len, GError **error)
 {
   guint64 end = offset + len;
 
-  if (offset < target->wb_start || offset > target->wb_end + WRITEBACK_WINDOW) {
+  if (offset < target->wb_start || offset > target->wb_end + WRITEBACK_WINDOW_MAX) {
     /* Not sequential: what is dirty is written first, so that an error
      * names the bytes it hit; then a new window starts. */
     if (!wait_written (target, target->wb_prev, target->wb_end, error))
       return FALSE;
     target->wb_prev = target->wb_start = target->wb_end = offset;
+    target->wb_prev_bytes = target->wb_bytes = 0;
+    target->wb_time = g_get_monotonic_time ();
   }
   target->wb_end = MAX (target->wb_end, end);
-  if (target->wb_end - target->wb_start < WRITEBACK_WINDOW)
+  target->wb_bytes += len;
+  if (target->wb_bytes < target->wb_window)
     return TRUE;
 
   /* Start writing this window back, then wait for the one before it. */
@@ -306,20 +329,31 @@ bound_writeback (BmapTarget *target, guint64 offset, gsize len, GError **error)
                    (off64_t) (target->wb_end - target->wb_start), SYNC_FILE_RANGE_WRITE);
   if (!wait_written (target, target->wb_prev, target->wb_start, error))
     return FALSE;
+  if (target->wb_prev_bytes > 0) {
+    /* The device always has a window queued: what it wrote between two
+     * waits is its speed. The window at most doubles, as a device's
+     * cache can take the first bytes much faster than its medium. */
+    gint64 now = g_get_monotonic_time ();
+    guint64 elapsed = (guint64) MAX (now - target->wb_time, 1);
+    guint64 fits = target->wb_prev_bytes * WRITEBACK_WINDOW_USEC / elapsed;
+
+    target->wb_window
+        = CLAMP (MIN (fits, target->wb_window * 2), WRITEBACK_WINDOW_MIN, WRITEBACK_WINDOW_MAX);
+    target->wb_time = now;
+  }
   target->wb_prev = target->wb_start;
   target->wb_start = target->wb_end;
+  target->wb_prev_bytes = target->wb_bytes;
+  target->wb_bytes = 0;
   return TRUE;
 }
 
-gboolean
-bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error)
+static gboolean
+write_all (BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error)
 {
   const guint8 *p = buf;
   gsize left = len;
   guint64 pos = offset;
-
-  g_return_val_if_fail (target->prepared, FALSE);
-
   int fd = target->fd;
 
   if (target->direct_fd >= 0 && offset % 4096 == 0 && len % 4096 == 0
@@ -357,9 +391,30 @@ bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize le
     pos += (guint64) n;
     left -= (gsize) n;
   }
+  return TRUE;
+}
 
-  if (target->kind == BMAP_TARGET_BLOCK_DEVICE)
-    return bound_writeback (target, offset, len, error);
+gboolean
+bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error)
+{
+  const guint8 *p = buf;
+
+  g_return_val_if_fail (target->prepared, FALSE);
+
+  if (target->kind != BMAP_TARGET_BLOCK_DEVICE)
+    return write_all (target, offset, buf, len, error);
+
+  /* A window at a time, so that a slow device gets no more than its
+   * windows' worth, and a cancel is seen between them. */
+  for (gsize done = 0; done < len;) {
+    gsize piece = (gsize) MIN ((guint64) (len - done), target->wb_window);
+
+    if (bmap_error_set_if_cancelled (target->cancellable, error)
+        || !write_all (target, offset + done, p + done, piece, error)
+        || !bound_writeback (target, offset + done, piece, error))
+      return FALSE;
+    done += piece;
+  }
   return TRUE;
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 G_BEGIN_DECLS
 
@@ -24,6 +24,11 @@ BmapTarget *bmap_target_open (const char *path, GError **error);
 BmapTarget *bmap_target_new_for_fd (int fd, const char *name, GError **error);
 void bmap_target_free (BmapTarget *target);
 
+/* Writes to a block device stop with Cancelled between windows once
+ * @cancellable is cancelled (a window is at most a fraction of a second of
+ * the device's time). */
+void bmap_target_set_cancellable (BmapTarget *target, GCancellable *cancellable);
+
 BmapTargetKind bmap_target_get_kind (BmapTarget *target);
 const char *bmap_target_get_name (BmapTarget *target);
 int bmap_target_get_fd (BmapTarget *target);
@@ -39,7 +44,8 @@ gboolean bmap_target_check_size (BmapTarget *target, guint64 image_size, GError 
 gboolean bmap_target_prepare (BmapTarget *target, guint64 image_size, GError **error);
 
 /* Writes all of @len bytes at @offset. Keeps the dirty page cache of a block
- * device bounded so the final sync does not stall. */
+ * device bounded by its speed, so that neither the final sync nor the
+ * close after a cancel waits long. */
 gboolean
 bmap_target_write (BmapTarget *target, guint64 offset, const void *buf, gsize len, GError **error);
 
