@@ -628,9 +628,30 @@ LOOP_CTL_REMOVE = 0x4C81
 UDEVD = '/lib/systemd/systemd-udevd'
 
 
+UDEV_CONTROL = '/run/udev/control'
+
+
 def udevd_running():
     return subprocess.run(['udevadm', 'control', '--ping', '--timeout=2'],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def udev_control_state(path=UDEV_CONTROL):
+    '''"live", "dead" (a socket left by a udevd that died: connection
+    refused) or "absent"; as bmapd decides it.'''
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return 'absent'
+    except ConnectionRefusedError:
+        return 'dead'
+    except OSError:
+        return 'live'
+    finally:
+        s.close()
+    return 'live'
 
 
 class Udevd:
@@ -668,10 +689,13 @@ class Udevd:
             self.proc.wait()
         self.proc = None
         self.log.close()
-        # udevd leaves its control socket behind; a later bmapd would take
-        # it for a running udevd and wait for events that never come.
+        # udevd leaves its control socket behind; bmapd once took it for a
+        # running udevd and waited for events that never came.
         if not self.had_run_udev:
             shutil.rmtree('/run/udev', ignore_errors=True)
+        elif udev_control_state() == 'dead':
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(UDEV_CONTROL)
 
 
 class CardReader:

@@ -14,6 +14,16 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'loop: needs root and loop devices')
 
 
+def pytest_report_header(config):
+    # bmapd follows udevd's events when udevd answers on its control
+    # socket, the kernel's otherwise (a socket left by a udevd that died
+    # included): the tests run in either mode.
+    state = h.udev_control_state()
+    source = {'live': "udevd's events", 'dead': "the kernel's uevents (the socket is stale)",
+              'absent': "the kernel's uevents"}[state]
+    return f'udev: {h.UDEV_CONTROL} {state}; bmapd follows {source}'
+
+
 @pytest.fixture
 def bus(tmp_path):
     if not shutil.which('dbus-daemon'):

@@ -386,6 +386,36 @@ def test_stale_udev_socket_is_not_a_udevd(bus, client, polkit, loop_factory, tmp
         assert d.stop() in (0, None, -signal.SIGTERM)
 
 
+# In a mount namespace of its own, on a tmpfs over /run: what a udevd that
+# died leaves, where it leaves it, seen by this bmapd only (a stale socket
+# there for the whole machine would mislead other bmapd instances).
+STALE_RUN_UDEV = """
+mount -t tmpfs -o mode=0755 tmpfs /run && mkdir /run/udev &&
+/usr/bin/python3 -c '
+import socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind("/run/udev/control")
+s.listen(1)
+s.close()
+' && exec "$0" "$@"
+"""
+
+
+def test_stale_udev_socket_in_run_udev(bus, client, polkit, loop_factory, tmp_path):
+    if not shutil.which('unshare') or os.geteuid() != 0:
+        pytest.skip('needs root and unshare for a mount namespace')
+    d = h.Daemon(bus, client, str(tmp_path),
+                 wrapper=('unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+                          STALE_RUN_UDEV))
+    try:
+        loop = loop_factory()
+        client.wait_device(loop.node)
+        log = d.read_log()
+        assert '/run/udev/control is left by a udevd that no longer runs' in log, log
+    finally:
+        assert d.stop() in (0, None, -signal.SIGTERM)
+
+
 def test_live_udev_socket_means_udevd_events(bus, client, polkit, tmp_path):
     control = str(tmp_path / 'control')
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
