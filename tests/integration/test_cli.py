@@ -42,13 +42,26 @@ def bmapctl(bus):
             assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
         return proc
 
+    spawned = []
+
     def spawn(*args, **kwargs):
-        return subprocess.Popen([exe, *args], env=env, text=True, **kwargs)
+        proc = subprocess.Popen([exe, *args], env=env, text=True, **kwargs)
+        spawned.append(proc)
+        return proc
 
     run.spawn = spawn
     run.exe = exe
     run.env = env
-    return run
+    yield run
+    # A test that failed half-way leaves no bmapctl (a monitor never ends
+    # by itself) behind.
+    for proc in spawned:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def assert_image_on(loop, image):
