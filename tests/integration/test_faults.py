@@ -98,7 +98,12 @@ class FaultyDisk:
         if self.proc.poll() is not None:
             raise RuntimeError(f'{QSD} exited with {self.proc.returncode}: '
                                + open(self.log_path).read())
-        return os.path.ismount(self.export)
+        return self._mounted()
+
+    def _mounted(self):
+        # Not os.path.ismount(): a FUSE mount whose server died fails stat().
+        with open('/proc/self/mountinfo') as f:
+            return any(line.split()[4] == self.export for line in f)
 
     def read_backing(self, offset, length):
         '''What reached the disk image, below every cache.'''
@@ -135,7 +140,7 @@ class FaultyDisk:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if os.path.ismount(self.export):
+        if self._mounted():
             subprocess.run(['umount', '-l', self.export], check=False)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
