@@ -246,19 +246,21 @@ choose_netlink_group (void)
   state = bmapd_udev_control_probe (path, &errsv);
   switch (state) {
     case BMAPD_UDEV_CONTROL_LIVE:
-      bmapd_log (LOG_INFO, "following block devices through udevd's events (%s answers)", path);
+      bmapd_log (LOG_INFO,
+                 "following block devices through the udev netlink group (udevd answers on %s)",
+                 path);
       return "udev";
     case BMAPD_UDEV_CONTROL_DEAD:
       bmapd_log (LOG_INFO,
-                 "following block devices through the kernel's uevents: %s is left by a udevd "
+                 "following block devices through the kernel netlink group: %s is left by a udevd "
                  "that no longer runs (%s)",
                  path, g_strerror (errsv));
       return "kernel";
     case BMAPD_UDEV_CONTROL_ABSENT:
     default:
       bmapd_log (LOG_INFO,
-                 "following block devices through the kernel's uevents: no udevd (%s: %s)", path,
-                 g_strerror (errsv));
+                 "following block devices through the kernel netlink group: no udevd (%s: %s)",
+                 path, g_strerror (errsv));
       return "kernel";
   }
 }
