@@ -241,8 +241,9 @@ def test_write_eio_mid_flash(daemon, client, polkit, faulty, tmp_path, fds):
 
 
 def test_write_eio_small_image(daemon, client, polkit, faulty, image, fds):
-    '''An image smaller than a writeback window: the error comes from the
-    last wait for the written bytes.'''
+    '''The fault in the second of four ranges, 1 MiB apart: the error is
+    reported with bytes around it, whichever wait for the written bytes
+    saw it.'''
     offset, length = image['ranges'][1]
     fault = offset + length // 2
     disk = faulty(write_error_at=fault)
