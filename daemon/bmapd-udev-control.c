@@ -47,18 +47,3 @@ bmapd_udev_control_probe (const char *path, int *errsv)
       return BMAPD_UDEV_CONTROL_LIVE;
   }
 }
-
-const char *
-bmapd_udev_control_to_string (BmapdUdevControl state)
-{
-  switch (state) {
-    case BMAPD_UDEV_CONTROL_ABSENT:
-      return "absent";
-    case BMAPD_UDEV_CONTROL_DEAD:
-      return "dead";
-    case BMAPD_UDEV_CONTROL_LIVE:
-      return "live";
-    default:
-      g_assert_not_reached ();
-  }
-}

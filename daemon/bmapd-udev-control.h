@@ -24,7 +24,4 @@ typedef enum {
  * socket there always did. */
 BmapdUdevControl bmapd_udev_control_probe (const char *path, int *errsv);
 
-/* "absent", "dead", "live". */
-const char *bmapd_udev_control_to_string (BmapdUdevControl state);
-
 G_END_DECLS
