@@ -108,5 +108,6 @@ extern const BmapDecoderVTable bmap_decoder_xz;
 extern const BmapDecoderVTable bmap_decoder_bzip2;
 extern const BmapDecoderVTable bmap_decoder_zstd;
 extern const BmapDecoderVTable bmap_decoder_lz4;
+extern const BmapDecoderVTable bmap_decoder_lzo;
 
 G_END_DECLS

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bmap-archive.h"
 #include "bmap-decoder.h"
 #include "bmap-error.h"
 #include "bmap-source.h"
@@ -17,8 +18,9 @@
  * larger buffers. */
 #define SKIP_BUF_SIZE (256 * 1024)
 
-/* Enough for every magic number we look at. */
-#define SNIFF_LEN 8
+/* Enough for every magic number of a compressed format; an archive is
+ * looked for in the first BMAP_ARCHIVE_SNIFF_LEN decoded bytes. */
+#define SNIFF_LEN 9
 /* The first read of a sniff: small, since a raw regular file is read again
  * through pread() and this buffer is dropped. */
 #define SNIFF_FIRST_READ (64 * 1024)
@@ -34,7 +36,16 @@ struct _BmapSource {
   BmapInput input;
   const BmapDecoderVTable *vtable;
   gpointer decoder;
-  GError *failure;        /* the first error: a broken stream does not resume */
+  GError *failure; /* the first error: a broken stream does not resume */
+  /* Decoded bytes read ahead to look for an archive, served first, and the
+   * error the decoder met while reading them, reported after them. */
+  guint8 *head;
+  gsize head_len;
+  gsize head_pos;
+  GError *head_error;
+  BmapContainer container;
+  BmapArchive *archive;
+  char *format;
   guint8 *skip_buf;       /* allocated by the first bmap_source_skip() */
   gboolean decoder_skips; /* the decoder's skip() is used */
 };
@@ -53,6 +64,8 @@ bmap_compression_to_string (BmapCompression compression)
       return "zstd";
     case BMAP_COMPRESSION_LZ4:
       return "lz4";
+    case BMAP_COMPRESSION_LZO:
+      return "lzo";
     case BMAP_COMPRESSION_NONE:
     default:
       return "none";
@@ -211,6 +224,7 @@ compression_from_magic (const guint8 *p, gsize len)
   static const guint8 zstd_magic[] = { 0x28, 0xb5, 0x2f, 0xfd };
   static const guint8 lz4_magic[] = { 0x04, 0x22, 0x4d, 0x18 };
   static const guint8 lz4_legacy_magic[] = { 0x02, 0x21, 0x4c, 0x18 };
+  static const guint8 lzo_magic[] = { 0x89, 'L', 'Z', 'O', 0x00, 0x0d, 0x0a, 0x1a, 0x0a };
 
   /* gzip's method byte too: deflate is the only one there is. */
   if (len >= 3 && p[0] == 0x1f && p[1] == 0x8b && p[2] == 0x08)
@@ -223,6 +237,8 @@ compression_from_magic (const guint8 *p, gsize len)
     return BMAP_COMPRESSION_ZSTD;
   if (len >= 4 && (memcmp (p, lz4_magic, 4) == 0 || memcmp (p, lz4_legacy_magic, 4) == 0))
     return BMAP_COMPRESSION_LZ4;
+  if (len >= sizeof (lzo_magic) && memcmp (p, lzo_magic, sizeof (lzo_magic)) == 0)
+    return BMAP_COMPRESSION_LZO;
   return BMAP_COMPRESSION_NONE;
 }
 
@@ -281,10 +297,151 @@ vtable_for_compression (BmapCompression compression)
       return &bmap_decoder_zstd;
     case BMAP_COMPRESSION_LZ4:
       return &bmap_decoder_lz4;
+    case BMAP_COMPRESSION_LZO:
+      return &bmap_decoder_lzo;
     case BMAP_COMPRESSION_NONE:
     default:
       return NULL;
   }
+}
+
+static gssize raw_read (BmapSource *source, guint8 *buf, gsize len, GError **error);
+
+/* Decoded bytes: the look-ahead first, then the decoder's (or the raw
+ * input's). What an archive reads from. */
+static gssize
+decoded_read (BmapSource *source, guint8 *buf, gsize len, GError **error)
+{
+  GError **err;
+  gsize done = 0;
+  gssize n;
+
+  if (source->head_pos < source->head_len) {
+    done = MIN (len, source->head_len - source->head_pos);
+    memcpy (buf, source->head + source->head_pos, done);
+    source->head_pos += done;
+    if (done == len)
+      return (gssize) done;
+  }
+  if (source->head_error != NULL) {
+    if (done > 0)
+      return (gssize) done;
+    g_propagate_error (error, g_steal_pointer (&source->head_error));
+    return -1;
+  }
+  /* The bytes at hand go out now; an error after them with the next read. */
+  err = done > 0 ? &source->head_error : error;
+  if (source->decoder == NULL)
+    n = raw_read (source, buf + done, len - done, err);
+  else
+    n = source->vtable->read (source->decoder, buf + done, len - done, err);
+  if (n < 0)
+    return done > 0 ? (gssize) done : -1;
+  return (gssize) (done + (gsize) n);
+}
+
+static gssize
+archive_pull (gpointer user_data, guint8 *buf, gsize len, GError **error)
+{
+  return decoded_read (user_data, buf, len, error);
+}
+
+/* The first decoded bytes of a decoder that may skip blocks (xz with an
+ * index), from a throwaway stream decoder over what the sniff read: reading
+ * the real one would start it before it is told what to skip. A regular
+ * file's first read brought SNIFF_FIRST_READ bytes, plenty for a header. */
+static gsize
+probe_decoded (BmapSource *source, guint8 *buf, gsize len)
+{
+  BmapInput probe = {
+    .fd = -1,
+    .name = source->name,
+    .size = source->input.size,
+    .len = source->input.len,
+    .eof = TRUE,
+    .cancel_fd = -1,
+    .can_block = TRUE, /* a stream decoder, not the block reader */
+  };
+  g_autofree guint8 *probe_buf = g_malloc (probe.size);
+  gpointer decoder;
+  gsize done = 0;
+
+  memcpy (probe_buf, source->input.buf, probe.len);
+  probe.buf = probe_buf;
+  decoder = source->vtable->new (&probe, NULL);
+  if (decoder == NULL)
+    return 0;
+  while (done < len) {
+    /* An error here is the real decoder's to report. */
+    gssize n = source->vtable->read (decoder, buf + done, len - done, NULL);
+
+    if (n <= 0)
+      break;
+    done += (gsize) n;
+  }
+  source->vtable->free (decoder);
+  return done;
+}
+
+/* Reads the first decoded bytes ahead (kept for the reads) and looks for an
+ * archive in them. */
+static gboolean
+look_ahead (BmapSource *source, GError **error)
+{
+  if (source->vtable->set_wanted != NULL && !source->input.can_block) {
+    guint8 probe[BMAP_ARCHIVE_SNIFF_LEN];
+    gsize n = probe_decoded (source, probe, sizeof (probe));
+
+    return bmap_archive_sniff (probe, n, source->name, &source->container, error);
+  }
+
+  source->head = g_malloc (BMAP_ARCHIVE_SNIFF_LEN);
+  while (source->head_len < BMAP_ARCHIVE_SNIFF_LEN) {
+    /* A corrupt or truncated stream is reported after what it yielded, by
+     * the read that reaches it, as without the look-ahead. */
+    gssize n
+        = source->vtable->read (source->decoder, source->head + source->head_len,
+                                BMAP_ARCHIVE_SNIFF_LEN - source->head_len, &source->head_error);
+
+    if (n <= 0)
+      break;
+    source->head_len += (gsize) n;
+  }
+  return bmap_archive_sniff (source->head, source->head_len, source->name, &source->container,
+                             error);
+}
+
+static const char *
+compression_suffix (BmapCompression compression)
+{
+  switch (compression) {
+    case BMAP_COMPRESSION_GZIP:
+      return ".gz";
+    case BMAP_COMPRESSION_XZ:
+      return ".xz";
+    case BMAP_COMPRESSION_BZIP2:
+      return ".bz2";
+    case BMAP_COMPRESSION_ZSTD:
+      return ".zst";
+    case BMAP_COMPRESSION_LZ4:
+      return ".lz4";
+    case BMAP_COMPRESSION_LZO:
+      return ".lzo";
+    case BMAP_COMPRESSION_NONE:
+    default:
+      return "";
+  }
+}
+
+static char *
+format_name (BmapContainer container, BmapCompression compression)
+{
+  if (container != BMAP_CONTAINER_NONE)
+    return g_strconcat (bmap_container_to_string (container), compression_suffix (compression),
+                        NULL);
+  if (compression == BMAP_COMPRESSION_NONE)
+    return g_strdup ("raw");
+  return g_strdup (bmap_compression_to_string (compression));
 }
 
 BmapSource *
@@ -335,7 +492,19 @@ bmap_source_new_full (int fd, gboolean take_fd, const char *name, GCancellable *
   if (!sniff (source, error))
     return NULL;
 
-  if (source->compression == BMAP_COMPRESSION_NONE && S_ISREG (st.st_mode)) {
+  if (source->compression == BMAP_COMPRESSION_NONE) {
+    BmapInput *in = &source->input;
+
+    if (!bmap_input_ensure (in, BMAP_ARCHIVE_SNIFF_LEN, error))
+      return NULL;
+    if (!bmap_archive_sniff (bmap_input_data (in), bmap_input_avail (in), source->name,
+                             &source->container, error))
+      return NULL;
+  }
+  source->format = format_name (source->container, source->compression);
+
+  if (source->compression == BMAP_COMPRESSION_NONE && source->container == BMAP_CONTAINER_NONE
+      && S_ISREG (st.st_mode)) {
     /* Raw regular file: the copy engine preads it, and read() goes on from
      * where the caller's offset was, so put the offset back. */
     if (lseek (fd, start, SEEK_SET) < 0) {
@@ -356,6 +525,19 @@ bmap_source_new_full (int fd, gboolean take_fd, const char *name, GCancellable *
     source->decoder = source->vtable->new (&source->input, error);
     if (source->decoder == NULL)
       return NULL;
+    if (!look_ahead (source, error))
+      return NULL;
+    g_free (source->format);
+    source->format = format_name (source->container, source->compression);
+  }
+  if (source->container != BMAP_CONTAINER_NONE) {
+    source->archive
+        = bmap_archive_new (source->container, source->name, archive_pull, source, error);
+    if (source->archive == NULL)
+      return NULL;
+    source->size = bmap_archive_get_member_size (source->archive);
+    g_debug ("%s: %s archive, image is its member '%s'", source->name, source->format,
+             bmap_archive_get_member (source->archive));
   }
   return g_steal_pointer (&source);
 }
@@ -382,6 +564,8 @@ bmap_source_free (BmapSource *source)
 {
   if (source == NULL)
     return;
+  /* The archive reads through the decoder: it goes first. */
+  g_clear_pointer (&source->archive, bmap_archive_free);
   if (source->decoder != NULL)
     source->vtable->free (source->decoder);
   if (source->owns_fd && source->fd >= 0)
@@ -393,6 +577,9 @@ bmap_source_free (BmapSource *source)
   g_free (source->input.buf);
   g_free (source->skip_buf);
   g_free (source->name);
+  g_free (source->head);
+  g_free (source->format);
+  g_clear_error (&source->head_error);
   g_clear_error (&source->failure);
   g_free (source);
 }
@@ -418,6 +605,27 @@ bmap_source_get_compression (BmapSource *source)
 {
   g_return_val_if_fail (source != NULL, BMAP_COMPRESSION_NONE);
   return source->compression;
+}
+
+BmapContainer
+bmap_source_get_container (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, BMAP_CONTAINER_NONE);
+  return source->container;
+}
+
+const char *
+bmap_source_get_format (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, NULL);
+  return source->format;
+}
+
+const char *
+bmap_source_get_member (BmapSource *source)
+{
+  g_return_val_if_fail (source != NULL, NULL);
+  return source->archive != NULL ? bmap_archive_get_member (source->archive) : NULL;
 }
 
 const char *
@@ -500,10 +708,10 @@ bmap_source_read (BmapSource *source, void *buf, gsize len, GError **error)
     return 0;
   len = MIN (len, (gsize) G_MAXSSIZE);
 
-  if (source->decoder == NULL)
-    n = raw_read (source, buf, len, &source->failure);
+  if (source->archive != NULL)
+    n = bmap_archive_read (source->archive, buf, len, &source->failure);
   else
-    n = source->vtable->read (source->decoder, buf, len, &source->failure);
+    n = decoded_read (source, buf, len, &source->failure);
   if (n < 0) {
     g_assert (source->failure != NULL);
     g_propagate_error (error, g_error_copy (source->failure));
@@ -535,7 +743,10 @@ bmap_source_set_wanted (BmapSource *source, const BmapMap *map)
 {
   g_return_if_fail (source != NULL && map != NULL);
 
-  if (source->decoder != NULL && source->vtable->set_wanted != NULL)
+  /* Offsets in an archive are not the image's; bytes read ahead are not
+   * the decoder's to skip. */
+  if (source->decoder != NULL && source->vtable->set_wanted != NULL && source->archive == NULL
+      && source->head_len == 0)
     source->decoder_skips = source->vtable->set_wanted (source->decoder, map);
 }
 

@@ -14,17 +14,34 @@ typedef enum {
   BMAP_COMPRESSION_BZIP2,
   BMAP_COMPRESSION_ZSTD,
   BMAP_COMPRESSION_LZ4,
+  BMAP_COMPRESSION_LZO,
 } BmapCompression;
 
 const char *bmap_compression_to_string (BmapCompression compression);
 
+/* An archive found in the decoded bytes; the image is its first regular
+ * member. */
+typedef enum {
+  BMAP_CONTAINER_NONE,
+  BMAP_CONTAINER_TAR,
+  BMAP_CONTAINER_ZIP,
+} BmapContainer;
+
+const char *bmap_container_to_string (BmapContainer container);
+
 /* The image as a stream of decoded bytes, from a regular file, a pipe or
  * stdin. The compression is found from the first bytes (magic), never from
- * a file name. Sources are used from one thread at a time. */
+ * a file name; so is a tar or zip archive in the decoded bytes, whose first
+ * regular member is then the image. Sources are used from one thread at a
+ * time. */
 typedef struct _BmapSource BmapSource;
 
 /* Sniffs the first bytes of @fd (kept in a buffer, so pipes work). With
- * @take_fd the source closes @fd when freed. @name is used in messages. */
+ * @take_fd the source closes @fd when freed. @name is used in messages.
+ * An archive is opened up to its image's header here, so a 7z or rar
+ * archive, an encrypted zip member or one compressed with another method
+ * than deflate fails here with BMAP_ERROR_UNSUPPORTED naming it, and a
+ * corrupt archive with BMAP_ERROR_BAD_IMAGE, before anything is written. */
 BmapSource *bmap_source_new (int fd, gboolean take_fd, const char *name, GError **error);
 /* The same, with bmap_source_set_cancellable() done before the first read,
  * so that the sniffing and the decoder's first reads from a pipe stop at a
@@ -39,6 +56,12 @@ void bmap_source_free (BmapSource *source);
 void bmap_source_set_cancellable (BmapSource *source, GCancellable *cancellable);
 
 BmapCompression bmap_source_get_compression (BmapSource *source);
+BmapContainer bmap_source_get_container (BmapSource *source);
+/* What was found, for messages: "raw", "gzip", "lzo", "tar", "tar.gz",
+ * "zip". */
+const char *bmap_source_get_format (BmapSource *source);
+/* The archive member that is the image, NULL without an archive. */
+const char *bmap_source_get_member (BmapSource *source);
 const char *bmap_source_get_name (BmapSource *source);
 int bmap_source_get_fd (BmapSource *source);
 
@@ -47,7 +70,7 @@ int bmap_source_get_fd (BmapSource *source);
 gboolean bmap_source_is_seekable (BmapSource *source);
 
 /* Size of the decoded image when it is known without decoding it (an
- * uncompressed regular file), 0 otherwise. */
+ * uncompressed regular file, a tar member), 0 otherwise. */
 guint64 bmap_source_get_size (BmapSource *source);
 
 /* Bytes read from the fd so far (compressed bytes). */
