@@ -163,6 +163,37 @@ test_extension_rules (void)
   assert_found (dir, "a.b.c.d.e.f", "a.bmap");
 }
 
+/* bmaptool strips one extension at a time from an archive's name too:
+ * disk.img.tar.gz tries disk.img.tar.gz.bmap, disk.img.tar.bmap,
+ * disk.img.bmap, disk.bmap; disk.tgz tries disk.tgz.bmap, disk.bmap. */
+static void
+test_archive_names (void)
+{
+  g_autofree char *dir = bmap_test_tmpdir ();
+  g_autofree char *tar_bmap = g_build_filename (dir, "disk.img.tar.bmap", NULL);
+  g_autoptr (GError) error = NULL;
+
+  touch (dir, "disk.bmap");
+  assert_found (dir, "disk.img.tar.gz", "disk.bmap");
+  assert_found (dir, "disk.tgz", "disk.bmap");
+  assert_found (dir, "disk.tar.zst", "disk.bmap");
+  assert_found (dir, "disk.zip", "disk.bmap");
+  assert_found (dir, "disk.lzo", "disk.bmap");
+  touch (dir, "disk.img.bmap");
+  assert_found (dir, "disk.img.tar.gz", "disk.img.bmap");
+  assert_found (dir, "disk.img.zip", "disk.img.bmap");
+  assert_found (dir, "disk.img.tbz2", "disk.img.bmap");
+  touch (dir, "disk.img.tar.bmap");
+  assert_found (dir, "disk.img.tar.gz", "disk.img.tar.bmap");
+  touch (dir, "disk.img.tar.gz.bmap");
+  assert_found (dir, "disk.img.tar.gz", "disk.img.tar.gz.bmap");
+  /* Only suffixes are stripped: nothing is added in their place. */
+  rm (dir, "disk.bmap");
+  rm (dir, "disk.img.bmap");
+  error = locate_error (dir, "disk.tgz");
+  g_assert_null (strstr (error->message, tar_bmap));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -172,5 +203,6 @@ main (int argc, char **argv)
   g_test_add_func ("/locate/only-regular-files", test_only_regular_files);
   g_test_add_func ("/locate/not-the-image", test_not_the_image);
   g_test_add_func ("/locate/extension-rules", test_extension_rules);
+  g_test_add_func ("/locate/archive-names", test_archive_names);
   return g_test_run ();
 }
