@@ -222,7 +222,7 @@ read_block_data (LzoDecoder *dec, guint8 *dst, gsize len, GError **error)
 
 static gboolean
 check (LzoDecoder *dec, guint32 adler_flag, const guint8 *p, gsize len, guint32 expected,
-       const char *what, GError **error)
+       guint64 block_offset, const char *what, GError **error)
 {
   guint32 sum;
 
@@ -231,9 +231,10 @@ check (LzoDecoder *dec, guint32 adler_flag, const guint8 *p, gsize len, guint32 
   else
     sum = lzo_crc32 (0, p, (lzo_uint) len);
   if (sum != expected) {
-    g_autofree char *detail = g_strdup_printf ("%s checksum mismatch", what);
-
-    bmap_input_set_corrupt (dec->in, "lzo", detail, error);
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                 "%s: corrupt lzo data in the block at compressed offset %" G_GUINT64_FORMAT
+                 ": %s checksum mismatch",
+                 dec->in->name, block_offset, what);
     return FALSE;
   }
   return TRUE;
@@ -306,7 +307,8 @@ next_block (LzoDecoder *dec, GError **error)
     if (!read_block_data (dec, dec->cdata, src_len, error))
       return FALSE;
     if (c_sum
-        && !check (dec, F_ADLER32_C, dec->cdata, src_len, c_expected, "compressed block", error))
+        && !check (dec, F_ADLER32_C, dec->cdata, src_len, c_expected, block_offset,
+                   "compressed block", error))
       return FALSE;
     ret = lzo1x_decompress_safe (dec->cdata, src_len, dec->block, &out_len, NULL);
     if (ret != LZO_E_OK || out_len != dst_len) {
@@ -317,7 +319,9 @@ next_block (LzoDecoder *dec, GError **error)
       return FALSE;
     }
   }
-  if (d_sum && !check (dec, F_ADLER32_D, dec->block, dst_len, d_expected, "decoded block", error))
+  if (d_sum
+      && !check (dec, F_ADLER32_D, dec->block, dst_len, d_expected, block_offset, "decoded block",
+                 error))
     return FALSE;
   dec->block_len = dst_len;
   dec->block_pos = 0;

@@ -944,6 +944,555 @@ test_compat_image (void)
                     g_ascii_strtoull (size_tag + strlen ("<ImageSize>"), NULL, 10));
 }
 
+/* As decode_through_pipe(), for an archive: the size is the member's. */
+static GBytes *
+decode_through_pipe_archive (GBytes *packed, BmapCompression expected, GError **error)
+{
+  int fds[2];
+  Feeder feeder;
+  GThread *thread;
+  g_autoptr (BmapSource) source = NULL;
+  GBytes *out = NULL;
+
+  g_assert_cmpint (pipe2 (fds, O_CLOEXEC), ==, 0);
+  feeder = (Feeder){ fds[1], packed, 999 };
+  thread = g_thread_new ("feeder", feed_pipe, &feeder);
+  source = bmap_source_new (fds[0], TRUE, "<pipe>", error);
+  if (source != NULL) {
+    g_assert_cmpint (bmap_source_get_compression (source), ==, expected);
+    g_assert_cmpint (bmap_source_get_container (source), !=, BMAP_CONTAINER_NONE);
+    g_assert_false (bmap_source_is_seekable (source));
+    out = read_all (source, MIB, error);
+  }
+  g_clear_pointer (&source, bmap_source_free);
+  g_thread_join (thread);
+  return out;
+}
+
+/* ---- archives and lzop (issue 11) ---------------------------------------- */
+
+/* A sparse image of an odd size in a directory of its own, named "disk.img",
+ * so archives of it hold "disk.img". */
+static char *
+make_archive_image (GBytes **contents)
+{
+  g_autofree char *dir = bmap_test_tmpdir ();
+  char *path = g_build_filename (dir, "disk.img", NULL);
+  const BmapTestExtent extents[] = {
+    { 0, 5000 },
+    { 1 * MIB + 3, 300000 },
+    { 3 * MIB - 77, 77 },
+  };
+
+  bmap_test_make_image (path, 3 * MIB + 4093, extents, G_N_ELEMENTS (extents));
+  *contents = bmap_test_read_file (path);
+  return path;
+}
+
+/* Runs "@command" in the image's directory with {} for the image's name and
+ * returns the path it wrote; NULL when @program is not installed. */
+static char *
+make_archive (const char *image, const char *program, const char *command, const char *suffix)
+{
+  g_autofree char *dir = g_path_get_dirname (image);
+  g_autofree char *q_dir = g_shell_quote (dir);
+  g_autofree char *out = g_strconcat (image, suffix, NULL);
+  g_autofree char *q_out = g_shell_quote (out);
+  g_autoptr (GString) cmd = g_string_new (command);
+
+  if (!bmap_test_have_program (program)) {
+    g_test_message ("%s is not installed: %s not tested", program, suffix);
+    return NULL;
+  }
+  g_string_replace (cmd, "{}", "disk.img", 0);
+  g_assert_cmpint (bmap_test_sh ("cd %s && (%s) > %s", q_dir, cmd->str, q_out), ==, 0);
+  return g_steal_pointer (&out);
+}
+
+static BmapSource *
+open_archive (const char *path, BmapCompression compression, BmapContainer container,
+              const char *format)
+{
+  g_autoptr (GError) error = NULL;
+  BmapSource *source = bmap_source_new_for_path (path, &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpint (bmap_source_get_compression (source), ==, compression);
+  g_assert_cmpint (bmap_source_get_container (source), ==, container);
+  g_assert_cmpstr (bmap_source_get_format (source), ==, format);
+  g_assert_false (bmap_source_is_seekable (source));
+  return source;
+}
+
+/* Every tar that bmaptool's tests make, and plain tar: the image comes out,
+ * not the archive, from a file and from a pipe, read in odd pieces. */
+static void
+test_archive_tar (void)
+{
+  const struct {
+    const char *program;
+    const char *command;
+    const char *suffix;
+    BmapCompression compression;
+    const char *format;
+  } cases[] = {
+    { "tar", "tar -c {}", ".tar", BMAP_COMPRESSION_NONE, "tar" },
+    { "gzip", "tar -c -z {}", ".tar.gz", BMAP_COMPRESSION_GZIP, "tar.gz" },
+    { "bzip2", "tar -c -j {}", ".tar.bz2", BMAP_COMPRESSION_BZIP2, "tar.bz2" },
+    { "xz", "tar -c -J {}", ".tar.xz", BMAP_COMPRESSION_XZ, "tar.xz" },
+    /* With an index: the block reader's first bytes come from a probe. */
+    { "xz", "tar -c {} | xz -T2 --block-size=1MiB", ".blocks.tar.xz", BMAP_COMPRESSION_XZ,
+      "tar.xz" },
+    { "lzop", "tar -c --lzo {}", ".tar.lzo", BMAP_COMPRESSION_LZO, "tar.lzo" },
+    { "lz4", "tar -c -Ilz4 {}", ".tar.lz4", BMAP_COMPRESSION_LZ4, "tar.lz4" },
+    { "zstd", "tar -c -Izstd {}", ".tar.zst", BMAP_COMPRESSION_ZSTD, "tar.zst" },
+    /* GNU sparse members: holes come out as zeros, a trailing one too. */
+    { "gzip", "tar -c -S -z {}", ".sparse.tar.gz", BMAP_COMPRESSION_GZIP, "tar.gz" },
+    { "tar", "tar -c --format=pax {}", ".pax.tar", BMAP_COMPRESSION_NONE, "tar" },
+  };
+  g_autoptr (GBytes) data = NULL;
+  g_autofree char *image = make_archive_image (&data);
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *path
+        = make_archive (image, cases[i].program, cases[i].command, cases[i].suffix);
+    g_autoptr (BmapSource) source = NULL;
+    g_autoptr (GBytes) out = NULL;
+    g_autoptr (GBytes) packed = NULL;
+    g_autoptr (GBytes) piped = NULL;
+    g_autoptr (GError) error = NULL;
+
+    if (path == NULL)
+      continue;
+    g_test_message ("%s", cases[i].suffix);
+    source = open_archive (path, cases[i].compression, BMAP_CONTAINER_TAR, cases[i].format);
+    g_assert_cmpstr (bmap_source_get_member (source), ==, "disk.img");
+    g_assert_cmpuint (bmap_source_get_size (source), ==, g_bytes_get_size (data));
+    out = read_all (source, 4093, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (out, data);
+
+    packed = bmap_test_read_file (path);
+    piped = decode_through_pipe_archive (packed, cases[i].compression, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (piped, data);
+  }
+}
+
+/* zip as bmaptool's tests make it (to stdout, so with data descriptors),
+ * to a file, and stored. */
+static void
+test_archive_zip (void)
+{
+  const struct {
+    const char *command;
+    const char *suffix;
+  } cases[] = {
+    { "zip -q -j - {}", ".zip" },
+    { "zip -q -j -0 - {}", ".stored.zip" },
+    { "zip -q -j out.zip {} && cat out.zip && rm out.zip", ".file.zip" },
+    { "mkdir -p d && cp {} d && zip -q -r - d && rm -r d", ".dir.zip" },
+  };
+  g_autoptr (GBytes) data = NULL;
+  g_autofree char *image = make_archive_image (&data);
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *path = make_archive (image, "zip", cases[i].command, cases[i].suffix);
+    g_autoptr (BmapSource) source = NULL;
+    g_autoptr (GBytes) out = NULL;
+    g_autoptr (GBytes) packed = NULL;
+    g_autoptr (GBytes) piped = NULL;
+    g_autoptr (GError) error = NULL;
+
+    if (path == NULL)
+      return;
+    g_test_message ("%s", cases[i].suffix);
+    source = open_archive (path, BMAP_COMPRESSION_NONE, BMAP_CONTAINER_ZIP, "zip");
+    g_assert_true (g_str_has_suffix (bmap_source_get_member (source), "disk.img"));
+    out = read_all (source, 4093, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (out, data);
+
+    packed = bmap_test_read_file (path);
+    piped = decode_through_pipe_archive (packed, BMAP_COMPRESSION_NONE, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (piped, data);
+  }
+}
+
+/* 7z and rar are named and refused, as are zip members that are encrypted
+ * or compressed with a method other than deflate: never read as raw. */
+static void
+test_archive_refused (void)
+{
+  static const guint8 sevenzip[] = { '7', 'z', 0xbc, 0xaf, 0x27, 0x1c, 0, 4, 1, 2, 3, 4 };
+  static const guint8 rar4[] = { 'R', 'a', 'r', '!', 0x1a, 0x07, 0x00, 0xcf, 0x90, 0x73 };
+  static const guint8 rar5[] = { 'R', 'a', 'r', '!', 0x1a, 0x07, 0x01, 0x00, 0x33, 0x92 };
+  const struct {
+    const char *name;
+    const guint8 *data;
+    gsize len;
+    const char *says;
+  } magics[] = {
+    { "a.7z", sevenzip, sizeof (sevenzip), "7z archive" },
+    { "a.rar", rar4, sizeof (rar4), "rar archive" },
+    { "a5.rar", rar5, sizeof (rar5), "rar archive" },
+  };
+  g_autoptr (GBytes) data = NULL;
+  g_autofree char *image = make_archive_image (&data);
+  const struct {
+    const char *command;
+    const char *suffix;
+    const char *says;
+  } zips[] = {
+    { "zip -q -j -P secret - {}", ".enc.zip", "is encrypted" },
+    { "zip -q -j -Z bzip2 - {}", ".bz2.zip", "is compressed with bzip" },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (magics); i++) {
+    g_autofree char *path = write_tmp (magics[i].name, magics[i].data, magics[i].len);
+    g_autoptr (GBytes) bytes = g_bytes_new_static (magics[i].data, magics[i].len);
+    g_autoptr (GBytes) packed = compress_gzip (magics[i].data, magics[i].len);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (BmapSource) source = bmap_source_new_for_path (path, &error);
+    g_autoptr (GBytes) piped = NULL;
+
+    g_assert_null (source);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED);
+    g_assert_nonnull (strstr (error->message, magics[i].says));
+    g_assert_nonnull (strstr (error->message, path));
+    g_clear_error (&error);
+
+    /* Compressed or through a pipe, the same. */
+    piped = decode_through_pipe_archive (packed, BMAP_COMPRESSION_GZIP, &error);
+    g_assert_null (piped);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED);
+    g_clear_error (&error);
+    piped = decode_through_pipe_archive (bytes, BMAP_COMPRESSION_NONE, &error);
+    g_assert_null (piped);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED);
+  }
+
+  for (gsize i = 0; i < G_N_ELEMENTS (zips); i++) {
+    g_autofree char *path = make_archive (image, "zip", zips[i].command, zips[i].suffix);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (BmapSource) source = NULL;
+
+    if (path == NULL)
+      return;
+    source = bmap_source_new_for_path (path, &error);
+    g_assert_null (source);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED);
+    g_test_message ("%s", error->message);
+    g_assert_nonnull (strstr (error->message, zips[i].says));
+    g_assert_nonnull (strstr (error->message, "disk.img"));
+  }
+}
+
+/* A 512-byte tar header block with a valid checksum. */
+static void
+append_tar_header (GByteArray *out, const char *name, char type, guint64 size)
+{
+  guint8 h[512] = { 0 };
+  guint sum = 0;
+
+  g_strlcpy ((char *) h, name, 100);
+  g_snprintf ((char *) h + 100, 8, "%07o", 0644);
+  g_snprintf ((char *) h + 124, 12, "%011" G_GINT64_MODIFIER "o", size);
+  g_snprintf ((char *) h + 136, 12, "%011o", 0);
+  h[156] = (guint8) type;
+  memcpy (h + 257,
+          "ustar\0"
+          "00",
+          8);
+  memset (h + 148, ' ', 8);
+  for (gsize i = 0; i < 512; i++)
+    sum += h[i];
+  g_snprintf ((char *) h + 148, 8, "%06o", sum);
+  g_byte_array_append (out, h, 512);
+}
+
+static void
+append_tar_data (GByteArray *out, const guint8 *data, gsize len)
+{
+  static const guint8 zeros[512];
+
+  g_byte_array_append (out, data, (guint) len);
+  if (len % 512 != 0)
+    g_byte_array_append (out, zeros, (guint) (512 - len % 512));
+}
+
+/* The first regular member is the image: directories, links and pax
+ * headers before it are passed over, files after it are not read. */
+static void
+test_archive_first_member (void)
+{
+  g_autoptr (GByteArray) tar = g_byte_array_new ();
+  g_autoptr (GBytes) first = make_random_data (10007, 1);
+  g_autoptr (GBytes) second = make_random_data (5000, 2);
+  static const char pax[] = "21 path=images/a.img\n";
+  g_autofree char *path = NULL;
+  g_autoptr (BmapSource) source = NULL;
+  g_autoptr (GBytes) out = NULL;
+  g_autoptr (GError) error = NULL;
+
+  append_tar_header (tar, "images/", '5', 0);
+  append_tar_header (tar, "images/link", '2', 0);
+  append_tar_header (tar, "PaxHeader", 'x', strlen (pax));
+  append_tar_data (tar, (const guint8 *) pax, strlen (pax));
+  append_tar_header (tar, "images/x", '0', g_bytes_get_size (first));
+  append_tar_data (tar, g_bytes_get_data (first, NULL), g_bytes_get_size (first));
+  append_tar_header (tar, "images/b.img", '0', g_bytes_get_size (second));
+  append_tar_data (tar, g_bytes_get_data (second, NULL), g_bytes_get_size (second));
+  g_byte_array_set_size (tar, tar->len + 1024); /* the end: two zero blocks */
+  memset (tar->data + tar->len - 1024, 0, 1024);
+
+  path = write_tmp ("members.tar", tar->data, tar->len);
+  source = open_archive (path, BMAP_COMPRESSION_NONE, BMAP_CONTAINER_TAR, "tar");
+  g_assert_cmpstr (bmap_source_get_member (source), ==, "images/a.img");
+  out = read_all (source, MIB, &error);
+  g_assert_no_error (error);
+  assert_bytes_equal (out, first);
+}
+
+/* An archive without a regular file, and one cut inside the image, fail;
+ * neither is taken for a raw image. */
+static void
+test_archive_broken (void)
+{
+  g_autoptr (GByteArray) dirs = g_byte_array_new ();
+  g_autoptr (GByteArray) cut = g_byte_array_new ();
+  g_autoptr (GBytes) data = make_random_data (100000, 3);
+  g_autofree char *dirs_path = NULL;
+  g_autofree char *cut_path = NULL;
+  g_autoptr (GBytes) packed = NULL;
+  g_autoptr (GBytes) out = NULL;
+  g_autoptr (BmapSource) source = NULL;
+  g_autoptr (GError) error = NULL;
+
+  append_tar_header (dirs, "a/", '5', 0);
+  append_tar_header (dirs, "a/b/", '5', 0);
+  g_byte_array_set_size (dirs, dirs->len + 1024);
+  memset (dirs->data + dirs->len - 1024, 0, 1024);
+  dirs_path = write_tmp ("dirs.tar", dirs->data, dirs->len);
+  source = bmap_source_new_for_path (dirs_path, &error);
+  g_assert_null (source);
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+  g_assert_nonnull (strstr (error->message, "no regular file"));
+  g_clear_error (&error);
+
+  append_tar_header (cut, "disk.img", '0', g_bytes_get_size (data));
+  g_byte_array_append (cut, g_bytes_get_data (data, NULL), 60000);
+  packed = compress_gzip (cut->data, cut->len);
+  cut_path = write_tmp_bytes ("cut.tar.gz", packed);
+  source = open_archive (cut_path, BMAP_COMPRESSION_GZIP, BMAP_CONTAINER_TAR, "tar.gz");
+  out = read_all (source, MIB, &error);
+  g_assert_null (out);
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+}
+
+/* What libarchive holds in memory is bounded: it refuses a special header
+ * over 1 MiB itself (a pax header of 17 MiB here is not allocated), and
+ * more than 16 MiB of headers before the image is refused as a limit. */
+static void
+test_archive_header_limit (void)
+{
+  g_autoptr (GByteArray) tar = g_byte_array_new ();
+  g_autoptr (GByteArray) dirs = g_byte_array_new ();
+  gsize pax_len = 17 * MIB;
+  g_autofree guint8 *pax = g_malloc (pax_len);
+  g_autofree char *path = NULL;
+  g_autofree char *dirs_path = NULL;
+  g_autoptr (GBytes) packed = NULL;
+  g_autoptr (GBytes) dirs_packed = NULL;
+  g_autoptr (BmapSource) source = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *prefix = g_strdup_printf ("%" G_GSIZE_FORMAT " comment=", pax_len);
+
+  memset (pax, 'x', pax_len);
+  memcpy (pax, prefix, strlen (prefix));
+  pax[pax_len - 1] = '\n';
+  append_tar_header (tar, "PaxHeader", 'x', pax_len);
+  append_tar_data (tar, pax, pax_len);
+  append_tar_header (tar, "disk.img", '0', 0);
+  g_byte_array_set_size (tar, tar->len + 1024);
+  memset (tar->data + tar->len - 1024, 0, 1024);
+  packed = compress_zstd (tar->data, tar->len);
+  path = write_tmp_bytes ("big-header.tar.zst", packed);
+  source = bmap_source_new_for_path (path, &error);
+  g_assert_null (source);
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+  g_assert_nonnull (strstr (error->message, "too large"));
+  g_clear_error (&error);
+
+  for (guint i = 0; i < 40000; i++) {
+    g_autofree char *name = g_strdup_printf ("d%u/", i);
+
+    append_tar_header (dirs, name, '5', 0);
+  }
+  append_tar_header (dirs, "disk.img", '0', 0);
+  g_byte_array_set_size (dirs, dirs->len + 1024);
+  memset (dirs->data + dirs->len - 1024, 0, 1024);
+  dirs_packed = compress_zstd (dirs->data, dirs->len);
+  dirs_path = write_tmp_bytes ("many-dirs.tar.zst", dirs_packed);
+  source = bmap_source_new_for_path (dirs_path, &error);
+  g_assert_null (source);
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT);
+  g_assert_nonnull (strstr (error->message, "headers before the first file"));
+}
+
+/* A raw image is not taken for a tar because of a stray "ustar" or a block
+ * that only looks like a header: the checksum must match. */
+static void
+test_archive_near_tar (void)
+{
+  g_autoptr (GByteArray) tar = g_byte_array_new ();
+  g_autoptr (GBytes) data = make_random_data (8192, 4);
+  g_autofree guint8 *raw = g_memdup2 (g_bytes_get_data (data, NULL), 8192);
+  g_autofree char *path = NULL;
+  g_autofree char *path2 = NULL;
+  g_autoptr (GBytes) out = NULL;
+  g_autoptr (GBytes) out2 = NULL;
+  g_autoptr (GError) error = NULL;
+
+  memcpy (raw + 257, "ustar", 5);
+  path = write_tmp ("ustar.img", raw, 8192);
+  out = decode_path (path, BMAP_COMPRESSION_NONE, MIB, &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (g_bytes_get_data (out, NULL), g_bytes_get_size (out), raw, 8192);
+
+  append_tar_header (tar, "disk.img", '0', 100);
+  tar->data[0] ^= 1; /* the checksum no longer matches */
+  g_byte_array_append (tar, raw, 4096);
+  path2 = write_tmp ("bad-sum.img", tar->data, tar->len);
+  out2 = decode_path (path2, BMAP_COMPRESSION_NONE, MIB, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_bytes_get_size (out2), ==, tar->len);
+}
+
+/* lzop files as the lzop tool writes them: compressed and stored blocks,
+ * each compression level, CRC-32 instead of Adler-32, several files
+ * joined, from a file and a pipe. */
+static void
+test_lzo (void)
+{
+  const char *const options[] = { "-c", "-1 -c", "-9 -c", "--crc32 -c" };
+  g_autoptr (GBytes) sparse = make_sparse_data (3 * MIB + 5);
+  g_autoptr (GBytes) random = make_random_data (600007, 5);
+  g_autoptr (GBytes) both = concat (sparse, random);
+  g_autofree char *sparse_path = write_tmp_bytes ("lzo-in-sparse", sparse);
+  g_autofree char *random_path = write_tmp_bytes ("lzo-in-random", random);
+  g_autofree char *q_sparse = g_shell_quote (sparse_path);
+  g_autofree char *q_random = g_shell_quote (random_path);
+
+  if (!bmap_test_have_program ("lzop")) {
+    g_test_skip ("lzop is not installed");
+    return;
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS (options); i++) {
+    g_autofree char *path = g_strdup_printf ("%s.%" G_GSIZE_FORMAT ".lzo", sparse_path, i);
+    g_autofree char *q_path = g_shell_quote (path);
+    g_autoptr (GBytes) out = NULL;
+    g_autoptr (GBytes) out_small = NULL;
+    g_autoptr (GBytes) packed = NULL;
+    g_autoptr (GBytes) piped = NULL;
+    g_autoptr (GError) error = NULL;
+
+    g_test_message ("lzop %s", options[i]);
+    g_assert_cmpint (bmap_test_sh ("(lzop %s < %s; lzop %s < %s) > %s", options[i], q_sparse,
+                                   options[i], q_random, q_path),
+                     ==, 0);
+    out = decode_path (path, BMAP_COMPRESSION_LZO, MIB, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (out, both);
+    out_small = decode_path (path, BMAP_COMPRESSION_LZO, 4093, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (out_small, both);
+    packed = bmap_test_read_file (path);
+    piped = decode_through_pipe (packed, 1000, BMAP_COMPRESSION_LZO, &error);
+    g_assert_no_error (error);
+    assert_bytes_equal (piped, both);
+  }
+}
+
+/* Corrupt lzop data fails with the offset; nothing corrupt is returned. */
+static void
+test_lzo_corrupt (void)
+{
+  g_autoptr (GBytes) random = make_random_data (300000, 6);
+  g_autofree char *in_path = write_tmp_bytes ("lzo-corrupt-in", random);
+  g_autofree char *q_in = g_shell_quote (in_path);
+  g_autofree char *lzo_path = g_strconcat (in_path, ".lzo", NULL);
+  g_autofree char *empty_path = g_strconcat (in_path, ".empty.lzo", NULL);
+  g_autofree char *q_lzo = g_shell_quote (lzo_path);
+  g_autofree char *q_empty = g_shell_quote (empty_path);
+  g_autoptr (GBytes) packed = NULL;
+  g_autoptr (GBytes) empty = NULL;
+  gsize len, hdr_len;
+  const guint8 *p;
+  const struct {
+    const char *what;
+    gsize offset; /* from the end of the header; G_MAXSIZE: cut */
+    const char *says;
+  } cases[] = {
+    { "a stored block's byte", 1000, "decoded block checksum mismatch" },
+    { "the header", G_MAXSIZE - 1, "header checksum mismatch" },
+    { "cut", G_MAXSIZE, "truncated" },
+  };
+
+  if (!bmap_test_have_program ("lzop")) {
+    g_test_skip ("lzop is not installed");
+    return;
+  }
+  g_assert_cmpint (
+      bmap_test_sh ("lzop -c < %s > %s && lzop -c < /dev/null > %s", q_in, q_lzo, q_empty), ==, 0);
+  packed = bmap_test_read_file (lzo_path);
+  empty = bmap_test_read_file (empty_path);
+  p = g_bytes_get_data (packed, &len);
+  /* An empty file is the header and the end marker. */
+  hdr_len = g_bytes_get_size (empty) - 4;
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree guint8 *bad = g_memdup2 (p, len);
+    gsize bad_len = len;
+    g_autofree char *path = NULL;
+    g_autoptr (GBytes) out = NULL;
+    g_autoptr (GError) error = NULL;
+
+    if (cases[i].offset == G_MAXSIZE)
+      bad_len = len - 100;
+    else if (cases[i].offset == G_MAXSIZE - 1)
+      bad[hdr_len - 6] ^= 0x40; /* in the mtime */
+    else
+      bad[hdr_len + 12 + cases[i].offset] ^= 0x01;
+    path = write_tmp (cases[i].what, bad, bad_len);
+    out = decode_path (path, BMAP_COMPRESSION_LZO, MIB, &error);
+    g_test_message ("%s: %s", cases[i].what, error != NULL ? error->message : "no error");
+    g_assert_null (out);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+    g_assert_nonnull (strstr (error->message, cases[i].says));
+  }
+
+  /* A block larger than lzop's 64 MiB is refused before any allocation. */
+  {
+    static const guint8 block[]
+        = { 0x04, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x01 };
+    g_autoptr (GByteArray) huge = g_byte_array_new ();
+    g_autofree char *path = NULL;
+    g_autoptr (GBytes) out = NULL;
+    g_autoptr (GError) error = NULL;
+
+    g_byte_array_append (huge, g_bytes_get_data (empty, NULL), (guint) hdr_len);
+    g_byte_array_append (huge, block, sizeof (block));
+    g_byte_array_set_size (huge, huge->len + 16);
+    path = write_tmp ("huge-block.lzo", huge->data, huge->len);
+    out = decode_path (path, BMAP_COMPRESSION_LZO, MIB, &error);
+    g_assert_null (out);
+    g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+    g_assert_nonnull (strstr (error->message, "bad block sizes"));
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -971,6 +1520,15 @@ main (int argc, char **argv)
   g_test_add_func ("/source/lz4-legacy", test_lz4_legacy);
   g_test_add_func ("/source/command-line-tools", test_command_line_tools);
   g_test_add_func ("/source/compat-image", test_compat_image);
+  g_test_add_func ("/source/archive/tar", test_archive_tar);
+  g_test_add_func ("/source/archive/zip", test_archive_zip);
+  g_test_add_func ("/source/archive/refused", test_archive_refused);
+  g_test_add_func ("/source/archive/first-member", test_archive_first_member);
+  g_test_add_func ("/source/archive/broken", test_archive_broken);
+  g_test_add_func ("/source/archive/header-limit", test_archive_header_limit);
+  g_test_add_func ("/source/archive/near-tar", test_archive_near_tar);
+  g_test_add_func ("/source/lzo", test_lzo);
+  g_test_add_func ("/source/lzo-corrupt", test_lzo_corrupt);
 
   return g_test_run ();
 }
