@@ -367,9 +367,10 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
   g_autofree char *dest = NULL;
 
   if (!bmapctl_parse (options, command, entries,
-                      "IMAGE may be compressed (gzip, xz, bzip2, zstd, lz4; found from its first "
-                      "bytes) and may be - for\nstandard input. tar and zip archives are not "
-                      "supported yet. DEST is a regular file, a block\ndevice node (/dev/sdb) or "
+                      "IMAGE may be compressed (gzip, xz, bzip2, zstd, lz4, lzo), a tar archive "
+                      "(plain or\ncompressed) or a zip archive, found from its first bytes; "
+                      "the image is an archive's\nfirst file. IMAGE may be - for standard "
+                      "input. DEST is a regular file, a block\ndevice node (/dev/sdb) or "
                       "a device name (sdb). Without --bmap or --nobmap, the bmap is\nlooked for "
                       "next to IMAGE: IMAGE.bmap, then with one extension stripped at a time.",
                       &argc, &argv))
