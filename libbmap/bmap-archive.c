@@ -341,7 +341,16 @@ bmap_archive_read (BmapArchive *archive, guint8 *buf, gsize len, GError **error)
 
     if (archive->block_len == 0) {
       if (archive->eof) {
-        /* A sparse member may end in a hole. */
+        if (archive->container != BMAP_CONTAINER_TAR && archive->size_known
+            && archive->pos != archive->member_size) {
+          g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                       "%s: corrupt %s archive: member '%s' ends at byte %" G_GUINT64_FORMAT
+                       ", but its header says it has %" G_GUINT64_FORMAT,
+                       archive->name, bmap_container_to_string (archive->container),
+                       archive->member, archive->pos, archive->member_size);
+          return -1;
+        }
+        /* A sparse tar member may end in a hole. */
         if (archive->size_known && archive->pos < archive->member_size) {
           n = (gsize) MIN (len - done, archive->member_size - archive->pos);
           memset (buf + done, 0, n);
