@@ -578,7 +578,9 @@ check_before (CopyJob *job, const BmapCopyOptions *options, GError **error)
     guint64 size = bmap_source_get_size (source);
 
     job->image_size = job->map->image_size;
-    if (bmap_source_is_seekable (source) && size != job->image_size) {
+    /* A raw file's size, or a tar member's from its header: known before
+     * anything is written. */
+    if ((bmap_source_is_seekable (source) || size > 0) && size != job->image_size) {
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
                    "%s is %" G_GUINT64_FORMAT
                    " bytes, but its bmap describes an image of %" G_GUINT64_FORMAT

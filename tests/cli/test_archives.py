@@ -214,3 +214,19 @@ def test_unsupported_exits_1_writing_nothing(via, tmp_path):
                 assert says in err, (name, err)
                 assert not absent.exists(), name
                 assert present.read_bytes() == b"keep me", name
+
+
+def test_bmap_of_another_image_is_refused_before_writing(tmp_path):
+    """A tar member's size is in its header: a bmap for another size is
+    refused before the target is touched, not after a partial write."""
+    image, other = tmp_path / "disk.img", tmp_path / "other.img"
+    make_image(image, MAX, True)
+    make_image(other, MAX + 4096, True)
+    run(BMAPCTL, "create", "-o", str(tmp_path / "other.bmap"), str(other))
+    packed = pack(tmp_path, image.name, ".tar.gz", "gzip", "tar -c -z {}")
+    out = tmp_path / "out.img"
+    proc = run(BMAPCTL, "copy", "--bmap", str(tmp_path / "other.bmap"), str(packed), str(out),
+               check=False)
+    assert proc.returncode == 1
+    assert "the bmap does not belong to this image" in proc.stderr.decode()
+    assert not out.exists()
