@@ -1493,6 +1493,44 @@ test_lzo_corrupt (void)
   }
 }
 
+/* A zip member whose data ends before the size in its local header is
+ * corrupt: it is not padded with zeros as a sparse tar member's end is. */
+static void
+test_archive_zip_short_member (void)
+{
+  g_autoptr (GBytes) data = NULL;
+  g_autofree char *image = make_archive_image (&data);
+  g_autofree char *path = make_archive (
+      image, "zip", "zip -q -j out.zip {} && cat out.zip && rm out.zip", ".short.zip");
+  g_autoptr (GBytes) packed = NULL;
+  g_autofree guint8 *bad = NULL;
+  g_autofree char *bad_path = NULL;
+  g_autoptr (BmapSource) source = NULL;
+  g_autoptr (GBytes) out = NULL;
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  guint32 size;
+
+  if (path == NULL)
+    return;
+  packed = bmap_test_read_file (path);
+  g_bytes_get_data (packed, &len);
+  bad = g_memdup2 (g_bytes_get_data (packed, NULL), len);
+  /* The uncompressed size of the first local header, at offset 22. */
+  g_assert_cmpmem (bad, 4, "PK\3\4", 4);
+  memcpy (&size, bad + 22, 4);
+  g_assert_cmpuint (GUINT32_FROM_LE (size), ==, g_bytes_get_size (data));
+  size = GUINT32_TO_LE (GUINT32_FROM_LE (size) + 100);
+  memcpy (bad + 22, &size, 4);
+  bad_path = write_tmp ("short-member.zip", bad, len);
+
+  source = open_archive (bad_path, BMAP_COMPRESSION_NONE, BMAP_CONTAINER_ZIP, "zip");
+  out = read_all (source, MIB, &error);
+  g_assert_null (out);
+  g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+  g_assert_nonnull (strstr (error->message, "but its header says"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1527,6 +1565,7 @@ main (int argc, char **argv)
   g_test_add_func ("/source/archive/broken", test_archive_broken);
   g_test_add_func ("/source/archive/header-limit", test_archive_header_limit);
   g_test_add_func ("/source/archive/near-tar", test_archive_near_tar);
+  g_test_add_func ("/source/archive/zip-short-member", test_archive_zip_short_member);
   g_test_add_func ("/source/lzo", test_lzo);
   g_test_add_func ("/source/lzo-corrupt", test_lzo_corrupt);
 
