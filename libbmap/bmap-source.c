@@ -407,6 +407,12 @@ look_ahead (BmapSource *source, GError **error)
       break;
     source->head_len += (gsize) n;
   }
+  /* A cancel or a failing read is not the data's fault: nothing to yield. */
+  if (source->head_error != NULL
+      && !g_error_matches (source->head_error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE)) {
+    g_propagate_error (error, g_steal_pointer (&source->head_error));
+    return FALSE;
+  }
   return bmap_archive_sniff (source->head, source->head_len, source->name, &source->container,
                              error);
 }

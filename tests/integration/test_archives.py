@@ -3,6 +3,7 @@
 does (the image is the archive's first file), onto real loop devices, and
 refuses a 7z archive by name without writing.'''
 
+import os
 import shutil
 import subprocess
 
@@ -62,4 +63,30 @@ def test_7z_is_refused_by_name_and_nothing_written(daemon, client, polkit, loop,
         proc = bmapctl('copy', *args, loop.node)
         assert proc.returncode == 1, proc.stderr
         assert '7z archive' in proc.stderr
+    assert loop.read(0, 65536) == b'\xaa' * 65536
+
+
+def test_cancel_while_looking_for_an_archive_in_a_stalled_pipe(daemon, client, polkit, loop,
+                                                               image, fds):
+    '''A gzip stream that stops before its first 512 decoded bytes (where a
+    tar header would be) while the writer keeps the pipe open: Cancel ends
+    the job, nothing is written.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    dev = client.wait_device(loop.node)
+    packed = pack(image, '.tar.gz', 'gzip', 'tar -c -z {}')
+    with open(packed, 'rb') as f:
+        head = f.read(16)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(w, head)
+        job = client.flash(dev, r, nobmap=True)
+        client.wait_state(job, ('preparing', 'writing'))
+        box = client.cancel(job, block=False)
+        h.wait_until(lambda: box, 20, 'Cancel() to be answered')
+        assert 'error' not in box, box
+        state, _, message = client.wait_finished(job, timeout=20)
+        assert state == 'canceled', message
+    finally:
+        os.close(r)
+        os.close(w)
     assert loop.read(0, 65536) == b'\xaa' * 65536
