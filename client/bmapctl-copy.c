@@ -13,6 +13,7 @@
 #include "bmapctl-follow.h"
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
+#include "bmapctl-url.h"
 #include "libbmap.h"
 
 typedef struct {
@@ -168,6 +169,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   g_autoptr (GPtrArray) devices = NULL;
   g_autoptr (BmapctlFollower) follower = NULL;
   g_autoptr (BmapctlJob) job = NULL;
+  g_autoptr (BmapctlUrlSource) remote = NULL;
   g_autofree char *description = NULL;
   BmapctlDevice *device;
   int image_fd, bmap_fd = -1;
@@ -200,7 +202,19 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     return bmapctl_report_error (options, error);
   }
 
-  if (g_str_equal (image, "-")) {
+  if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
+    /* bmapctl fetches, bmapd reads a pipe: the daemon never goes online. */
+    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, NULL, &error);
+    if (remote != NULL && args->detach && bmapctl_url_source_needs_client (remote))
+      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                   "%s: --detach cannot be used: bmapctl downloads the image itself, so it "
+                   "stays until the end",
+                   image);
+    if (error != NULL)
+      return bmapctl_report_error (options, error);
+    image_fd = bmapctl_url_source_steal_image_fd (remote);
+    description = g_strdup (bmapctl_url_source_get_description (remote));
+  } else if (g_str_equal (image, "-")) {
     image_fd = STDIN_FILENO;
     description = g_strdup ("standard input");
   } else {
@@ -212,7 +226,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     description = g_path_get_basename (image);
   }
   if (!args->nobmap) {
-    bmap_fd = bmapctl_open_bmap (args->bmap, image, &error);
+    bmap_fd = remote != NULL ? bmapctl_url_source_dup_bmap_fd (remote, &error)
+                             : bmapctl_open_bmap (args->bmap, image, &error);
     if (bmap_fd < 0) {
       if (image_fd != STDIN_FILENO)
         close (image_fd);
@@ -242,6 +257,10 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   start = g_get_monotonic_time ();
   status = bmapctl_follower_run (follower, call, device->node, &job);
   bmapctl_polkit_agent_close (agent);
+  /* A broken download only shows in bmapd as a short stream. */
+  if (remote != NULL && status != BMAPCTL_EXIT_CANCELED
+      && !bmapctl_url_source_check (remote, &error))
+    status = bmapctl_report_error (options, error);
 
   if (status == BMAPCTL_EXIT_OK && job != NULL && !args->detach) {
     BmapCopyResult result = { 0 };
@@ -261,6 +280,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr (BmapctlUrlSource) remote = NULL;
   g_autoptr (BmapSource) source = NULL;
   g_autoptr (BmapMap) map = NULL;
   g_autoptr (BmapTarget) target = NULL;
@@ -270,15 +290,26 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
   BmapCopyResult result = { 0 };
   struct stat st_image, st_bmap;
   gint64 start;
+  gboolean ok;
 
-  if (g_str_equal (image, "-"))
+  /* Before any thread: a download is canceled too. */
+  bmapctl_cancel_on_signals (cancellable);
+  if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
+    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, cancellable, &error);
+    if (remote == NULL)
+      return bmapctl_report_error (options, error);
+    source = bmap_source_new (bmapctl_url_source_steal_image_fd (remote), TRUE,
+                              bmapctl_url_source_get_name (remote), &error);
+    map = bmapctl_url_source_steal_map (remote);
+  } else if (g_str_equal (image, "-")) {
     source = bmap_source_new (STDIN_FILENO, FALSE, "standard input", &error);
-  else
+  } else {
     source = bmap_source_new_for_path (image, &error);
+  }
   if (source == NULL)
     return bmapctl_report_error (options, error);
 
-  if (!args->nobmap) {
+  if (!args->nobmap && remote == NULL) {
     bmap_path = bmapctl_find_bmap (args->bmap, image, &error);
     if (bmap_path == NULL)
       return bmapctl_report_error (options, error);
@@ -311,7 +342,6 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     }
   }
 
-  bmapctl_cancel_on_signals (cancellable);
   progress = bmapctl_progress_new (options);
   copy_options.map = map;
   copy_options.verify = !args->no_verify;
@@ -321,7 +351,19 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
   copy_options.cancellable = cancellable;
 
   start = g_get_monotonic_time ();
-  if (!bmap_copy (source, target, &copy_options, &result, &error)) {
+  ok = bmap_copy (source, target, &copy_options, &result, &error);
+  if (remote != NULL && !g_error_matches (error, BMAP_ERROR, BMAP_ERROR_CANCELLED)) {
+    g_autoptr (GError) url_error = NULL;
+
+    /* A broken download ends the stream early; its own error says why. */
+    g_clear_pointer (&source, bmap_source_free);
+    if (!bmapctl_url_source_check (remote, &url_error)) {
+      g_clear_error (&error);
+      error = g_steal_pointer (&url_error);
+      ok = FALSE;
+    }
+  }
+  if (!ok) {
     bmapctl_progress_clear (progress);
     if (g_error_matches (error, BMAP_ERROR, BMAP_ERROR_CANCELLED)) {
       g_clear_error (&error);
@@ -372,7 +414,9 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
                       "the image is an archive's\nfirst file. IMAGE may be - for standard "
                       "input. DEST is a regular file, a block\ndevice node (/dev/sdb) or "
                       "a device name (sdb). Without --bmap or --nobmap, the bmap is\nlooked for "
-                      "next to IMAGE: IMAGE.bmap, then with one extension stripped at a time.",
+                      "next to IMAGE: IMAGE.bmap, then with one extension stripped at a time.\n"
+                      "IMAGE and --bmap may be URLs (http, https, ftp, ssh, file), fetched by "
+                      "bmapctl; see URLS\nin bmapctl(1).",
                       &argc, &argv))
     return BMAPCTL_EXIT_USAGE;
   if (argc < 3)

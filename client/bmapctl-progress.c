@@ -24,6 +24,14 @@ struct _BmapctlProgress {
   gboolean line_shown;
 };
 
+static guint64 (*fetched_func) (void);
+
+void
+bmapctl_progress_show_fetched (guint64 (*func) (void))
+{
+  fetched_func = func;
+}
+
 BmapctlProgress *
 bmapctl_progress_new (const BmapctlOptions *options)
 {
@@ -91,6 +99,11 @@ describe (const char *state, guint64 done, guint64 total, guint64 rate)
         g_string_append_printf (line, "  %u:%02u left", (guint) (left / 60), (guint) (left % 60));
     }
   }
+  if (fetched_func != NULL) {
+    g_autofree char *fetched = bmapctl_format_size (fetched_func ());
+
+    g_string_append_printf (line, "  (%s downloaded)", fetched);
+  }
   return g_string_free (g_steal_pointer (&line), FALSE);
 }
 
@@ -117,8 +130,11 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       g_string_append_printf (
           json,
           ",\"bytes_done\":%" G_GUINT64_FORMAT ",\"bytes_total\":%" G_GUINT64_FORMAT
-          ",\"rate\":%" G_GUINT64_FORMAT ",\"progress\":%.4f}\n",
+          ",\"rate\":%" G_GUINT64_FORMAT ",\"progress\":%.4f",
           done, total, rate, total > 0 ? (double) MIN (done, total) / total : 0.0);
+      if (fetched_func != NULL)
+        g_string_append_printf (json, ",\"bytes_downloaded\":%" G_GUINT64_FORMAT, fetched_func ());
+      g_string_append (json, "}\n");
       fputs (json->str, stdout);
       fflush (stdout);
       return;

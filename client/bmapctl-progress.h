@@ -19,6 +19,9 @@ void bmapctl_progress_free (BmapctlProgress *progress);
  * known. */
 void bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 done,
                               guint64 total, guint64 rate);
+/* Bytes downloaded so far, shown after every progress line while @func is
+ * set (NULL stops): bmapctl fetching a URL shows its side of the copy. */
+void bmapctl_progress_show_fetched (guint64 (*func) (void));
 /* Clears the terminal line so that a result can be printed. */
 void bmapctl_progress_clear (BmapctlProgress *progress);
 

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "bmap-format.h"
+
+G_BEGIN_DECLS
+
+/* bmapctl copy's IMAGE and --bmap when either is a URL. bmapctl fetches
+ * them itself (bmapd never touches the network) and hands on descriptors:
+ *
+ *  - http, https, ftp, ftps: libcurl in a thread writing into a pipe; a
+ *    connection that breaks resumes with a Range request (If-Range on the
+ *    first answer's ETag), up to RESUME_ATTEMPTS times in a row without
+ *    progress. ~/.netrc gives credentials.
+ *  - an uncompressed image over http(s) with a bmap, from a server that
+ *    answers Range requests: only the mapped ranges are fetched, and the
+ *    pipe carries zeros in between, which the copy skips without looking.
+ *  - ssh://[user@]host[:port]/path: `ssh host cat path`, as bmaptool does.
+ *  - file: URLs are opened as the local files they name.
+ *
+ * The bmap is fetched into memory and discovered next to an image URL as
+ * next to a file: IMAGE.bmap, then with one extension stripped at a time;
+ * a 404 means "not there". */
+typedef struct _BmapctlUrlSource BmapctlUrlSource;
+
+/* TRUE for http://, https://, ftp://, ftps://, ssh:// and file: */
+gboolean bmapctl_url_is_url (const char *arg);
+
+/* Fetches the bmap (none with @nobmap) and starts fetching the image: it
+ * returns once the image's server answered. @cancellable stops every
+ * transfer. Errors name the URL and what failed (the HTTP status, the
+ * curl or ssh error). */
+BmapctlUrlSource *bmapctl_url_source_open (const char *image, const char *bmap_arg, gboolean nobmap,
+                                           GCancellable *cancellable, GError **error);
+/* The image's bytes, read-only: a pipe (or the file of a file: URL). The
+ * caller owns it. */
+int bmapctl_url_source_steal_image_fd (BmapctlUrlSource *self);
+/* The parsed bmap, NULL without one; the caller owns it. */
+BmapMap *bmapctl_url_source_steal_map (BmapctlUrlSource *self);
+/* The bmap's text in a sealed memfd for bmapd, -1 without a bmap (error
+ * not set) or on error (set). */
+int bmapctl_url_source_dup_bmap_fd (BmapctlUrlSource *self, GError **error);
+/* The image's URL without its password, for messages. */
+const char *bmapctl_url_source_get_name (BmapctlUrlSource *self);
+/* The image file's name, for the job's description. */
+const char *bmapctl_url_source_get_description (BmapctlUrlSource *self);
+/* Where the bmap came from, NULL without one. */
+const char *bmapctl_url_source_get_bmap_name (BmapctlUrlSource *self);
+
+/* TRUE when bmapctl itself feeds the image (curl or ssh), so it must stay
+ * until the copy ends. */
+gboolean bmapctl_url_source_needs_client (BmapctlUrlSource *self);
+
+/* After the copy read the image: FALSE with the transfer's own error when
+ * it failed (the copy then only saw a short or broken stream). A transfer
+ * still running, or stopped because the reader went away, is no error. */
+gboolean bmapctl_url_source_check (BmapctlUrlSource *self, GError **error);
+/* Stops the transfer if it still runs and waits for it. */
+void bmapctl_url_source_free (BmapctlUrlSource *self);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapctlUrlSource, bmapctl_url_source_free)
+
+G_END_DECLS
