@@ -47,6 +47,7 @@ typedef struct {
   guint64 end; /* exclusive */
 } Segment;
 
+typedef struct _SshUrl SshUrl;
 typedef struct _Transfer Transfer;
 typedef void (*TransferAnsweredFunc) (gpointer data);
 
@@ -60,7 +61,8 @@ struct _Transfer {
   int stop_fd;
   char errbuf[CURL_ERROR_SIZE];
 
-  /* The body goes into a pipe (wfd), or into memory up to memory_cap. */
+  /* The body goes into a pipe (wfd, not owned), or into memory up to
+   * memory_cap. */
   int wfd;
   GByteArray *memory;
   gsize memory_cap;
@@ -103,13 +105,16 @@ struct _BmapctlUrlSource {
   GBytes *bmap_data;
   BmapMap *map;
 
-  int image_fd;
+  int image_fd;       /* the pipe's read end, until stolen */
+  int wfd;            /* its write end, for the thread */
   Transfer *transfer; /* an image fetched with curl */
   GArray *segments;   /* Segment: with Range requests, only these */
   guint64 image_size;
-  GThread *thread;
+  SshUrl *ssh; /* an image read through ssh */
   GPid ssh_pid;
-  char *ssh_display;
+  int ssh_out;
+  int ssh_err;
+  GThread *thread;
 
   GMutex lock;
   GCond cond;
@@ -249,8 +254,6 @@ transfer_free (Transfer *t)
     curl_multi_cleanup (t->multi);
   if (t->easy != NULL)
     curl_easy_cleanup (t->easy);
-  if (t->wfd >= 0)
-    close (t->wfd);
   if (t->memory != NULL)
     g_byte_array_unref (t->memory);
   transfer_clear_answer (t);
@@ -643,12 +646,12 @@ transfer_found_nothing (Transfer *t)
 
 /* --- ssh:// -------------------------------------------------------------- */
 
-typedef struct {
+struct _SshUrl {
   char *display;
   char *host; /* [user@]host */
   char *port;
   char *path;
-} SshUrl;
+};
 
 static void
 ssh_url_clear (SshUrl *s)
@@ -657,6 +660,13 @@ ssh_url_clear (SshUrl *s)
   g_free (s->host);
   g_free (s->port);
   g_free (s->path);
+}
+
+static void
+ssh_url_free (SshUrl *s)
+{
+  ssh_url_clear (s);
+  g_free (s);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (SshUrl, ssh_url_clear)
@@ -753,14 +763,16 @@ ssh_run (const SshUrl *s, const char *command, GBytes **out, int *exit_status, c
 static void
 set_ssh_error (GError **error, const SshUrl *s, int exit_status, const char *err_text)
 {
+  const char *sep = err_text != NULL && *err_text != '\0' ? ": " : "";
+
+  if (err_text == NULL)
+    err_text = "";
   if (exit_status == 255)
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: cannot connect to %s with ssh%s%s",
-                 s->display, s->host, err_text != NULL && *err_text ? ": " : "",
-                 err_text != NULL ? err_text : "");
+                 s->display, s->host, sep, err_text);
   else
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
-                 "%s: %s on %s cannot be read (it must exist, be a regular file and be readable)",
-                 s->display, s->path, s->host);
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: %s on %s cannot be read%s%s", s->display,
+                 s->path, s->host, sep, err_text);
 }
 
 /* --- the bmap ------------------------------------------------------------ */
@@ -971,12 +983,105 @@ fetch_segments (BmapctlUrlSource *self, GError **error)
   for (guint i = 0; i < self->segments->len; i++) {
     const Segment *s = &g_array_index (self->segments, Segment, i);
 
-    if (!pipe_write_zeros (t->wfd, t->stop_fd, s->start - pos, error)
+    if (!pipe_write_zeros (self->wfd, self->stop_fd, s->start - pos, error)
         || !transfer_run (t, s->start, s->end, error))
       return FALSE;
     pos = s->end;
   }
-  return pipe_write_zeros (t->wfd, t->stop_fd, self->image_size - pos, error);
+  return pipe_write_zeros (self->wfd, self->stop_fd, self->image_size - pos, error);
+}
+
+/* Keeps what ssh says on stderr (the last of it), for the error. */
+static void
+ssh_read_stderr (BmapctlUrlSource *self, GString *err_text)
+{
+  char buf[1024];
+  gssize n = read (self->ssh_err, buf, sizeof (buf));
+
+  if (n <= 0) {
+    close (self->ssh_err);
+    self->ssh_err = -1;
+    return;
+  }
+  g_string_append_len (err_text, buf, n);
+  if (err_text->len > 4096)
+    g_string_erase (err_text, 0, (gssize) (err_text->len - 4096));
+}
+
+static void
+ssh_stop (BmapctlUrlSource *self)
+{
+  kill (self->ssh_pid, SIGTERM);
+  waitpid (self->ssh_pid, NULL, 0);
+  g_spawn_close_pid (self->ssh_pid);
+  self->ssh_pid = 0;
+}
+
+/* ssh's stdout into the pipe, through this thread: a reader that goes away
+ * is then told from ssh failing, and cancelling stops a stalled ssh. */
+static gboolean
+ssh_pump (BmapctlUrlSource *self, GError **error)
+{
+  g_autoptr (GString) err_text = g_string_new (NULL);
+  g_autofree guint8 *buf = g_malloc (256 * 1024);
+  gboolean any = FALSE;
+  int status;
+
+  while (self->ssh_out >= 0) {
+    struct pollfd fds[3] = {
+      { .fd = self->ssh_out, .events = POLLIN },
+      { .fd = self->stop_fd, .events = POLLIN },
+      { .fd = self->ssh_err, .events = POLLIN },
+    };
+    gssize n;
+
+    if (poll (fds, self->ssh_err >= 0 ? 3 : 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      bmap_error_set_errno (error, errno, "poll");
+      ssh_stop (self);
+      return FALSE;
+    }
+    if (fds[1].revents & POLLIN) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_CANCELLED, "%s: download canceled",
+                   self->ssh->display);
+      ssh_stop (self);
+      return FALSE;
+    }
+    if (self->ssh_err >= 0 && fds[2].revents != 0)
+      ssh_read_stderr (self, err_text);
+    if (fds[0].revents == 0)
+      continue;
+    n = read (self->ssh_out, buf, 256 * 1024);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n <= 0) {
+      close (self->ssh_out);
+      self->ssh_out = -1;
+      break;
+    }
+    if (!any) {
+      any = TRUE;
+      on_image_answered (self);
+    }
+    if (!pipe_write_all (self->wfd, self->stop_fd, buf, (gsize) n, error)) {
+      ssh_stop (self);
+      return FALSE;
+    }
+    __atomic_add_fetch (&fetched_bytes, (guint64) n, __ATOMIC_RELAXED);
+  }
+  while (self->ssh_err >= 0)
+    ssh_read_stderr (self, err_text);
+
+  while (waitpid (self->ssh_pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  g_spawn_close_pid (self->ssh_pid);
+  self->ssh_pid = 0;
+  if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
+    return TRUE;
+  g_strstrip (err_text->str);
+  set_ssh_error (error, self->ssh, WIFEXITED (status) ? WEXITSTATUS (status) : 255, err_text->str);
+  return FALSE;
 }
 
 static gpointer
@@ -986,7 +1091,9 @@ fetch_thread (gpointer data)
   g_autoptr (GError) error = NULL;
   gboolean ok;
 
-  if (self->segments != NULL)
+  if (self->ssh != NULL)
+    ok = ssh_pump (self, &error);
+  else if (self->segments != NULL)
     ok = fetch_segments (self, &error);
   else
     ok = transfer_run (self->transfer, 0, 0, &error);
@@ -998,8 +1105,8 @@ fetch_thread (gpointer data)
   g_cond_broadcast (&self->cond);
   g_mutex_unlock (&self->lock);
   /* Only now does the reader see the end: the outcome is there to ask. */
-  close (self->transfer->wfd);
-  self->transfer->wfd = -1;
+  close (self->wfd);
+  self->wfd = -1;
   return NULL;
 }
 
@@ -1092,34 +1199,24 @@ probe_ranges (BmapctlUrlSource *self, GError **error)
   return TRUE;
 }
 
+/* Starts the thread that feeds the pipe, and waits for the first answer
+ * (or the failure to get one), which decides the open. */
 static gboolean
-open_curl_image (BmapctlUrlSource *self, const char *url, GError **error)
+start_feeding (BmapctlUrlSource *self, GError **error)
 {
-  g_autoptr (GError) local_error = NULL;
   sigset_t blocked, old;
   int fds[2];
-
-  self->transfer = transfer_new (url, self->stop, self->stop_fd, error);
-  if (self->transfer == NULL)
-    return FALSE;
-  if (self->map != NULL && self->transfer->is_http && !probe_ranges (self, &local_error)
-      && local_error != NULL) {
-    g_propagate_error (error, g_steal_pointer (&local_error));
-    return FALSE;
-  }
 
   if (pipe2 (fds, O_CLOEXEC) < 0) {
     bmap_error_set_errno (error, errno, "%s: pipe", self->name);
     return FALSE;
   }
   self->image_fd = fds[0];
-  self->transfer->wfd = fds[1];
+  self->wfd = fds[1];
   fcntl (fds[1], F_SETFL, O_NONBLOCK);
   fcntl (fds[1], F_SETPIPE_SZ, PIPE_SIZE); /* best effort */
-  self->transfer->on_answered = on_image_answered;
-  self->transfer->on_answered_data = self;
-  if (self->segments != NULL)
-    self->answered = TRUE; /* the probe got its answer */
+  if (self->transfer != NULL)
+    self->transfer->wfd = self->wfd;
 
   /* Signals are for the main thread; a reader that went away is EPIPE. */
   sigemptyset (&blocked);
@@ -1131,7 +1228,6 @@ open_curl_image (BmapctlUrlSource *self, const char *url, GError **error)
   self->thread = g_thread_new ("bmapctl-fetch", fetch_thread, self);
   pthread_sigmask (SIG_SETMASK, &old, NULL);
 
-  /* The first answer (or the failure to get one) decides the open. */
   g_mutex_lock (&self->lock);
   while (!self->answered && !self->finished)
     g_cond_wait (&self->cond, &self->lock);
@@ -1145,38 +1241,43 @@ open_curl_image (BmapctlUrlSource *self, const char *url, GError **error)
 }
 
 static gboolean
+open_curl_image (BmapctlUrlSource *self, const char *url, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+
+  self->transfer = transfer_new (url, self->stop, self->stop_fd, error);
+  if (self->transfer == NULL)
+    return FALSE;
+  if (self->map != NULL && self->transfer->is_http && !probe_ranges (self, &local_error)
+      && local_error != NULL) {
+    g_propagate_error (error, g_steal_pointer (&local_error));
+    return FALSE;
+  }
+  self->transfer->on_answered = on_image_answered;
+  self->transfer->on_answered_data = self;
+  if (self->segments != NULL)
+    self->answered = TRUE; /* the probe got its answer */
+  return start_feeding (self, error);
+}
+
+static gboolean
 open_ssh_image (BmapctlUrlSource *self, const char *url, GError **error)
 {
-  g_auto (SshUrl) s = { 0 };
-  g_autofree char *quoted = NULL;
-  g_autofree char *test = NULL;
   g_autofree char *command = NULL;
-  g_autofree char *err_text = NULL;
   g_auto (GStrv) argv = NULL;
-  int exit_status;
 
-  if (!ssh_url_parse (url, &s, error))
+  self->ssh = g_new0 (SshUrl, 1);
+  if (!ssh_url_parse (url, self->ssh, error))
     return FALSE;
-  /* As bmaptool: a clear error now, rather than an empty stream later. */
-  quoted = g_shell_quote (s.path);
-  test = g_strdup_printf ("test -f %s && test -r %s", quoted, quoted);
-  if (!ssh_run (&s, test, NULL, &exit_status, &err_text, error))
-    return FALSE;
-  if (exit_status != 0) {
-    set_ssh_error (error, &s, exit_status, err_text);
-    return FALSE;
-  }
-
-  command = ssh_cat_command (s.path);
-  argv = ssh_argv (&s, command);
+  command = ssh_cat_command (self->ssh->path);
+  argv = ssh_argv (self->ssh, command);
   if (!g_spawn_async_with_pipes (
           NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_CLOEXEC_PIPES,
-          ssh_child_setup, NULL, &self->ssh_pid, NULL, &self->image_fd, NULL, error)) {
-    g_prefix_error (error, "%s: cannot run ssh: ", s.display);
+          ssh_child_setup, NULL, &self->ssh_pid, NULL, &self->ssh_out, &self->ssh_err, error)) {
+    g_prefix_error (error, "%s: cannot run ssh: ", self->ssh->display);
     return FALSE;
   }
-  self->ssh_display = g_strdup (s.display);
-  return TRUE;
+  return start_feeding (self, error);
 }
 
 static gboolean
@@ -1203,7 +1304,7 @@ bmapctl_url_source_open (const char *image, const char *bmap_arg, gboolean nobma
 
   g_mutex_init (&self->lock);
   g_cond_init (&self->cond);
-  self->image_fd = -1;
+  self->image_fd = self->wfd = self->ssh_out = self->ssh_err = -1;
   self->stop = g_cancellable_new ();
   self->stop_fd = g_cancellable_get_fd (self->stop);
   if (cancellable != NULL) {
@@ -1337,30 +1438,12 @@ bmapctl_url_source_get_bmap_name (BmapctlUrlSource *self)
 gboolean
 bmapctl_url_source_needs_client (BmapctlUrlSource *self)
 {
-  return self->transfer != NULL || self->ssh_pid != 0;
+  return self->thread != NULL;
 }
 
 gboolean
 bmapctl_url_source_check (BmapctlUrlSource *self, GError **error)
 {
-  if (self->ssh_pid != 0) {
-    int status;
-    pid_t r;
-
-    do
-      r = waitpid (self->ssh_pid, &status, 0);
-    while (r < 0 && errno == EINTR);
-    g_spawn_close_pid (self->ssh_pid);
-    self->ssh_pid = 0;
-    /* SIGPIPE: the copy stopped reading, and says why itself. */
-    if (r > 0 && WIFEXITED (status) && WEXITSTATUS (status) != 0) {
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: ssh exited with status %d",
-                   self->ssh_display, WEXITSTATUS (status));
-      return FALSE;
-    }
-    return TRUE;
-  }
-
   g_mutex_lock (&self->lock);
   if (self->finished && self->outcome != NULL
       && !g_error_matches (self->outcome, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE)
@@ -1381,11 +1464,16 @@ bmapctl_url_source_free (BmapctlUrlSource *self)
   g_cancellable_cancel (self->stop);
   if (self->thread != NULL)
     g_thread_join (self->thread);
-  if (self->ssh_pid != 0) {
-    kill (self->ssh_pid, SIGTERM);
-    waitpid (self->ssh_pid, NULL, 0);
-    g_spawn_close_pid (self->ssh_pid);
-  }
+  /* Not started: the thread reaps ssh otherwise. */
+  if (self->ssh_pid != 0)
+    ssh_stop (self);
+  if (self->ssh_out >= 0)
+    close (self->ssh_out);
+  if (self->ssh_err >= 0)
+    close (self->ssh_err);
+  if (self->wfd >= 0)
+    close (self->wfd);
+  g_clear_pointer (&self->ssh, ssh_url_free);
   if (self->cancellable != NULL) {
     g_cancellable_disconnect (self->cancellable, self->cancelled_id);
     g_object_unref (self->cancellable);
@@ -1406,6 +1494,5 @@ bmapctl_url_source_free (BmapctlUrlSource *self)
   g_free (self->name);
   g_free (self->description);
   g_free (self->bmap_name);
-  g_free (self->ssh_display);
   g_free (self);
 }
