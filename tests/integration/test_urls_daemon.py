@@ -5,6 +5,7 @@ listen on 127.0.0.1 only (tests/cli/url_servers.py).'''
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,6 +32,9 @@ def bmapctl(bus):
     def run(*args):
         return subprocess.run([exe, *args], env=env, capture_output=True, text=True,
                               timeout=120)
+
+    run.spawn = lambda *args: subprocess.Popen([exe, *args], env=env, stderr=subprocess.PIPE,
+                                               text=True)
     return run
 
 
@@ -130,3 +134,27 @@ def test_detach_refused_for_a_download(daemon, client, polkit, loop, site, bmapc
     assert proc.returncode == 1
     assert '--detach cannot be used' in proc.stderr
     assert job_descriptions(client) == []
+
+
+@pytest.mark.loop
+def test_stalled_download_canceled_by_sigint_through_bmapd(daemon, client, polkit, loop, site,
+                                                           bmapctl):
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    with http_server(site, stall='mid-body') as srv:
+        proc = bmapctl.spawn('copy', f'{srv.url}/disk.img.gz', loop.node)
+        try:
+            assert srv.stalled.wait(60)
+            h.wait_until(lambda: job_descriptions(client) or None, timeout=30,
+                         what='the flash job')
+            proc.send_signal(signal.SIGINT)
+            # Far below the 60 s stall timeout: the cancel stopped it.
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 4, err
+    states = [i[h.JOB_IFACE]['State'] for i in client.managed_objects().values()
+              if h.JOB_IFACE in i]
+    assert states in ([], ['canceled']), states
