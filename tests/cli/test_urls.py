@@ -219,6 +219,16 @@ def test_connection_that_keeps_dropping_fails_after_a_few_attempts(env, tmp_path
     assert len(attempts) == 1 + 5
 
 
+def test_broken_raw_download_without_bmap_is_no_short_success(env, tmp_path, site):
+    """Without a bmap nothing says how long the image is: the end of a
+    broken download must not pass for the end of the image."""
+    with http_server(site, drops=100, drop_after=150000, drop_ranged_after=0) as srv:
+        url = f"{srv.url}/img.raw"
+        proc = bmapctl(env, "--nobmap", url, str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stderr
+    assert f"{url}: the connection broke at byte 150000" in proc.stderr
+
+
 @pytest.mark.parametrize("stall", ["before-headers", "mid-body"])
 def test_stalled_download_is_canceled_by_sigint(env, tmp_path, site, stall):
     with http_server(site, stall=stall) as srv:
