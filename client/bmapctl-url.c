@@ -155,15 +155,32 @@ bmapctl_url_is_url (const char *arg)
          && g_str_has_prefix (strchr (arg, ':'), "://");
 }
 
-/* The URL without its password. */
+/* Where a URL's authority (USER:PASSWORD@HOST:PORT) starts and ends. */
+static const char *
+url_authority (const char *url, const char **end)
+{
+  const char *start = strstr (url, "://");
+
+  start = start != NULL ? start + 3 : url;
+  *end = start + strcspn (start, "/?#");
+  return start;
+}
+
+/* The URL as given, without its password: also when it is no valid URI,
+ * since it goes into messages. */
 static char *
 display_url (const char *url)
 {
-  g_autoptr (GUri) uri = g_uri_parse (url, G_URI_FLAGS_ENCODED | G_URI_FLAGS_HAS_PASSWORD, NULL);
+  const char *end;
+  const char *start = url_authority (url, &end);
+  const char *at = g_strrstr_len (start, end - start, "@");
+  const char *colon = at != NULL ? memchr (start, ':', (gsize) (at - start)) : NULL;
+  g_autofree char *head = NULL;
 
-  if (uri == NULL)
+  if (colon == NULL)
     return g_strdup (url);
-  return g_uri_to_string_partial (uri, G_URI_HIDE_PASSWORD);
+  head = g_strndup (url, (gsize) (colon - url));
+  return g_strconcat (head, at, NULL);
 }
 
 /* The last component of the URL's path, decoded. */
@@ -671,38 +688,63 @@ ssh_url_free (SshUrl *s)
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (SshUrl, ssh_url_clear)
 
+/* ssh://[USER@]HOST[:PORT]/PATH, and bmaptool's ssh://[USER@]HOST:PATH,
+ * where a PATH without a leading slash is relative to the login
+ * directory, as for scp. */
 static gboolean
 ssh_url_parse (const char *url, SshUrl *s, GError **error)
 {
-  g_autoptr (GUri) uri = NULL;
-  g_autoptr (GError) local_error = NULL;
+  const char *end;
+  const char *start = url_authority (url, &end);
+  const char *at = g_strrstr_len (start, end - start, "@");
+  const char *host = at != NULL ? at + 1 : start;
+  const char *host_end = host[0] == '[' ? memchr (host, ']', (gsize) (end - host)) : host;
+  const char *colon = NULL;
+  g_autofree char *host_name = NULL;
+  g_autofree char *path = NULL;
 
   s->display = display_url (url);
-  uri = g_uri_parse (url, G_URI_FLAGS_HAS_PASSWORD, &local_error);
-  if (uri == NULL || g_uri_get_host (uri) == NULL || *g_uri_get_path (uri) == '\0') {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "%s: not an ssh://[USER@]HOST[:PORT]/PATH URL%s%s", s->display,
-                 local_error != NULL ? ": " : "", local_error != NULL ? local_error->message : "");
-    return FALSE;
-  }
-  if (g_uri_get_password (uri) != NULL) {
+  if (at != NULL && memchr (start, ':', (gsize) (at - start)) != NULL) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
                  "%s: passwords in ssh:// URLs are not supported; log in with a key "
                  "(ssh-agent) instead",
                  s->display);
     return FALSE;
   }
-  s->host = g_uri_get_user (uri) != NULL
-                ? g_strdup_printf ("%s@%s", g_uri_get_user (uri), g_uri_get_host (uri))
-                : g_strdup (g_uri_get_host (uri));
-  if (g_uri_get_port (uri) > 0)
-    s->port = g_strdup_printf ("%d", g_uri_get_port (uri));
-  s->path = g_strdup (g_uri_get_path (uri));
+  /* The port's colon comes after an [IPv6] address. */
+  if (host_end != NULL)
+    colon = memchr (host_end, ':', (gsize) (end - host_end));
+  host_name = g_strndup (host, (gsize) ((colon != NULL ? colon : end) - host));
+  if (host_name[0] == '[' && g_str_has_suffix (host_name, "]")) {
+    memmove (host_name, host_name + 1, strlen (host_name) - 2);
+    host_name[strlen (host_name) - 2] = '\0';
+  }
+  if (colon != NULL && colon + 1 < end
+      && strspn (colon + 1, "0123456789") == (gsize) (end - colon - 1)) {
+    s->port = g_strndup (colon + 1, (gsize) (end - colon - 1));
+    path = g_uri_unescape_string (end, NULL);
+  } else if (colon != NULL) {
+    path = g_uri_unescape_string (colon + 1, NULL);
+  } else {
+    path = g_uri_unescape_string (end, NULL);
+  }
+  if (*host_name == '\0' || path == NULL || *path == '\0') {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: not an ssh://[USER@]HOST[:PORT]/PATH URL", s->display);
+    return FALSE;
+  }
+  if (at != NULL) {
+    g_autofree char *user = g_strndup (start, (gsize) (at - start));
+    g_autofree char *user_name = g_uri_unescape_string (user, NULL);
+
+    s->host = g_strdup_printf ("%s@%s", user_name != NULL ? user_name : user, host_name);
+  } else {
+    s->host = g_steal_pointer (&host_name);
+  }
+  s->path = g_steal_pointer (&path);
   return TRUE;
 }
 
-/* ssh without prompts (a passphrase or a new host key would hang a flash)
- * and without forwarding, running @command on the host. */
 static GStrv
 ssh_argv (const SshUrl *s, const char *command)
 {
@@ -867,17 +909,18 @@ static GPtrArray *
 bmap_candidates (const char *url)
 {
   GPtrArray *candidates = g_ptr_array_new_with_free_func (g_free);
-  const char *authority = strstr (url, "://");
   const char *path_start;
   const char *path_end;
   g_autofree char *prefix = NULL;
   g_autofree char *path = NULL;
 
-  authority = authority != NULL ? authority + 3 : url;
-  path_start = authority + strcspn (authority, "/?#");
+  url_authority (url, &path_start);
   path_end = path_start + strcspn (path_start, "?#");
   prefix = g_strndup (url, (gsize) (path_start - url));
   path = g_strndup (path_start, (gsize) (path_end - path_start));
+  /* No file name, no file next to it. */
+  if (*path == '\0' || g_str_has_suffix (path, "/"))
+    return candidates;
   for (;;) {
     gsize root_len;
 
@@ -898,6 +941,13 @@ discover_bmap (BmapctlUrlSource *self, const char *image, GError **error)
   g_autofree char *tried_list = NULL;
   g_autofree char *display = display_url (image);
 
+  if (candidates->len == 0) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
+                 "%s names no file, so no bmap is looked for next to it; give one with --bmap, "
+                 "or copy every block with --nobmap",
+                 display);
+    return FALSE;
+  }
   for (guint i = 0; i < candidates->len; i++) {
     const char *url = candidates->pdata[i];
     g_autoptr (GError) local_error = NULL;
@@ -1328,6 +1378,14 @@ bmapctl_url_source_open (const char *image, const char *bmap_arg, gboolean nobma
         = g_strcmp0 (image, "-") == 0 ? g_strdup ("standard input") : g_path_get_basename (image);
   } else {
     self->description = url_basename (image);
+  }
+
+  if (has_scheme (image, "ssh")) {
+    g_auto (SshUrl) s = { 0 };
+
+    /* A malformed URL says so, not that its bmap was not found. */
+    if (!ssh_url_parse (image, &s, error))
+      return NULL;
   }
 
   /* The bmap first: it tells which parts of the image to fetch. */

@@ -405,8 +405,11 @@ def sshd(tmp_path, env):
         "UsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n")
     host_pub = (d / "host.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    # "sshtest" is 127.0.0.1 on that port, for URLs that cannot give one.
     (d / "ssh_config").write_text(
-        f"Host 127.0.0.1\n  IdentityFile {d}/client\n  UserKnownHostsFile {d}/known_hosts\n"
+        f"Host sshtest\n  HostName 127.0.0.1\n  Port {port}\n"
+        "Host *\n"
+        f"  IdentityFile {d}/client\n  UserKnownHostsFile {d}/known_hosts\n"
         "  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n")
     bindir = d / "bin"
     bindir.mkdir()
@@ -445,3 +448,17 @@ def test_ssh_missing_file(env, tmp_path, site, sshd):
     proc = bmapctl(env, "--nobmap", url, str(tmp_path / "out"))
     assert proc.returncode == 1
     assert f"{url}: {site}/missing.img on root@127.0.0.1 cannot be read" in proc.stderr
+
+
+def test_ssh_bmaptool_form(env, tmp_path, site, sshd):
+    """bmaptool's ssh://USER@HOST:PATH, the bmap found next to it."""
+    copy_ok(env, tmp_path, site, f"ssh://root@sshtest:{site}/img.raw.gz")
+
+
+def test_ssh_password_refused(env, tmp_path, site):
+    url = f"ssh://root:secret@127.0.0.1{site}/img.raw.gz"
+    proc = bmapctl(env, url, str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert f"ssh://root@127.0.0.1{site}/img.raw.gz: passwords in ssh:// URLs are not " \
+           "supported" in proc.stderr
+    assert "secret" not in proc.stderr
