@@ -361,6 +361,10 @@ check_http_answer (Transfer *t, GError **error)
     return FALSE;
   }
   if (t->ranged && t->status != 206) {
+    /* The whole file again: the same one if it still has the validator. */
+    gboolean changed = t->sent_if_range && g_strcmp0 (t->validator, t->etag) != 0
+                       && g_strcmp0 (t->validator, t->last_modified) != 0;
+
     if (t->probe)
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "%s: no Range support", t->display);
     else
@@ -368,8 +372,8 @@ check_http_answer (Transfer *t, GError **error)
                    "%s: asked for bytes from %" G_GUINT64_FORMAT
                    " on, the server sent HTTP %ld: %s",
                    t->display, t->pos, t->status,
-                   t->sent_if_range ? "the file changed on the server during the download"
-                                    : "it does not resume a download");
+                   changed ? "the file changed on the server during the download"
+                           : "it does not resume a download");
     return FALSE;
   }
   if (t->ranged) {
@@ -560,8 +564,11 @@ static gboolean
 wait_before_resuming (Transfer *t, guint attempt)
 {
   struct pollfd pfd = { .fd = t->stop_fd, .events = POLLIN };
+  int r;
 
-  return poll (&pfd, 1, (int) MIN (attempt * 250, 2000)) == 0;
+  while ((r = poll (&pfd, 1, (int) MIN (attempt * 250, 2000))) < 0 && errno == EINTR)
+    ;
+  return r == 0;
 }
 
 /* Fetches [start, end) (end 0: to the end of the file) into the sink. A

@@ -205,7 +205,25 @@ def test_dropped_connection_without_range_support_fails(env, tmp_path, site):
         url = f"{srv.url}/img.raw.gz"
         proc = bmapctl(env, "--nobmap", url, str(tmp_path / "out"))
     assert proc.returncode == 1
-    assert f"{url}: asked for bytes from 150000 on, the server sent HTTP 200" in proc.stderr
+    assert f"{url}: asked for bytes from 150000 on, the server sent HTTP 200: it does not " \
+           "resume a download" in proc.stderr
+
+
+def test_file_changed_before_the_resume_is_not_spliced(env, tmp_path, site):
+    root = tmp_path / "changing"
+    root.mkdir()
+    shutil.copy(site / "img.raw.gz", root)
+
+    def touch(path):
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    with http_server(root, drops=1, drop_after=150000, after_drop=touch) as srv:
+        url = f"{srv.url}/img.raw.gz"
+        proc = bmapctl(env, "--nobmap", url, str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert f"{url}: asked for bytes from 150000 on, the server sent HTTP 200: the file changed " \
+           "on the server during the download" in proc.stderr
 
 
 def test_connection_that_keeps_dropping_fails_after_a_few_attempts(env, tmp_path, site):

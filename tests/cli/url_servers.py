@@ -93,6 +93,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         if drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+            if srv.after_drop is not None:
+                srv.after_drop(path)
 
 
 @contextlib.contextmanager
@@ -101,7 +103,7 @@ def http_server(root, handler=Handler, context=None, **settings):
                                           functools.partial(handler, directory=str(root)))
     srv.daemon_threads = True
     defaults = dict(ranges=True, auth=None, drops=0, drop_after=0, drop_ranged_after=None,
-                    stall=None)
+                    stall=None, after_drop=None)
     defaults.update(settings)
     for key, value in defaults.items():
         setattr(srv, key, value)
