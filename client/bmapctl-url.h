@@ -10,19 +10,19 @@ G_BEGIN_DECLS
 /* bmapctl copy's IMAGE and --bmap when either is a URL. bmapctl fetches
  * them itself (bmapd never touches the network) and hands on descriptors:
  *
- *  - http, https, ftp, ftps: libcurl in a thread writing into a pipe; a
- *    connection that breaks resumes with a Range request (If-Range on the
- *    first answer's ETag), up to RESUME_ATTEMPTS times in a row without
- *    progress. ~/.netrc gives credentials.
+ *  - http, https, ftp, ftps: a BmapctlDownload (libcurl, resuming broken
+ *    connections) in a thread writing into a pipe.
  *  - an uncompressed image over http(s) with a bmap, from a server that
- *    answers Range requests: only the mapped ranges are fetched, and the
- *    pipe carries zeros in between, which the copy skips without looking.
- *  - ssh://[user@]host[:port]/path: `ssh host cat path`, as bmaptool does.
+ *    answers Range requests: only the mapped ranges are downloaded, and the
+ *    pipe carries zeros in between, which the copy skips without looking
+ *    (it checks the mapped ranges against the bmap as ever).
+ *  - ssh://: a BmapctlSsh (`ssh HOST cat PATH`, as bmaptool does), its
+ *    output copied into the pipe by the same thread.
  *  - file: URLs are opened as the local files they name.
  *
  * The bmap is fetched into memory and discovered next to an image URL as
  * next to a file: IMAGE.bmap, then with one extension stripped at a time;
- * a 404 means "not there". */
+ * a missing file (HTTP 404) means "not there". */
 typedef struct _BmapctlUrlSource BmapctlUrlSource;
 
 /* TRUE for http://, https://, ftp://, ftps://, ssh:// and file: */
