@@ -79,7 +79,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 srv.drops -= 1
                 count = limit
         if srv.stall == "mid-body":
-            count = min(count, 100000)
+            count = min(count, srv.stall_after)
         with open(path, "rb") as f:
             f.seek(start)
             data = f.read(count)
@@ -103,7 +103,7 @@ def http_server(root, handler=Handler, context=None, **settings):
                                           functools.partial(handler, directory=str(root)))
     srv.daemon_threads = True
     defaults = dict(ranges=True, auth=None, drops=0, drop_after=0, drop_ranged_after=None,
-                    stall=None, after_drop=None)
+                    stall=None, stall_after=100000, after_drop=None)
     defaults.update(settings)
     for key, value in defaults.items():
         setattr(srv, key, value)

@@ -141,7 +141,8 @@ def test_stalled_download_canceled_by_sigint_through_bmapd(daemon, client, polki
                                                            bmapctl):
     polkit.set_allowed([h.ACTION_FLASH])
     client.wait_device(loop.node)
-    with http_server(site, stall='mid-body') as srv:
+    half = os.path.getsize(os.path.join(site, 'disk.img.gz')) // 2
+    with http_server(site, stall='mid-body', stall_after=half) as srv:
         proc = bmapctl.spawn('copy', f'{srv.url}/disk.img.gz', loop.node)
         try:
             assert srv.stalled.wait(60)
