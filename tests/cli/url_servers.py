@@ -10,6 +10,7 @@ import functools
 import http.server
 import os
 import socket
+import sys
 import threading
 
 
@@ -82,11 +83,15 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             count = min(count, srv.stall_after)
         with open(path, "rb") as f:
             f.seek(start)
-            data = f.read(count)
-        self.wfile.write(data)
+            while count > 0:
+                data = f.read(min(count, 1024 * 1024))
+                if not data:
+                    break
+                self.wfile.write(data)
+                count -= len(data)
+                with srv.lock:
+                    srv.bytes_sent += len(data)
         self.wfile.flush()
-        with srv.lock:
-            srv.bytes_sent += len(data)
         if srv.stall == "mid-body":
             srv.stalled.set()
             srv.release.wait()
@@ -97,11 +102,18 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 srv.after_drop(path)
 
 
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # bmapctl closing a connection it has read enough of is no error.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def http_server(root, handler=Handler, context=None, **settings):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                          functools.partial(handler, directory=str(root)))
-    srv.daemon_threads = True
+    srv = Server(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     defaults = dict(ranges=True, auth=None, drops=0, drop_after=0, drop_ranged_after=None,
                     stall=None, stall_after=100000, after_drop=None)
     defaults.update(settings)
