@@ -247,8 +247,9 @@ def test_broken_raw_download_without_bmap_is_no_short_success(env, tmp_path, sit
     assert f"{url}: the connection broke at byte 150000" in proc.stderr
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stall", ["before-headers", "mid-body"])
-def test_stalled_download_is_canceled_by_sigint(env, tmp_path, site, stall):
+def test_stalled_download_is_canceled_by_a_signal(env, tmp_path, site, stall, signum):
     with http_server(site, stall=stall) as srv:
         url = f"{srv.url}/img.raw.gz"
         proc = subprocess.Popen([BMAPCTL, "copy", "--local", "--nobmap", url,
@@ -260,7 +261,7 @@ def test_stalled_download_is_canceled_by_sigint(env, tmp_path, site, stall):
             if stall == "mid-body":
                 time.sleep(0.5)
             start = time.monotonic()
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             # Well under the 60 s stall timeout: the cancel itself stopped it.
             _, err = proc.communicate(timeout=30)
             print(f"canceled after {time.monotonic() - start:.3f} s")
