@@ -292,9 +292,9 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
   gint64 start;
   gboolean ok;
 
-  /* Before any thread: a download is canceled too. */
-  bmapctl_cancel_on_signals (cancellable);
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
+    /* Before the download's thread starts: Ctrl-C cancels it too. */
+    bmapctl_cancel_on_signals (cancellable);
     remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, cancellable, &error);
     if (remote == NULL)
       return bmapctl_report_error (options, error);
@@ -342,6 +342,8 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     }
   }
 
+  if (remote == NULL)
+    bmapctl_cancel_on_signals (cancellable);
   progress = bmapctl_progress_new (options);
   copy_options.map = map;
   copy_options.verify = !args->no_verify;
