@@ -298,8 +298,8 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, cancellable, &error);
     if (remote == NULL)
       return bmapctl_report_error (options, error);
-    source = bmap_source_new (bmapctl_url_source_steal_image_fd (remote), TRUE,
-                              bmapctl_url_source_get_name (remote), &error);
+    source = bmap_source_new_full (bmapctl_url_source_steal_image_fd (remote), TRUE,
+                                   bmapctl_url_source_get_name (remote), cancellable, &error);
     map = bmapctl_url_source_steal_map (remote);
   } else if (g_str_equal (image, "-")) {
     source = bmap_source_new (STDIN_FILENO, FALSE, "standard input", &error);
