@@ -127,13 +127,13 @@ ssh_run (const BmapctlSsh *s, const char *command, GBytes **out, int *exit_statu
   gsize out_len = 0;
   int wait_status;
 
-  /* stdout as bytes: g_spawn_sync's strings stop at no NUL. */
   if (!g_spawn_sync (NULL, argv, NULL, G_SPAWN_SEARCH_PATH, ssh_child_setup, NULL, &out_text,
                      err_text, &wait_status, error)) {
     g_prefix_error (error, "%s: cannot run ssh: ", s->display);
     return FALSE;
   }
   if (out != NULL) {
+    /* Text (a bmap): a NUL, which XML cannot hold, ends it. */
     out_len = out_text != NULL ? strlen (out_text) : 0;
     *out = g_bytes_new_take (g_steal_pointer (&out_text), out_len);
   }
