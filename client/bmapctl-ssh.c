@@ -304,7 +304,6 @@ bmapctl_ssh_fetch (BmapctlSsh *s, gboolean *absent, GError **error)
   int exit_status;
 
   *absent = FALSE;
-  /* The bmap is text: a NUL would end it early, and is not valid XML. */
   command = ssh_cat_command (s->path);
   if (!ssh_run (s, command, &data, &exit_status, &err_text, error))
     return NULL;
