@@ -205,6 +205,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
     /* bmapctl fetches, bmapd reads a pipe: the daemon never goes online. */
     remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, NULL, &error);
+    if (remote != NULL)
+      image = bmapctl_url_source_get_name (remote); /* without its password */
     if (remote != NULL && args->detach && bmapctl_url_source_needs_client (remote))
       g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                    "%s: --detach cannot be used: bmapctl downloads the image itself, so it "
@@ -298,8 +300,9 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, cancellable, &error);
     if (remote == NULL)
       return bmapctl_report_error (options, error);
-    source = bmap_source_new_full (bmapctl_url_source_steal_image_fd (remote), TRUE,
-                                   bmapctl_url_source_get_name (remote), cancellable, &error);
+    image = bmapctl_url_source_get_name (remote); /* without its password */
+    source = bmap_source_new_full (bmapctl_url_source_steal_image_fd (remote), TRUE, image,
+                                   cancellable, &error);
     map = bmapctl_url_source_steal_map (remote);
   } else if (g_str_equal (image, "-")) {
     source = bmap_source_new (STDIN_FILENO, FALSE, "standard input", &error);

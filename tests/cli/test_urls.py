@@ -299,6 +299,15 @@ def test_password_is_not_shown(env, tmp_path, site):
     assert "HTTP 401" in proc.stderr and "wrong" not in proc.stderr
 
 
+def test_password_in_url_is_used_and_not_shown(env, tmp_path, site):
+    with http_server(site, auth="flasher:s3cret") as srv:
+        url = srv.url.replace("://", "://flasher:s3cret@") + "/img.raw.gz"
+        proc = copy_ok(env, tmp_path, site, url, "--json")
+        plain = copy_ok(env, tmp_path, site, url)
+    assert "s3cret" not in proc.stdout + proc.stderr + plain.stdout + plain.stderr
+    assert f"{srv.url.replace('://', '://flasher@')}/img.raw.gz" in plain.stderr
+
+
 # --- https -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
