@@ -159,3 +159,13 @@ def test_stalled_download_canceled_by_sigint_through_bmapd(daemon, client, polki
     states = [i[h.JOB_IFACE]['State'] for i in client.managed_objects().values()
               if h.JOB_IFACE in i]
     assert states in ([], ['canceled']), states
+
+
+@pytest.mark.loop
+def test_file_url_flashed_through_bmapd(daemon, client, polkit, loop, image, site, bmapctl):
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    proc = bmapctl('copy', f'file://{site}/disk.img.gz', loop.node)
+    assert proc.returncode == 0, proc.stderr
+    assert_image_on(loop, image)
+    assert job_descriptions(client) == ['disk.img.gz']
