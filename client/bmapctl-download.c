@@ -13,7 +13,8 @@
 /* Breaks in a row, each without a byte more, before a download fails. */
 #define RESUME_ATTEMPTS 5
 /* Seconds with no byte at all before a connection counts as broken (and
- * resumes): a server that stalls is then treated as one that dropped. */
+ * resumes): a server that stalls is then treated as one that dropped.
+ * BMAPCTL_STALL_TIMEOUT sets another. */
 #define STALL_SECONDS          60
 #define CONNECT_TIMEOUT_SECOND 60
 
@@ -289,6 +290,8 @@ bmapctl_download_new (const char *url, const char *display, GCancellable *stop, 
   g_autoptr (BmapctlDownload) t = g_new0 (BmapctlDownload, 1);
   const char *ca_file = g_getenv ("CURL_CA_BUNDLE");
   const char *ca_dir = g_getenv ("SSL_CERT_DIR");
+  const char *stall = g_getenv ("BMAPCTL_STALL_TIMEOUT");
+  guint64 stall_seconds = STALL_SECONDS;
 
   t->wfd = -1;
   t->display = g_strdup (display);
@@ -303,6 +306,12 @@ bmapctl_download_new (const char *url, const char *display, GCancellable *stop, 
   }
   if (ca_file == NULL)
     ca_file = g_getenv ("SSL_CERT_FILE");
+  if (stall != NULL
+      && (!g_ascii_string_to_unsigned (stall, 10, 1, G_MAXINT32, &stall_seconds, NULL))) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "BMAPCTL_STALL_TIMEOUT=%s: not a number of seconds from 1 up", stall);
+    return NULL;
+  }
 
   curl_easy_setopt (t->easy, CURLOPT_URL, url);
   curl_easy_setopt (t->easy, CURLOPT_PROTOCOLS_STR, "http,https,ftp,ftps");
@@ -314,7 +323,7 @@ bmapctl_download_new (const char *url, const char *display, GCancellable *stop, 
   curl_easy_setopt (t->easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt (t->easy, CURLOPT_CONNECTTIMEOUT, (long) CONNECT_TIMEOUT_SECOND);
   curl_easy_setopt (t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (t->easy, CURLOPT_LOW_SPEED_TIME, (long) STALL_SECONDS);
+  curl_easy_setopt (t->easy, CURLOPT_LOW_SPEED_TIME, (long) stall_seconds);
   curl_easy_setopt (t->easy, CURLOPT_BUFFERSIZE, 512L * 1024);
   curl_easy_setopt (t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
   curl_easy_setopt (t->easy, CURLOPT_HEADERFUNCTION, on_header);

@@ -237,6 +237,21 @@ def test_connection_that_keeps_dropping_fails_after_a_few_attempts(env, tmp_path
     assert len(attempts) == 1 + 5
 
 
+def test_stalled_connection_resumes(env, tmp_path, site):
+    env["BMAPCTL_STALL_TIMEOUT"] = "1"
+    with http_server(site, stall="mid-body", stalls=1, stall_after=150000) as srv:
+        copy_ok(env, tmp_path, site, f"{srv.url}/img.raw.gz", "--nobmap")
+        assert [wanted for _, wanted, _ in srv.requests] == [None, "bytes=150000-"]
+
+
+def test_bad_stall_timeout_is_refused(env, tmp_path, site):
+    env["BMAPCTL_STALL_TIMEOUT"] = "soon"
+    with http_server(site) as srv:
+        proc = bmapctl(env, "--nobmap", f"{srv.url}/img.raw.gz", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert "BMAPCTL_STALL_TIMEOUT=soon: not a number of seconds" in proc.stderr
+
+
 def test_broken_raw_download_without_bmap_is_no_short_success(env, tmp_path, site):
     """Without a bmap nothing says how long the image is: the end of a
     broken download must not pass for the end of the image."""

@@ -79,7 +79,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             if drop:
                 srv.drops -= 1
                 count = limit
-        if srv.stall == "mid-body":
+        stall = srv.stall == "mid-body"
+        if stall and srv.stalls is not None:
+            with srv.lock:
+                stall = srv.stalls > 0
+                srv.stalls -= stall
+        if stall:
             count = min(count, srv.stall_after)
         with open(path, "rb") as f:
             f.seek(start)
@@ -92,7 +97,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                 with srv.lock:
                     srv.bytes_sent += len(data)
         self.wfile.flush()
-        if srv.stall == "mid-body":
+        if stall:
             srv.stalled.set()
             srv.release.wait()
         if drop:
@@ -115,7 +120,7 @@ class Server(http.server.ThreadingHTTPServer):
 def http_server(root, handler=Handler, context=None, **settings):
     srv = Server(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     defaults = dict(ranges=True, auth=None, drops=0, drop_after=0, drop_ranged_after=None,
-                    stall=None, stall_after=100000, after_drop=None)
+                    stall=None, stall_after=100000, stalls=None, after_drop=None)
     defaults.update(settings)
     for key, value in defaults.items():
         setattr(srv, key, value)

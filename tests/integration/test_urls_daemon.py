@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,8 +34,12 @@ def bmapctl(bus):
         return subprocess.run([exe, *args], env=env, capture_output=True, text=True,
                               timeout=120)
 
-    run.spawn = lambda *args: subprocess.Popen([exe, *args], env=env, stderr=subprocess.PIPE,
-                                               text=True)
+    def spawn(*args, env=None):
+        return subprocess.Popen([exe, *args], env=dict(base_env, **(env or {})),
+                                stderr=subprocess.PIPE, text=True)
+
+    base_env = env
+    run.spawn = spawn
     return run
 
 
@@ -169,3 +174,32 @@ def test_file_url_flashed_through_bmapd(daemon, client, polkit, loop, image, sit
     assert proc.returncode == 0, proc.stderr
     assert_image_on(loop, image)
     assert job_descriptions(client) == ['disk.img.gz']
+
+
+@pytest.mark.loop
+def test_slow_authorization_is_no_stall(daemon, client, polkit, loop, image, site, bmapctl):
+    '''While polkit waits for the user, nobody reads the pipe and the
+    download waits: that is not a stalled server. The server cannot resume,
+    so a download taken for stalled would fail.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    polkit.set_hold(True)
+    client.wait_device(loop.node)
+    raw = os.path.join(site, 'disk.img')
+    with http_server(site, ranges=False) as srv:
+        proc = bmapctl.spawn('copy', '--nobmap', f'{srv.url}/disk.img', loop.node,
+                             env={'BMAPCTL_STALL_TIMEOUT': '1'})
+        try:
+            h.wait_until(lambda: polkit.held_count() >= 1, timeout=60, what='the held check')
+            # Longer than the stall timeout, with the pipe full.
+            time.sleep(4)
+            polkit.release_held()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        requests = [wanted for _, wanted, _ in srv.requests]
+    assert proc.returncode == 0, err
+    assert requests == [None]
+    with open(raw, 'rb') as f:
+        assert loop.read(0, image['size']) == f.read()
