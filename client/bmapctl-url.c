@@ -115,11 +115,18 @@ display_url (const char *url)
 static char *
 url_basename (const char *url)
 {
-  g_autoptr (GUri) uri = g_uri_parse (url, G_URI_FLAGS_HAS_PASSWORD, NULL);
+  const char *path;
+  const char *slash;
+  g_autofree char *base = NULL;
+  g_autofree char *decoded = NULL;
 
-  if (uri == NULL || *g_uri_get_path (uri) == '\0')
-    return g_strdup (url);
-  return g_path_get_basename (g_uri_get_path (uri));
+  url_authority (url, &path);
+  slash = memrchr (path, '/', strcspn (path, "?#"));
+  if (slash == NULL || slash[1] == '\0' || strchr ("?#", slash[1]) != NULL)
+    return display_url (url);
+  base = g_strndup (slash + 1, strcspn (slash + 1, "?#"));
+  decoded = g_uri_unescape_string (base, NULL);
+  return decoded != NULL ? g_steal_pointer (&decoded) : g_steal_pointer (&base);
 }
 
 /* --- the bmap ------------------------------------------------------------ */
@@ -381,7 +388,8 @@ compression_of (GBytes *head, const char *name)
   g_autoptr (BmapSource) source = NULL;
   int fds[2];
 
-  /* The engine's own rule, on the bytes seen so far. */
+  /* The engine's own rule, on the bytes seen so far. Where it cannot be
+   * asked, "compressed": the whole image is then streamed. */
   if (pipe2 (fds, O_CLOEXEC) < 0)
     return BMAP_COMPRESSION_GZIP;
   if (write (fds[1], g_bytes_get_data (head, NULL), g_bytes_get_size (head))

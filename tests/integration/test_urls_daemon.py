@@ -66,12 +66,12 @@ def test_http_gz_flashed_through_bmapd(daemon, client, polkit, loop, image, site
     polkit.set_allowed([h.ACTION_FLASH])
     client.wait_device(loop.node)
     with http_server(site) as srv:
-        proc = bmapctl('copy', f'{srv.url}/disk.img.gz', loop.node)
+        proc = bmapctl('copy', f'{srv.url}/disk.img.gz?token=1', loop.node)
         paths = [p for p, _, _ in srv.requests]
     assert proc.returncode == 0, proc.stderr
     assert_image_on(loop, image)
-    # The bmap was found next to the URL, .gz stripped.
-    assert '/disk.img.gz.bmap' in paths and '/disk.img.bmap' in paths
+    # The bmap was found next to the URL, .gz stripped, the query kept.
+    assert paths[:2] == ['/disk.img.gz.bmap?token=1', '/disk.img.bmap?token=1']
     assert job_descriptions(client) == ['disk.img.gz']
     assert 'checksums verified' in proc.stderr
 
