@@ -8,10 +8,11 @@ G_BEGIN_DECLS
 /* One http, https, ftp or ftps URL downloaded with libcurl, request after
  * request on one connection, into a pipe or into memory.
  *
- * A connection that breaks (or stalls for STALL_SECONDS) is asked for the
- * rest with a Range request carrying If-Range (the first answer's strong
- * ETag, else its Last-Modified), RESUME_ATTEMPTS times in a row without a
- * byte more before the download fails. Every answer is checked before a
+ * A connection that breaks, or brings nothing for 60 s (or
+ * BMAPCTL_STALL_TIMEOUT seconds), is asked for the rest with a Range
+ * request carrying If-Range (the first answer's strong ETag, else its
+ * Last-Modified), 5 times in a row without a byte more before the download
+ * fails. Every answer is checked before a
  * byte of it is used: an HTTP error, a whole file where a range was asked
  * for, or another range, stops the download with an error that names the
  * URL and the status. ~/.netrc gives credentials; CURL_CA_BUNDLE,
