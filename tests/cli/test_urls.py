@@ -94,6 +94,20 @@ def test_http_with_range_support(env, tmp_path, site, name):
         assert "/img.raw.bmap" in paths
 
 
+def test_http_tar_gz_archive(env, tmp_path, site):
+    """An archive's first file is the image, its bmap found next to the URL
+    with .tar.gz stripped one suffix at a time."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    subprocess.run(["tar", "-czf", str(root / "img.raw.tar.gz"), "-C", str(site), "img.raw"],
+                   check=True)
+    shutil.copy(site / "img.raw.bmap", root)
+    with http_server(root) as srv:
+        copy_ok(env, tmp_path, site, f"{srv.url}/img.raw.tar.gz")
+        paths = [p for p, _, _ in srv.requests]
+    assert paths[:3] == ["/img.raw.tar.gz.bmap", "/img.raw.tar.bmap", "/img.raw.bmap"]
+
+
 def test_uncompressed_image_fetches_only_mapped_ranges(env, tmp_path, site):
     with http_server(site) as srv:
         copy_ok(env, tmp_path, site, f"{srv.url}/img.raw")
