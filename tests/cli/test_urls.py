@@ -476,9 +476,9 @@ def sshd(tmp_path, env):
     (bindir / "ssh").write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {d}/ssh_config \"$@\"\n")
     (bindir / "ssh").chmod(0o755)
 
-    made_privsep = not os.path.isdir("/run/sshd")
-    if made_privsep:
-        os.makedirs("/run/sshd", mode=0o755)
+    # sshd's privilege separation directory, as openssh-server's tmpfiles.d
+    # makes it at boot; left in place, since another sshd may use it.
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -494,8 +494,6 @@ def sshd(tmp_path, env):
     finally:
         proc.terminate()
         proc.wait()
-        if made_privsep:
-            shutil.rmtree("/run/sshd", ignore_errors=True)
 
 
 @pytest.mark.parametrize("name", ["img.raw.gz", "img.raw"])
