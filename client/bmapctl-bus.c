@@ -44,6 +44,17 @@ bmapctl_bus_open (GError **error)
   return bus;
 }
 
+/* The bus answered for bmapd: nobody owns its name and activating it
+ * failed. */
+static gboolean
+is_not_running_error (const char *name)
+{
+  return g_str_equal (name, "org.freedesktop.DBus.Error.ServiceUnknown")
+         || g_str_equal (name, "org.freedesktop.DBus.Error.NameHasNoOwner")
+         || g_str_equal (name, "org.freedesktop.systemd1.NoSuchUnit")
+         || g_str_has_prefix (name, "org.freedesktop.DBus.Error.Spawn.");
+}
+
 void
 bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, const char *what)
 {
@@ -68,13 +79,7 @@ bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, con
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_NOT_AUTHORIZED, "%s: %s", what, message);
     return;
   }
-  if (name != NULL
-      && (g_str_equal (name, "org.freedesktop.DBus.Error.ServiceUnknown")
-          || g_str_equal (name, "org.freedesktop.DBus.Error.NameHasNoOwner")
-          || g_str_equal (name, "org.freedesktop.DBus.Error.Spawn.ChildExited")
-          || g_str_equal (name, "org.freedesktop.DBus.Error.Spawn.ExecFailed")
-          || g_str_equal (name, "org.freedesktop.systemd1.NoSuchUnit")
-          || g_str_has_prefix (name, "org.freedesktop.DBus.Error.Spawn."))) {
+  if (name != NULL && is_not_running_error (name)) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
                  "bmapd is not running and could not be activated: %s", message);
     return;
@@ -85,6 +90,48 @@ bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, con
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: %s%s%s", what, message,
                name != NULL ? " " : "", name != NULL ? name : "");
+}
+
+sd_bus *
+bmapctl_bus_open_bmapd (GPtrArray **devices, gboolean *unreachable, GError **error)
+{
+  g_autoptr (sd_bus) bus = NULL;
+  sd_bus_error bus_error = SD_BUS_ERROR_NULL;
+  int r;
+
+  *unreachable = FALSE;
+  r = sd_bus_open_system (&bus);
+  if (r < 0) {
+    *unreachable = TRUE;
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "cannot connect to the system bus: %s",
+                 g_strerror (-r));
+    return NULL;
+  }
+  /* Ping first: it activates bmapd, and a failure here is about reaching
+   * it, not about what it answered. The connection itself is made on the
+   * first call, so a dead bus socket shows up here too. */
+  r = sd_bus_call_method (bus, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH, "org.freedesktop.DBus.Peer",
+                          "Ping", &bus_error, NULL, "");
+  if (r < 0) {
+    const char *name = sd_bus_error_is_set (&bus_error) ? bus_error.name : NULL;
+
+    if (name == NULL || is_not_running_error (name)) {
+      *unreachable = TRUE;
+      if (name == NULL)
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "cannot connect to the system bus: %s",
+                     g_strerror (-r));
+      else
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
+                     "bmapd is not running and could not be activated: %s", bus_error.message);
+    } else {
+      bmapctl_bus_set_error (error, &bus_error, r, "reaching bmapd");
+    }
+    sd_bus_error_free (&bus_error);
+    return NULL;
+  }
+  if (!bmapctl_get_managed_objects (bus, devices, NULL, NULL, error))
+    return NULL;
+  return g_steal_pointer (&bus);
 }
 
 /* ---- polkit agent ------------------------------------------------------ */

@@ -28,6 +28,12 @@ bmapctl_event_add_exit_signals (sd_event *event, sd_event_signal_handler_t handl
 /* The system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). */
 sd_bus *bmapctl_bus_open (GError **error);
 
+/* The system bus with bmapd on it, and bmapd's devices. On failure
+ * @unreachable says whether neither the bus nor bmapd could be reached (a
+ * caller that can do the work itself may then go on without them), as
+ * opposed to bmapd answering with an error. */
+sd_bus *bmapctl_bus_open_bmapd (GPtrArray **devices, gboolean *unreachable, GError **error);
+
 /* Turns a D-Bus error into a BMAP_ERROR: our own names map one to one,
  * InteractiveAuthorizationRequired and AccessDenied become NotAuthorized,
  * an absent or failing service says that bmapd is not running. */

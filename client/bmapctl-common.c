@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "bmap-error.h"
@@ -13,6 +14,28 @@
 #include "bmap-text.h"
 #include "bmapctl-common.h"
 #include "bmapctl-json.h"
+
+/* bmaptool's level names, coloured whatever stderr is (Python's logging
+ * with bmaptool's formatter). */
+#define BMAPTOOL_ERROR   "\033[91mERROR\033[0m"
+#define BMAPTOOL_WARNING "\033[93mWARNING\033[0m"
+
+static gboolean as_bmaptool;
+
+void
+bmapctl_set_program_name (const char *argv0)
+{
+  g_autofree char *base = g_path_get_basename (argv0 != NULL ? argv0 : "bmapctl");
+
+  as_bmaptool = g_str_equal (base, "bmaptool");
+  g_set_prgname (as_bmaptool ? "bmaptool" : "bmapctl");
+}
+
+gboolean
+bmapctl_is_bmaptool (void)
+{
+  return as_bmaptool;
+}
 
 static const GOptionEntry global_entries[] = {
   { "quiet", 'q', 0, G_OPTION_ARG_NONE, NULL, "Print only errors", NULL },
@@ -56,6 +79,11 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
     bmapctl_usage_error (command, "%s", error->message);
     return FALSE;
   }
+  if (options->quiet && options->debug) {
+    /* bmaptool's own check, with its exit status: not a usage error. */
+    bmapctl_printerr ("--quiet and --debug cannot be used together");
+    exit (BMAPCTL_EXIT_FAILED);
+  }
   if (options->debug)
     g_setenv ("G_MESSAGES_DEBUG", "all", TRUE);
   return TRUE;
@@ -73,7 +101,42 @@ bmapctl_printerr (const char *format, ...)
   va_end (args);
   /* Error messages from bmapd quote what callers and devices said. */
   msg = bmap_text_escape (raw, BMAP_TEXT_ESCAPE_KEEP_NEWLINES);
-  fprintf (stderr, "bmapctl: %s\n", msg);
+  if (as_bmaptool)
+    fprintf (stderr, "bmaptool: " BMAPTOOL_ERROR ": %s\n", msg);
+  else
+    fprintf (stderr, "bmapctl: %s\n", msg);
+}
+
+void
+bmapctl_info (const BmapctlOptions *options, const char *format, ...)
+{
+  g_autofree char *raw = NULL;
+  g_autofree char *msg = NULL;
+  va_list args;
+
+  if (options->quiet || options->json)
+    return;
+  va_start (args, format);
+  raw = g_strdup_vprintf (format, args);
+  va_end (args);
+  /* Paths and bmapd's messages, shown as they are only when printable. */
+  msg = bmap_text_escape (raw, BMAP_TEXT_ESCAPE_DEFAULT);
+  fprintf (stderr, "%s: %s\n", as_bmaptool ? "bmaptool: info" : "bmapctl", msg);
+}
+
+void
+bmapctl_warning (const char *format, ...)
+{
+  g_autofree char *raw = NULL;
+  g_autofree char *msg = NULL;
+  va_list args;
+
+  va_start (args, format);
+  raw = g_strdup_vprintf (format, args);
+  va_end (args);
+  msg = bmap_text_escape (raw, BMAP_TEXT_ESCAPE_DEFAULT);
+  fprintf (stderr, "%s: %s\n", as_bmaptool ? "bmaptool: " BMAPTOOL_WARNING : "bmapctl: warning",
+           msg);
 }
 
 int
@@ -86,10 +149,10 @@ bmapctl_usage_error (const BmapctlCommand *command, const char *format, ...)
   msg = g_strdup_vprintf (format, args);
   va_end (args);
   if (command != NULL)
-    fprintf (stderr, "bmapctl %s: %s\nTry 'bmapctl %s --help'.\n", command->name, msg,
-             command->name);
+    fprintf (stderr, "%s %s: %s\nTry '%s %s --help'.\n", g_get_prgname (), command->name, msg,
+             g_get_prgname (), command->name);
   else
-    fprintf (stderr, "bmapctl: %s\nTry 'bmapctl --help'.\n", msg);
+    fprintf (stderr, "%s: %s\nTry '%s --help'.\n", g_get_prgname (), msg, g_get_prgname ());
   return BMAPCTL_EXIT_USAGE;
 }
 

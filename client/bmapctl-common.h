@@ -21,6 +21,9 @@ typedef struct {
   gboolean no_ask_password;
   gboolean local;
   gboolean debug;
+  /* copy --psplash-pipe: progress also goes to this FIFO, as bmaptool's
+   * "PROGRESS N" lines. */
+  const char *psplash_pipe;
 } BmapctlOptions;
 
 typedef struct _BmapctlCommand BmapctlCommand;
@@ -41,8 +44,19 @@ gboolean
 bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
                const char *description, int *argc, char ***argv);
 
-/* Prints "bmapctl: MESSAGE" to stderr. */
+/* Installed as "bmaptool" (a symlink), bmapctl prints what bmaptool prints
+ * where tools parse it. Decided once, from argv[0]. */
+void bmapctl_set_program_name (const char *argv0);
+gboolean bmapctl_is_bmaptool (void);
+
+/* Prints "bmapctl: MESSAGE" (as bmaptool: "bmaptool: ERROR: MESSAGE") to
+ * stderr. */
 void bmapctl_printerr (const char *format, ...) G_GNUC_PRINTF (1, 2);
+/* One informative line on stderr, not with -q or --json: "bmapctl: MESSAGE",
+ * as bmaptool "bmaptool: info: MESSAGE". */
+void bmapctl_info (const BmapctlOptions *options, const char *format, ...) G_GNUC_PRINTF (2, 3);
+/* A warning on stderr, also with -q (bmaptool shows warnings then too). */
+void bmapctl_warning (const char *format, ...) G_GNUC_PRINTF (1, 2);
 /* Prints a usage error and returns BMAPCTL_EXIT_USAGE. */
 int
 bmapctl_usage_error (const BmapctlCommand *command, const char *format, ...) G_GNUC_PRINTF (2, 3);

@@ -5,14 +5,15 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "bmapctl-bmaptool.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-follow.h"
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
+#include "bmapctl-target.h"
 #include "bmapctl-url.h"
 #include "libbmap.h"
 
@@ -24,6 +25,7 @@ typedef struct {
   gboolean removable_device;
   gboolean unmount;
   gboolean detach;
+  gboolean daemon;
   char *bmap_sig;
   gboolean no_sig_verify;
   char *psplash_pipe;
@@ -38,49 +40,6 @@ copy_args_clear (CopyArgs *args)
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CopyArgs, copy_args_clear)
-
-/* DEST may be a device name ("sdb") when no file of that name exists here. */
-static char *
-resolve_dest (const char *dest)
-{
-  struct stat st;
-
-  if (strchr (dest, '/') == NULL && lstat (dest, &st) < 0) {
-    g_autofree char *node = g_build_filename ("/dev", dest, NULL);
-
-    if (stat (node, &st) == 0 && S_ISBLK (st.st_mode))
-      return g_steal_pointer (&node);
-  }
-  return g_strdup (dest);
-}
-
-/* Decided as udisks2 does: the removable attribute, a USB bus, or an SD
- * card on an MMC host (whose removable attribute is 0). */
-static gboolean
-device_is_removable (dev_t devnum)
-{
-  g_autofree char *sys = g_strdup_printf ("/sys/dev/block/%u:%u", major (devnum), minor (devnum));
-  g_autofree char *real = realpath (sys, NULL);
-  g_autofree char *disk = NULL;
-  g_autofree char *removable = NULL;
-  g_autofree char *type = NULL;
-  g_autofree char *partition = NULL;
-
-  if (real == NULL)
-    return FALSE;
-  partition = g_build_filename (real, "partition", NULL);
-  disk = g_file_test (partition, G_FILE_TEST_EXISTS) ? g_path_get_dirname (real) : g_strdup (real);
-
-  if (strstr (disk, "/usb") != NULL)
-    return TRUE;
-  g_clear_pointer (&partition, g_free);
-  partition = g_build_filename (disk, "removable", NULL);
-  if (g_file_get_contents (partition, &removable, NULL, NULL) && g_str_has_prefix (removable, "1"))
-    return TRUE;
-  g_clear_pointer (&partition, g_free);
-  partition = g_build_filename (disk, "device", "type", NULL);
-  return g_file_get_contents (partition, &type, NULL, NULL) && g_str_has_prefix (type, "SD");
-}
 
 static void
 on_progress (const BmapProgress *p, gpointer user_data)
@@ -108,7 +67,7 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
         result->image_size, result->bytes_written, result->blocks_written,
         result->verified ? "true" : "false", result->verified_written ? "true" : "false", seconds);
     fputs (json->str, stdout);
-  } else if (!options->quiet) {
+  } else if (!options->quiet && !bmapctl_is_bmaptool ()) {
     g_autofree char *written = bmapctl_format_size (result->bytes_written);
     g_autofree char *size = bmapctl_format_size (result->image_size);
     g_autofree char *rate = bmapctl_format_size (
@@ -122,14 +81,6 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
              seconds, rate, result->verified ? "; checksums verified" : "",
              result->verified_written ? "; read back and verified" : "");
   }
-}
-
-static gboolean
-is_block_device (const char *path)
-{
-  struct stat st;
-
-  return stat (path, &st) == 0 && S_ISBLK (st.st_mode);
 }
 
 static int
@@ -158,38 +109,39 @@ build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *devic
   return r;
 }
 
+/* The bmap to use: --bmap, or the one found next to the image, which is
+ * named in one line as bmaptool does. NULL with @error set. */
+static char *
+find_bmap (const BmapctlOptions *options, const CopyArgs *args, const char *image, GError **error)
+{
+  g_autofree char *path = bmapctl_find_bmap (args->bmap, image, error);
+
+  if (path != NULL && args->bmap == NULL)
+    bmapctl_info (options, "discovered bmap file '%s'", path);
+  return g_steal_pointer (&path);
+}
+
 /* The image and bmap are opened here, with the user's own rights, and only
  * their descriptors go to bmapd, which never sees a path. */
 static int
-copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image, const char *dest)
+copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
+                     const BmapctlTarget *target, sd_bus *bus, GPtrArray *devices)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (sd_bus) bus = NULL;
   g_autoptr (sd_bus_message) call = NULL;
-  g_autoptr (GPtrArray) devices = NULL;
   g_autoptr (BmapctlFollower) follower = NULL;
   g_autoptr (BmapctlJob) job = NULL;
   g_autoptr (BmapctlUrlSource) remote = NULL;
+  g_autoptr (BmapMap) map = NULL;
+  g_autofree char *bmap_path = NULL;
   g_autofree char *description = NULL;
+  const char *dest = target->path;
   BmapctlDevice *device;
   int image_fd, bmap_fd = -1;
   gint64 start;
   GPid agent;
   int status, r;
 
-  bus = bmapctl_bus_open (&error);
-  if (bus == NULL || !bmapctl_get_managed_objects (bus, &devices, NULL, NULL, &error)) {
-    /* Without the daemon, root can still write the device in-process. */
-    if (g_str_has_prefix (error->message, "bmapd is not running")) {
-      g_autofree char *msg = g_strdup_printf ("%s\n(--local writes %s in-process, if you may "
-                                              "write to it yourself)",
-                                              error->message, dest);
-
-      g_free (error->message);
-      error->message = g_steal_pointer (&msg);
-    }
-    return bmapctl_report_error (options, error);
-  }
   device = bmapctl_find_device (devices, dest);
   if (device == NULL) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
@@ -214,8 +166,32 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
                    image);
     if (error != NULL)
       return bmapctl_report_error (options, error);
+    if (args->bmap == NULL && bmapctl_url_source_get_bmap_name (remote) != NULL)
+      bmapctl_info (options, "discovered bmap file '%s'",
+                    bmapctl_url_source_get_bmap_name (remote));
+  } else if (!args->nobmap) {
+    bmap_path = find_bmap (options, args, image, &error);
+    if (bmap_path == NULL)
+      return bmapctl_report_error (options, error);
+    /* bmapd reads the bmap itself; bmaptool's lines need what it says. */
+    if (bmapctl_is_bmaptool ()) {
+      map = bmap_map_load_file (bmap_path, &error);
+      if (map == NULL)
+        return bmapctl_report_error (options, error);
+    }
+  }
+
+  if (remote != NULL) {
     image_fd = bmapctl_url_source_steal_image_fd (remote);
     description = g_strdup (bmapctl_url_source_get_description (remote));
+    if (!args->nobmap) {
+      bmap_fd = bmapctl_url_source_dup_bmap_fd (remote, &error);
+      if (bmap_fd < 0) {
+        close (image_fd);
+        return bmapctl_report_error (options, error);
+      }
+      map = bmapctl_url_source_steal_map (remote);
+    }
   } else if (g_str_equal (image, "-")) {
     image_fd = STDIN_FILENO;
     description = g_strdup ("standard input");
@@ -227,10 +203,10 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     }
     description = g_path_get_basename (image);
   }
-  if (!args->nobmap) {
-    bmap_fd = remote != NULL ? bmapctl_url_source_dup_bmap_fd (remote, &error)
-                             : bmapctl_open_bmap (args->bmap, image, &error);
+  if (remote == NULL && bmap_path != NULL) {
+    bmap_fd = open (bmap_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (bmap_fd < 0) {
+      bmap_error_set_errno (&error, errno, "%s", bmap_path);
       if (image_fd != STDIN_FILENO)
         close (image_fd);
       return bmapctl_report_error (options, error);
@@ -255,6 +231,9 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   }
   bmapctl_follower_set_detach (follower, args->detach);
 
+  bmapctl_bmaptool_copy_begin (
+      options, map, remote != NULL ? bmapctl_url_source_get_bmap_name (remote) : bmap_path, image,
+      target->arg, TRUE);
   agent = bmapctl_polkit_agent_open (options);
   start = g_get_monotonic_time ();
   status = bmapctl_follower_run (follower, call, device->node, &job);
@@ -266,19 +245,24 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
 
   if (status == BMAPCTL_EXIT_OK && job != NULL && !args->detach) {
     BmapCopyResult result = { 0 };
+    gint64 elapsed = g_get_monotonic_time () - start;
 
     result.bytes_written = job->bytes_done;
     result.image_size = 0; /* the job reports what it wrote, not the image's size */
     result.verified = !args->no_verify && !args->nobmap;
     result.verified_written = args->verify_written;
+    bmapctl_bmaptool_copy_end (options, target->arg,
+                               map != NULL ? map->mapped_blocks_count * map->block_size
+                                           : job->bytes_done,
+                               (double) elapsed / G_USEC_PER_SEC);
     print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
-                  g_get_monotonic_time () - start);
+                  elapsed);
   }
   return status;
 }
 
 static int
-copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const char *dest)
+copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const BmapctlTarget *bt)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
@@ -288,10 +272,11 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
   g_autoptr (BmapTarget) target = NULL;
   g_autoptr (BmapctlProgress) progress = NULL;
   g_autofree char *bmap_path = NULL;
+  const char *dest = bt->path;
   BmapCopyOptions copy_options = { 0 };
   BmapCopyResult result = { 0 };
   struct stat st_image, st_bmap;
-  gint64 start;
+  gint64 start, elapsed;
   gboolean ok;
 
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
@@ -304,6 +289,9 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     source = bmap_source_new_full (bmapctl_url_source_steal_image_fd (remote), TRUE, image,
                                    cancellable, &error);
     map = bmapctl_url_source_steal_map (remote);
+    if (args->bmap == NULL && bmapctl_url_source_get_bmap_name (remote) != NULL)
+      bmapctl_info (options, "discovered bmap file '%s'",
+                    bmapctl_url_source_get_bmap_name (remote));
   } else if (g_str_equal (image, "-")) {
     source = bmap_source_new (STDIN_FILENO, FALSE, "standard input", &error);
   } else {
@@ -313,7 +301,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     return bmapctl_report_error (options, error);
 
   if (!args->nobmap && remote == NULL) {
-    bmap_path = bmapctl_find_bmap (args->bmap, image, &error);
+    bmap_path = find_bmap (options, args, image, &error);
     if (bmap_path == NULL)
       return bmapctl_report_error (options, error);
 
@@ -330,21 +318,15 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
              map->version_minor, bmap_map_get_n_ranges (map));
   }
 
+  if (args->removable_device && !bmapctl_target_check_removable (bt, &error))
+    return bmapctl_report_error (options, error);
   target = bmap_target_open (dest, &error);
   if (target == NULL)
     return bmapctl_report_error (options, error);
 
-  if (args->removable_device) {
-    struct stat st;
-
-    if (bmap_target_get_kind (target) != BMAP_TARGET_BLOCK_DEVICE
-        || fstat (bmap_target_get_fd (target), &st) < 0 || !device_is_removable (st.st_rdev)) {
-      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                   "%s: not a removable block device, and --removable-device was given", dest);
-      return bmapctl_report_error (options, error);
-    }
-  }
-
+  bmapctl_bmaptool_copy_begin (
+      options, map, remote != NULL ? bmapctl_url_source_get_bmap_name (remote) : bmap_path, image,
+      bt->arg, bt->kind == BMAPCTL_TARGET_BLOCK_DEVICE);
   if (remote == NULL)
     bmapctl_cancel_on_signals (cancellable);
   progress = bmapctl_progress_new (options);
@@ -377,10 +359,60 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const ch
     }
     return bmapctl_report_error (options, error);
   }
+  elapsed = g_get_monotonic_time () - start;
   bmapctl_progress_clear (progress);
+  bmapctl_bmaptool_copy_end (options, bt->arg,
+                             map != NULL ? map->mapped_blocks_count * map->block_size
+                                         : result.image_size,
+                             (double) elapsed / G_USEC_PER_SEC);
   print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
-                g_get_monotonic_time () - start);
+                elapsed);
   return BMAPCTL_EXIT_OK;
+}
+
+/* A whole disk goes through bmapd unless --local. When neither the bus nor
+ * bmapd can be reached and the caller may write the device itself, it is
+ * written in-process, as bmaptool would: board farms call bmaptool on
+ * hosts without bmapd. A partition is written in-process (bmapd offers
+ * whole disks), unless --daemon. */
+static int
+copy_to_block_device (BmapctlOptions *options, CopyArgs *args, const char *image,
+                      const BmapctlTarget *target)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = NULL;
+  g_autoptr (sd_bus) bus = NULL;
+  gboolean unreachable = FALSE;
+
+  if (options->local)
+    return copy_local (options, args, image, target);
+  if (target->partition && !args->daemon && !args->detach && !args->unmount) {
+    g_debug ("%s is a partition: written in-process", target->path);
+    return copy_local (options, args, image, target);
+  }
+
+  bus = bmapctl_bus_open_bmapd (&devices, &unreachable, &error);
+  if (bus != NULL)
+    return copy_through_daemon (options, args, image, target, bus, devices);
+
+  if (unreachable && !args->daemon && !args->detach && !args->unmount
+      && bmapctl_target_writable_by_caller (target)) {
+    bmapctl_info (options, "bmapd cannot be reached (%s): writing %s in-process", error->message,
+                  target->path);
+    return copy_local (options, args, image, target);
+  }
+  if (unreachable && !args->daemon) {
+    g_autofree char *msg = g_strdup_printf (
+        "%s\n(%s)", error->message,
+        args->detach || args->unmount
+            ? "--detach and --unmount need bmapd"
+            : "bmapctl writes a device in-process without bmapd only when you may write to it "
+              "yourself");
+
+    g_free (error->message);
+    error->message = g_steal_pointer (&msg);
+  }
+  return bmapctl_report_error (options, error);
 }
 
 int
@@ -402,36 +434,46 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
       "Unmount the device's mounted partitions first (through bmapd)", NULL },
     { "detach", 0, 0, G_OPTION_ARG_NONE, &args.detach,
       "Start the job in bmapd and return at once; it goes on without bmapctl", NULL },
+    { "daemon", 0, 0, G_OPTION_ARG_NONE, &args.daemon,
+      "Write a block device through bmapd only, never in-process", NULL },
     { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap_sig,
       "Not supported: bmap signatures are not checked (see --no-sig-verify)", "FILE" },
     { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_sig_verify,
       "Accepted for bmaptool compatibility: signatures are never checked", NULL },
-    { "psplash-pipe", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &args.psplash_pipe, NULL,
-      NULL },
+    { "psplash-pipe", 0, 0, G_OPTION_ARG_FILENAME, &args.psplash_pipe,
+      "Also write the progress to this psplash FIFO (PROGRESS N)", "FIFO" },
     { NULL },
   };
   g_autoptr (GError) error = NULL;
-  g_autofree char *dest = NULL;
+  g_auto (BmapctlTarget) target = { 0 };
 
   if (!bmapctl_parse (options, command, entries,
                       "IMAGE may be compressed (gzip, xz, bzip2, zstd, lz4, lzo), a tar archive "
                       "(plain or\ncompressed) or a zip archive, found from its first bytes; "
                       "the image is an archive's\nfirst file. IMAGE may be - for standard "
-                      "input. DEST is a regular file, a block\ndevice node (/dev/sdb) or "
-                      "a device name (sdb). Without --bmap or --nobmap, the bmap is\nlooked for "
-                      "next to IMAGE: IMAGE.bmap, then with one extension stripped at a time.\n"
-                      "IMAGE and --bmap may be URLs (http, https, ftp, ssh, file), fetched by "
-                      "bmapctl; see URLS\nin bmapctl(1).",
+                      "input. DEST is a block device node (/dev/sdb),\na device name (sdb), a "
+                      "partition, a regular file or /dev/null; a path under /dev must\nexist. A "
+                      "whole disk is written through bmapd, or in-process when bmapd cannot be "
+                      "reached\nand you may write to it yourself; a partition or a file "
+                      "in-process. Without --bmap or\n--nobmap, the bmap is looked for next to "
+                      "IMAGE: IMAGE.bmap, then with one extension stripped at\na time. "
+                      "IMAGE and --bmap may be URLs (http, https, ftp, ssh, file), fetched by\n"
+                      "bmapctl; see URLS in bmapctl(1).",
                       &argc, &argv))
     return BMAPCTL_EXIT_USAGE;
   if (argc < 3)
     return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE and DEST" : "missing DEST");
   if (argc > 3)
     return bmapctl_usage_error (command, "too many arguments");
-  if (args.bmap != NULL && args.nobmap)
-    return bmapctl_usage_error (command, "--bmap and --nobmap exclude each other");
+  if (args.bmap != NULL && args.nobmap) {
+    /* bmaptool checks this after parsing, and exits 1. */
+    bmapctl_printerr ("--nobmap and --bmap cannot be used together");
+    return BMAPCTL_EXIT_FAILED;
+  }
   if (args.nobmap && args.verify_written)
     return bmapctl_usage_error (command, "--verify-written needs a bmap (it has the checksums)");
+  if (args.daemon && options->local)
+    return bmapctl_usage_error (command, "--daemon and --local exclude each other");
   if (args.bmap_sig != NULL) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
                  "%s: bmap signatures are not supported; check it with gpg --verify and run "
@@ -439,14 +481,22 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
                  args.bmap_sig);
     return bmapctl_report_error (options, error);
   }
-  if (args.psplash_pipe != NULL)
-    g_debug ("--psplash-pipe %s ignored", args.psplash_pipe);
+  options->psplash_pipe = args.psplash_pipe;
 
-  dest = resolve_dest (argv[2]);
-  if (!options->local && is_block_device (dest))
-    return copy_through_daemon (options, &args, argv[1], dest);
-  if (args.detach || args.unmount)
+  if (!bmapctl_target_resolve (argv[2], &target, &error))
+    return bmapctl_report_error (options, error);
+  if (target.kind == BMAPCTL_TARGET_FILE && target.under_dev)
+    bmapctl_warning ("\"%s\" is under \"/dev\", but it is a regular file, not a device node",
+                     target.arg);
+
+  if (target.kind == BMAPCTL_TARGET_BLOCK_DEVICE)
+    return copy_to_block_device (options, &args, argv[1], &target);
+  if (args.detach || args.unmount || args.daemon)
     return bmapctl_usage_error (command, "%s works only through bmapd, onto a block device",
-                                args.detach ? "--detach" : "--unmount");
-  return copy_local (options, &args, argv[1], dest);
+                                args.detach    ? "--detach"
+                                : args.unmount ? "--unmount"
+                                               : "--daemon");
+  if (args.removable_device && !bmapctl_target_check_removable (&target, &error))
+    return bmapctl_report_error (options, error);
+  return copy_local (options, &args, argv[1], &target);
 }

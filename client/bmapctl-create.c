@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bmapctl-bmaptool.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-follow.h"
@@ -232,10 +233,16 @@ bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc
   if (map == NULL)
     return bmapctl_report_error (options, error);
 
-  if (map->mapped_blocks_count == map->blocks_count && !options->quiet)
-    bmapctl_printerr ("warning: all %" G_GUINT64_FORMAT " blocks of %s are mapped: it has no "
-                      "holes, so a bmap saves nothing (were they lost when it was copied?)",
-                      map->blocks_count, image);
+  if (map->mapped_blocks_count == map->blocks_count && bmapctl_is_bmaptool ()) {
+    g_autofree char *size = bmapctl_bmaptool_human_size ((double) map->image_size);
+
+    bmapctl_warning ("all %s are mapped, no holes in '%s'", size, image);
+    bmapctl_warning ("was the image handled incorrectly and holes were expanded?");
+  } else if (map->mapped_blocks_count == map->blocks_count && !options->quiet) {
+    bmapctl_warning ("all %" G_GUINT64_FORMAT " blocks of %s are mapped: it has no holes, so a "
+                     "bmap saves nothing (were they lost when it was copied?)",
+                     map->blocks_count, image);
+  }
 
   xml = bmap_map_to_xml (map, &len);
   if (!write_output (output, xml, len, &error))

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bmapctl-json.h"
@@ -15,6 +18,7 @@ typedef enum {
   MODE_TERMINAL,
   MODE_PLAIN,
   MODE_JSON,
+  MODE_BMAPTOOL, /* "bmaptool: info: 42% copied", on a terminal only */
 } Mode;
 
 struct _BmapctlProgress {
@@ -22,6 +26,9 @@ struct _BmapctlProgress {
   char *last_state;
   gint64 last_print_us;
   gboolean line_shown;
+  int last_percent;
+  char *psplash_pipe;
+  int last_psplash_percent;
 };
 
 static guint64 (*fetched_func) (void);
@@ -37,14 +44,33 @@ bmapctl_progress_new (const BmapctlOptions *options)
 {
   BmapctlProgress *progress = g_new0 (BmapctlProgress, 1);
 
+  progress->last_percent = -1;
+  progress->last_psplash_percent = -1;
   if (options->json)
     progress->mode = MODE_JSON;
   else if (options->quiet)
     progress->mode = MODE_QUIET;
+  else if (bmapctl_is_bmaptool ())
+    /* bmaptool shows progress only when both stdout and stderr are
+     * terminals and -d is not given; tools reading its output see none. */
+    progress->mode = isatty (STDERR_FILENO) && isatty (STDOUT_FILENO) && !options->debug
+                         ? MODE_BMAPTOOL
+                         : MODE_QUIET;
   else if (isatty (STDERR_FILENO))
     progress->mode = MODE_TERMINAL;
   else
     progress->mode = MODE_PLAIN;
+
+  if (options->psplash_pipe != NULL) {
+    struct stat st;
+
+    /* Best effort, as bmaptool: a missing psplash never stops a copy. */
+    if (stat (options->psplash_pipe, &st) == 0 && S_ISFIFO (st.st_mode))
+      progress->psplash_pipe = g_strdup (options->psplash_pipe);
+    else
+      bmapctl_warning ("'%s' is not a pipe, so psplash progress will not be updated",
+                       options->psplash_pipe);
+  }
   return progress;
 }
 
@@ -55,6 +81,7 @@ bmapctl_progress_free (BmapctlProgress *progress)
     return;
   bmapctl_progress_clear (progress);
   g_free (progress->last_state);
+  g_free (progress->psplash_pipe);
   g_free (progress);
 }
 
@@ -107,18 +134,43 @@ describe (const char *state, guint64 done, guint64 total, guint64 rate)
   return g_string_free (g_steal_pointer (&line), FALSE);
 }
 
+/* psplash reads "PROGRESS N" commands from its FIFO. Opened without
+ * blocking for each update, so a psplash that is gone or not yet there is
+ * skipped. */
+static void
+psplash_update (BmapctlProgress *progress, int percent)
+{
+  g_autofree char *command = NULL;
+  int fd;
+
+  if (percent == progress->last_psplash_percent)
+    return;
+  progress->last_psplash_percent = percent;
+  fd = open (progress->psplash_pipe, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return;
+  command = g_strdup_printf ("PROGRESS %d\n", percent);
+  if (write (fd, command, strlen (command)) < 0)
+    g_debug ("%s: %s", progress->psplash_pipe, g_strerror (errno));
+  close (fd);
+}
+
 void
 bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 done, guint64 total,
                          guint64 rate)
 {
   gint64 now = g_get_monotonic_time ();
   gboolean state_changed = g_strcmp0 (state, progress->last_state) != 0;
+  gboolean writing = g_str_equal (state, "writing") && total > 0;
+  int percent = writing ? (int) (MIN (done, total) * 100 / total) : -1;
   g_autofree char *line = NULL;
 
   if (state_changed) {
     g_free (progress->last_state);
     progress->last_state = g_strdup (state);
   }
+  if (progress->psplash_pipe != NULL && writing)
+    psplash_update (progress, percent);
 
   switch (progress->mode) {
     case MODE_QUIET:
@@ -157,6 +209,17 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       line = describe (state, done, total, rate);
       fprintf (stderr, "%s\n", line);
       fflush (stderr);
+      return;
+    case MODE_BMAPTOOL:
+      if (!writing || percent == progress->last_percent)
+        return;
+      /* bmaptool ends each line and moves back up over it, so that an
+       * error printed meanwhile starts on a line of its own. */
+      fprintf (stderr, "%s\rbmaptool: info: %d%% copied\n", progress->line_shown ? "\033[1A" : "",
+               percent);
+      fflush (stderr);
+      progress->last_percent = percent;
+      progress->line_shown = TRUE;
       return;
     default:
       return;

@@ -4,6 +4,7 @@
 #include <locale.h>
 #include <stdio.h>
 
+#include "bmapctl-bmaptool.h"
 #include "bmapctl-commands.h"
 
 static const BmapctlCommand commands[] = {
@@ -46,6 +47,10 @@ main (int argc, char **argv)
   int cmd_index = -1;
 
   setlocale (LC_ALL, "");
+  bmapctl_set_program_name (argv[0]);
+  /* -d and GLib's messages go to stderr: stdout carries bmaps (create)
+   * and JSON. */
+  g_log_writer_default_set_use_stderr (TRUE);
 
   /* Global flags may stand before the command; none of them takes a value,
    * so the first word that is not an option is the command. */
@@ -57,7 +62,12 @@ main (int argc, char **argv)
       return BMAPCTL_EXIT_OK;
     }
     if (g_str_equal (arg, "--version")) {
-      printf ("bmapctl %s\n", PACKAGE_VERSION);
+      /* As bmaptool, the version a caller may compare is the one of the
+       * bmaptool whose options and output are matched. */
+      if (bmapctl_is_bmaptool ())
+        printf ("bmaptool %s (bmapctl %s)\n", BMAPCTL_BMAPTOOL_VERSION, PACKAGE_VERSION);
+      else
+        printf ("bmapctl %s\n", PACKAGE_VERSION);
       return BMAPCTL_EXIT_OK;
     }
     if (arg[0] != '-') {
