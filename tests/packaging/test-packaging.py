@@ -111,6 +111,7 @@ BUS_POLICY = src("dbus", "org.bmapd.bmapd1.conf")
 INTROSPECTION = src("dbus", "org.bmapd.bmapd1.xml")
 POLKIT_POLICY = src("polkit", "org.bmapd.bmapd1.policy")
 POLKIT_RULES = src("polkit", "50-bmapd-plugdev.rules")
+POLKIT_LAB_RULES = src("polkit", "50-bmapd-lab.rules")
 CONFIG_EXAMPLE = src("data", "bmapd.conf")
 
 
@@ -318,7 +319,7 @@ var results = [];
 for (var i = 0; i < cases.length; i++) {
   var c = cases[i];
   var action = { id: c.action, lookup: function (k) { return c.details[k]; } };
-  var subject = { user: "alice", groups: c.groups, local: true, active: true,
+  var subject = { user: "alice", groups: c.groups, local: c.local, active: c.active,
                   isInGroup: function (g) { return c.groups.indexOf(g) >= 0; },
                   isInNetGroup: function (g) { return false; } };
   var result = "not handled";
@@ -333,29 +334,49 @@ JSON.stringify(results);
 
 USB_STICK = {"device": "/dev/sdb", "drive.bus": "usb", "drive.removable": "true"}
 SYSTEM_DISK = {"device": "/dev/nvme0n1", "drive.bus": "nvme", "drive.removable": "false"}
-RULES_CASES = [
-    # (action, groups, details, expected)
-    ("org.bmapd.bmapd1.flash", ["plugdev"], USB_STICK, "yes"),
-    ("org.bmapd.bmapd1.flash", ["users"], USB_STICK, "not handled"),
-    ("org.bmapd.bmapd1.flash", ["plugdev"], SYSTEM_DISK, "not handled"),
-    ("org.bmapd.bmapd1.flash-system", ["plugdev"], SYSTEM_DISK, "not handled"),
-    ("org.bmapd.bmapd1.flash-system", ["plugdev"], USB_STICK, "not handled"),
-    ("org.bmapd.bmapd1.auto-flash", ["plugdev"], {}, "not handled"),
-    ("org.bmapd.bmapd1.cancel", ["plugdev"], {}, "not handled"),
-    ("org.freedesktop.udisks2.filesystem-mount", ["plugdev"], USB_STICK, "not handled"),
-]
+SEAT = {"local": True, "active": True}
+SSH = {"local": False, "active": False}
+RULES_CASES = {
+    # rules file: [(action, groups, details, session, expected)]
+    POLKIT_RULES: [
+        ("org.bmapd.bmapd1.flash", ["plugdev"], USB_STICK, SEAT, "yes"),
+        ("org.bmapd.bmapd1.flash", ["users"], USB_STICK, SEAT, "not handled"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"], SYSTEM_DISK, SEAT, "not handled"),
+        ("org.bmapd.bmapd1.flash-system", ["plugdev"], SYSTEM_DISK, SEAT, "not handled"),
+        ("org.bmapd.bmapd1.flash-system", ["plugdev"], USB_STICK, SEAT, "not handled"),
+        ("org.bmapd.bmapd1.auto-flash", ["plugdev"], {}, SEAT, "not handled"),
+        ("org.bmapd.bmapd1.cancel", ["plugdev"], {}, SEAT, "not handled"),
+        ("org.freedesktop.udisks2.filesystem-mount", ["plugdev"], USB_STICK, SEAT, "not handled"),
+    ],
+    # A lab: flashing removable drives from any session, ssh included.
+    POLKIT_LAB_RULES: [
+        ("org.bmapd.bmapd1.flash", ["bmapd-lab"], USB_STICK, SSH, "yes"),
+        ("org.bmapd.bmapd1.flash", ["bmapd-lab"], USB_STICK, SEAT, "yes"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"], USB_STICK, SSH, "not handled"),
+        ("org.bmapd.bmapd1.flash", ["bmapd-lab"], SYSTEM_DISK, SSH, "not handled"),
+        ("org.bmapd.bmapd1.flash-system", ["bmapd-lab"], SYSTEM_DISK, SSH, "not handled"),
+        ("org.bmapd.bmapd1.flash-system", ["bmapd-lab"], USB_STICK, SSH, "not handled"),
+        ("org.bmapd.bmapd1.auto-flash", ["bmapd-lab"], {}, SSH, "not handled"),
+        ("org.bmapd.bmapd1.cancel", ["bmapd-lab"], {}, SSH, "not handled"),
+        ("org.bmapd.bmapd1.create", ["bmapd-lab"], {}, SSH, "not handled"),
+    ],
+}
 
 
-def rules_program():
-    cases = [{"action": a, "groups": g, "details": d} for a, g, d, _ in RULES_CASES]
-    return (RULES_HARNESS.replace("%RULES%", open(POLKIT_RULES).read())
+def rules_program(rules):
+    cases = [dict(action=a, groups=g, details=d, **session)
+             for a, g, d, session, _ in RULES_CASES[rules]]
+    return (RULES_HARNESS.replace("%RULES%", open(rules).read())
             .replace("%CASES%", json.dumps(cases)))
 
 
-def check_rules_results(engine, results):
-    for (action, groups, details, expected), got in zip(RULES_CASES, results):
+def check_rules_results(engine, rules, results):
+    name = os.path.basename(rules)
+    assert len(results) == len(RULES_CASES[rules]), f"{engine}: {name}: {results!r}"
+    for (action, groups, details, session, expected), got in zip(RULES_CASES[rules], results):
         assert got == expected, \
-            f"{engine}: {action} by groups {groups} on {details}: {got!r}, expected {expected!r}"
+            f"{engine}: {name}: {action} by groups {groups} on {details} from {session}: " \
+            f"{got!r}, expected {expected!r}"
 
 
 def test_polkit_rules_duktape():
@@ -373,31 +394,33 @@ def test_polkit_rules_duktape():
     duk.duk_destroy_heap.argtypes = [ctypes.c_void_p]
     # duk_peval_string(): EVAL | SAFE | NOSOURCE | STRLEN | NOFILENAME (Duktape 2.x)
     flags = (1 << 3) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 11)
-    ctx = duk.duk_create_heap(None, None, None, None, None)
-    assert ctx, "duk_create_heap failed"
-    try:
-        rc = duk.duk_eval_raw(ctx, rules_program().encode(), 0, flags)
-        out = duk.duk_safe_to_lstring(ctx, -1, None).decode()
-    finally:
-        duk.duk_destroy_heap(ctx)
-    assert rc == 0, f"Duktape: {out}"
-    check_rules_results("Duktape", json.loads(out))
+    for rules in RULES_CASES:
+        ctx = duk.duk_create_heap(None, None, None, None, None)
+        assert ctx, "duk_create_heap failed"
+        try:
+            rc = duk.duk_eval_raw(ctx, rules_program(rules).encode(), 0, flags)
+            out = duk.duk_safe_to_lstring(ctx, -1, None).decode()
+        finally:
+            duk.duk_destroy_heap(ctx)
+        assert rc == 0, f"Duktape: {os.path.basename(rules)}: {out}"
+        check_rules_results("Duktape", rules, json.loads(out))
 
 
 def test_polkit_rules_node():
     """The example rules pass `node --check` and decide right in node."""
     node = need_tool("node")
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = os.path.join(tmp, "rules.js")
-        shutil.copy(POLKIT_RULES, copy)
-        r = subprocess.run([node, "--check", copy], capture_output=True, text=True)
-        assert r.returncode == 0, f"node --check: {r.stderr}"
-        program = os.path.join(tmp, "harness.js")
-        with open(program, "w") as f:
-            f.write(rules_program() + "console.log(JSON.stringify(results));\n")
-        r = subprocess.run([node, program], capture_output=True, text=True)
-    assert r.returncode == 0, f"node: {r.stderr}"
-    check_rules_results("node", json.loads(r.stdout))
+    for rules in RULES_CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = os.path.join(tmp, "rules.js")
+            shutil.copy(rules, copy)
+            r = subprocess.run([node, "--check", copy], capture_output=True, text=True)
+            assert r.returncode == 0, f"node --check {os.path.basename(rules)}: {r.stderr}"
+            program = os.path.join(tmp, "harness.js")
+            with open(program, "w") as f:
+                f.write(rules_program(rules) + "console.log(JSON.stringify(results));\n")
+            r = subprocess.run([node, program], capture_output=True, text=True)
+        assert r.returncode == 0, f"node: {os.path.basename(rules)}: {r.stderr}"
+        check_rules_results("node", rules, json.loads(r.stdout))
 
 
 # ---------------------------------------------------------------- D-Bus
@@ -635,6 +658,7 @@ def test_install_paths():
         BUS_POLICY: ("dbus-1/system.d", "org.bmapd.bmapd1.conf"),
         POLKIT_POLICY: ("polkit-1/actions", "org.bmapd.bmapd1.policy"),
         POLKIT_RULES: ("doc/bmapd/examples", "50-bmapd-plugdev.rules"),
+        POLKIT_LAB_RULES: ("doc/bmapd/examples", "50-bmapd-lab.rules"),
         CONFIG_EXAMPLE: ("doc/bmapd/examples", "bmapd.conf"),
     }
     if os.path.exists(INTROSPECTION):
