@@ -232,6 +232,9 @@ bmapctl_create (const BmapctlCommand *command, BmapctlOptions *options, int argc
   bmapctl_progress_clear (progress);
   if (map == NULL)
     return bmapctl_report_error (options, error);
+  g_debug ("%s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " blocks mapped in %u ranges (%s)",
+           image, map->mapped_blocks_count, map->blocks_count, bmap_map_get_n_ranges (map),
+           bmap_mapping_method_to_string (used));
 
   if (map->mapped_blocks_count == map->blocks_count && bmapctl_is_bmaptool ()) {
     g_autofree char *size = bmapctl_bmaptool_human_size ((double) map->image_size);

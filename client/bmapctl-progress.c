@@ -162,14 +162,17 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
   gint64 now = g_get_monotonic_time ();
   gboolean state_changed = g_strcmp0 (state, progress->last_state) != 0;
   gboolean writing = g_str_equal (state, "writing") && total > 0;
-  int percent = writing ? (int) (MIN (done, total) * 100 / total) : -1;
+  /* Reports are rate-limited: the last one while writing may say less than
+   * 100 %, but syncing or verifying means every block was written. */
+  gboolean written = g_str_equal (state, "syncing") || g_str_equal (state, "verifying");
+  int percent = writing ? (int) (MIN (done, total) * 100 / total) : written ? 100 : -1;
   g_autofree char *line = NULL;
 
   if (state_changed) {
     g_free (progress->last_state);
     progress->last_state = g_strdup (state);
   }
-  if (progress->psplash_pipe != NULL && writing)
+  if (progress->psplash_pipe != NULL && percent >= 0)
     psplash_update (progress, percent);
 
   switch (progress->mode) {
@@ -211,7 +214,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       fflush (stderr);
       return;
     case MODE_BMAPTOOL:
-      if (!writing || percent == progress->last_percent)
+      if (percent < 0 || percent == progress->last_percent)
         return;
       /* bmaptool ends each line and moves back up over it, so that an
        * error printed meanwhile starts on a line of its own. */
