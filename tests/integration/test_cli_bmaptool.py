@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+'''bmapctl run as bmaptool (a symlink) with bmapd running: a whole disk goes
+through bmapd and prints bmaptool 3.9's info lines; a partition, which bmapd
+does not offer, is written in-process without asking it.'''
+
+import os
+import re
+import subprocess
+import threading
+
+import pytest
+
+import bmapd_harness as h
+from test_cli import assert_image_on, find_bmapctl
+
+
+@pytest.fixture
+def bmaptool(bus, tmp_path):
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    (bindir / 'bmaptool').symlink_to(find_bmapctl())
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
+
+    def run(*args, check=None):
+        proc = subprocess.run([str(bindir / 'bmaptool'), *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        if check is not None:
+            assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+        return proc
+    return run
+
+
+@pytest.mark.loop
+def test_bmaptool_lines_through_bmapd(daemon, client, polkit, loop, image, bmaptool):
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    proc = bmaptool('copy', image['path'], loop.node, check=0)
+    assert_image_on(loop, image)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('bmaptool: info: ')]
+    assert lines[:4] == [
+        f"bmaptool: info: discovered bmap file '{image['bmap']}'",
+        'bmaptool: info: block map format version 2.0',
+        'bmaptool: info: 2048 blocks of size 4096 (8.0 MiB), mapped 402 blocks (1.6 MiB or '
+        '19.6%)',
+        f"bmaptool: info: copying image 'disk.img' to block device '{loop.node}' using bmap "
+        "file 'disk.img.bmap'",
+    ], proc.stderr
+    assert lines[-2] == f"bmaptool: info: synchronizing '{loop.node}'"
+    assert re.fullmatch(r'bmaptool: info: copying time: (\d+m )?\d+\.\ds, copying speed '
+                        r'\d+\.\d (KiB|MiB|GiB)/sec', lines[-1]), lines[-1]
+    assert 'in-process' not in proc.stderr
+
+
+@pytest.mark.loop
+def test_partition_is_written_in_process_while_bmapd_runs(daemon, client, polkit, loop_factory,
+                                                          image, bmaptool):
+    polkit.set_allowed([])  # bmapd would refuse: it is not asked
+    loop = loop_factory(size=16 * h.MiB, fill=b'\0')
+    client.wait_device(loop.node)
+    subprocess.run(['addpart', loop.node, '1', '2048', str(12 * 2048)], check=True)
+    part = loop.node + 'p1'
+    for _ in range(100):  # devtmpfs adds the node from a kernel thread
+        if os.path.exists(part):
+            break
+        threading.Event().wait(0.05)
+    else:
+        pytest.skip(f'{part} did not appear in /dev')
+    bmaptool('copy', image['path'], part, f"--bmap={image['bmap']}", check=0)
+    for offset, length in image['ranges']:
+        assert loop.read(h.MiB + offset, length) == h.read_range(image['path'], offset, length)
