@@ -50,5 +50,4 @@ def test_every_option_in_the_man_page_is_in_help():
     offered = set(OPTION.findall(help_text()))
     for command in commands():
         offered |= set(OPTION.findall(help_text(command)))
-    # bmaptool's --psplash-pipe is accepted but hidden from both.
     assert documented - offered == set(), f"documented but not offered: {documented - offered}"
