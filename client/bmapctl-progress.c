@@ -161,7 +161,8 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
 {
   gint64 now = g_get_monotonic_time ();
   gboolean state_changed = g_strcmp0 (state, progress->last_state) != 0;
-  gboolean writing = g_str_equal (state, "writing") && total > 0;
+  /* Like bmaptool, a percentage once something was written. */
+  gboolean writing = g_str_equal (state, "writing") && total > 0 && done > 0;
   /* Reports are rate-limited: the last one while writing may say less than
    * 100 %, but syncing or verifying means every block was written. */
   gboolean written = g_str_equal (state, "syncing") || g_str_equal (state, "verifying");

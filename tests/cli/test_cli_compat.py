@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import pty
 import random
 import re
 import shutil
@@ -521,6 +522,46 @@ def test_bmaptool_create_warnings_match_debian(tmp_path, bmaptool):
     # Quiet keeps the warnings, as bmaptool's -q does.
     assert run(bmaptool, "-q", "create", img, check=0).stderr == \
         run(DEBIAN_BMAPTOOL, "-q", "create", img, check=0).stderr
+
+
+def run_on_terminal(*args):
+    """Runs with stdout and stderr on one pseudo-terminal, as labgrid runs
+    bmaptool; returns the exit status and everything written."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([str(a) for a in args], stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(controller)
+    return proc.wait(), out.decode()
+
+
+@needs_debian_bmaptool
+def test_bmaptool_progress_on_a_terminal_matches_debian(tmp_path, bmaptool):
+    # One mapped block: one batch, so bmaptool shows exactly "100% copied".
+    img = make_image(tmp_path / "tiny.img", MiB, [(0, 100)])
+    run(DEBIAN_BMAPTOOL, "create", "-o", tmp_path / "tiny.img.bmap", img, check=0)
+    ours_status, ours = run_on_terminal(bmaptool, "copy", img, tmp_path / "out.img")
+    theirs_status, theirs = run_on_terminal(DEBIAN_BMAPTOOL, "copy", img, tmp_path / "out.img")
+    assert ours_status == theirs_status == 0
+    assert "\rbmaptool: info: 100% copied\r\n" in ours
+    assert bmaptool_lines(ours) == bmaptool_lines(theirs), f"ours:\n{ours!r}\ntheirs:\n{theirs!r}"
+    # A bigger copy: more lines, each drawn over the one before, up to 100 %.
+    img = make_image(tmp_path / "big.img", 64 * MiB, [(0, 48 * MiB)])
+    run(BMAPCTL, "create", "-o", tmp_path / "big.img.bmap", img, check=0)
+    status, ours = run_on_terminal(bmaptool, "copy", img, tmp_path / "out.img")
+    assert status == 0
+    progress = re.findall(r"(?:\x1b\[1A)?\rbmaptool: info: (\d+)% copied\r\n", ours)
+    assert progress and progress[-1] == "100", ours
+    assert [int(p) for p in progress] == sorted(int(p) for p in progress)
+    assert "\x1b[1A" not in ours.split("% copied")[0]  # the first line moves nowhere
 
 
 def test_bmaptool_human_formats(tmp_path, bmaptool):
