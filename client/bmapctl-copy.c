@@ -320,6 +320,10 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
 
   if (args->removable_device && !bmapctl_target_check_removable (bt, &error))
     return bmapctl_report_error (options, error);
+  /* Probably left by an earlier mistake; bmaptool warns here too. */
+  if (bt->kind == BMAPCTL_TARGET_FILE && bt->under_dev)
+    bmapctl_warning ("\"%s\" is under \"/dev\", but it is a regular file, not a device node",
+                     bt->arg);
   target = bmap_target_open (dest, &error);
   if (target == NULL)
     return bmapctl_report_error (options, error);
@@ -485,9 +489,6 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
 
   if (!bmapctl_target_resolve (argv[2], &target, &error))
     return bmapctl_report_error (options, error);
-  if (target.kind == BMAPCTL_TARGET_FILE && target.under_dev)
-    bmapctl_warning ("\"%s\" is under \"/dev\", but it is a regular file, not a device node",
-                     target.arg);
 
   if (target.kind == BMAPCTL_TARGET_BLOCK_DEVICE)
     return copy_to_block_device (options, &args, argv[1], &target);

@@ -147,6 +147,25 @@ def test_missing_dev_path_exits_1_and_creates_nothing(image, tmp_path):
     assert not os.path.exists(node)
 
 
+@needs_root
+def test_regular_file_under_dev_is_written_with_bmaptools_warning(image, bmaptool):
+    """A file left in /dev by an earlier mistake: written, as bmaptool does,
+    with bmaptool's warning."""
+    node = f"/dev/bmapctl-test-file-{os.getpid()}"
+    with open(node, "wb"):
+        pass
+    try:
+        proc = run(bmaptool, "copy", image, node, check=0)
+        assert (f'bmaptool: \033[93mWARNING\033[0m: "{node}" is under "/dev", but it is a '
+                "regular file, not a device node") in proc.stderr.splitlines()
+        if os.access(DEBIAN_BMAPTOOL, os.X_OK):
+            theirs = run(DEBIAN_BMAPTOOL, "copy", image, node, check=0)
+            assert bmaptool_lines(proc.stderr) == bmaptool_lines(theirs.stderr)
+        assert digest(node) == digest(image)
+    finally:
+        os.unlink(node)
+
+
 @pytest.mark.parametrize("kind", ["directory", "character device", "pipe"])
 def test_destination_of_other_kinds_is_refused(image, tmp_path, kind):
     if kind == "directory":

@@ -68,3 +68,16 @@ def test_partition_is_written_in_process_while_bmapd_runs(daemon, client, polkit
     bmaptool('copy', image['path'], part, f"--bmap={image['bmap']}", check=0)
     for offset, length in image['ranges']:
         assert loop.read(h.MiB + offset, length) == h.read_range(image['path'], offset, length)
+
+
+@pytest.mark.loop
+def test_bus_without_bmapd_writes_in_process(bus, loop, image, bmaptool):
+    '''The bus answers, but nobody owns bmapd's name and it cannot be
+    activated: root may write the device, so it is written in-process.'''
+    proc = bmaptool('copy', image['path'], loop.node, check=0)
+    said = [line for line in proc.stderr.splitlines() if 'in-process' in line]
+    assert len(said) == 1 and said[0].startswith(
+        'bmaptool: info: bmapd cannot be reached (bmapd is not running and could not be '
+        'activated: '), proc.stderr
+    assert said[0].endswith(f'): writing {loop.node} in-process')
+    assert_image_on(loop, image)
