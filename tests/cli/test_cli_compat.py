@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import pathlib
 import pty
 import random
 import re
@@ -17,6 +18,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -401,6 +403,30 @@ def test_no_bus_and_no_write_access_fails_untouched(image, tmp_path, loops):
     assert "cannot connect to the system bus" in proc.stderr
     assert "only when you may write to it yourself" in proc.stderr
     assert digest(backing) == before
+
+
+@needs_root
+def test_no_bus_ordinary_user_in_the_devices_group_writes_in_process(tmp_path, loops, request):
+    """labgrid over ssh: an ordinary user whose group may write the device,
+    no bmapd. The user's own rights decide, as for bmaptool."""
+    # pytest's directories are private to root: the image goes elsewhere.
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="bmapctl-test-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared))
+    os.chmod(shared, 0o755)
+    img = make_image(shared / "disk.img", 2 * MiB, [(0, 8192), (MiB, 100000)])
+    run(BMAPCTL, "create", "-o", shared / "disk.img.bmap", img, check=0)
+    for path in (img, shared / "disk.img.bmap"):
+        os.chmod(path, 0o644)
+    backing = tmp_path / "disk-backing.img"
+    backing.write_bytes(b"\0" * (4 * MiB))
+    loop = loops(backing)
+    lab_gid = 4242  # a group of the device, as "disk" or a lab's group would be
+    os.chown(loop.node, 0, lab_gid)
+    os.chmod(loop.node, 0o660)
+    user = ["setpriv", "--reuid=65534", "--regid=65534", f"--groups={lab_gid}"]
+    proc = run(*user, BMAPCTL, "copy", img, loop.node, env=DEAD_BUS, check=0)
+    assert f"writing {loop.node} in-process" in proc.stderr
+    assert digest(backing, size=2 * MiB) == digest(img)
 
 
 @needs_root
