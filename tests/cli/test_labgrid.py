@@ -15,7 +15,6 @@ import os
 import random
 import shutil
 import subprocess
-import threading
 
 import pytest
 
@@ -26,6 +25,7 @@ from labgrid import Target  # noqa: E402
 from labgrid.driver import USBStorageDriver  # noqa: E402
 from labgrid.driver.usbstoragedriver import Mode  # noqa: E402
 from labgrid.resource.udev import USBMassStorage, USBResource  # noqa: E402
+from loop_partitions import attach_partitioned, detach  # noqa: E402
 
 BMAPCTL = os.path.abspath(os.environ.get("BMAPCTL", "bmapctl"))
 MiB = 1024 * 1024
@@ -69,27 +69,15 @@ class Disk:
             f.write(outside * (PART_START * 512))
             f.write(b"\0" * (PART_SECTORS * 512))
             f.write(outside * (size - (PART_START + PART_SECTORS) * 512))
-        proc = subprocess.run(["losetup", "--find", "--show", "--partscan", str(path)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f"no loop device: {proc.stderr.strip()}")
-        self.node = proc.stdout.strip()
+        try:
+            if partition:
+                self.node = attach_partitioned(path, PART_START, PART_SECTORS)
+            else:
+                self.node = subprocess.run(["losetup", "--find", "--show", str(path)], check=True,
+                                           capture_output=True, text=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError) as e:
+            pytest.skip(f"no loop device: {e}")
         self.name = os.path.basename(self.node)
-        if partition:
-            self.add_partition()
-
-    def add_partition(self):
-        # BLKPG (as partx does): no partition table parser needed.
-        proc = subprocess.run(["addpart", self.node, "1", str(PART_START), str(PART_SECTORS)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot add a partition to {self.node}: {proc.stderr.strip()}")
-        part = f"{self.node}p1"
-        for _ in range(100):  # devtmpfs adds the node from a kernel thread
-            if os.path.exists(part):
-                return
-            threading.Event().wait(0.05)
-        pytest.skip(f"{part} did not appear in /dev")
 
     def read(self, offset, length):
         with open(self.path, "rb") as f:
@@ -97,7 +85,7 @@ class Disk:
             return f.read(length)
 
     def detach(self):
-        subprocess.run(["losetup", "--detach", self.node], capture_output=True)
+        detach(self.node)
 
 
 @pytest.fixture
