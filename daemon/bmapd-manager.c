@@ -15,7 +15,9 @@
 #include "bmapd-manager.h"
 #include "bmapd-polkit.h"
 #include "bmapd-sd.h"
+#include "bmapd-trusted-keys.h"
 #include "bmapd-unmount.h"
+#include "bmap-signature.h"
 #include "libbmap.h"
 
 struct _BmapdManager {
@@ -86,6 +88,13 @@ typedef struct {
   BmapdJob *job;
   BmapdPolkitCheck *check;
   BmapdUnmount *unmount_op;
+
+  /* The signature hook (bmapd-trusted-keys): "bmap-signature", checked on
+   * a worker while the bmap waits, then told to polkit. */
+  int sig_fd;
+  GBytes *sig_bmap;
+  BmapdTrustedKeysCheck *sig_check;
+  BmapdSignatureResult *signature;
 } Request;
 
 static int manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *error);
@@ -194,6 +203,11 @@ request_free (Request *req)
   bmapd_polkit_check_free (req->check);
   bmapd_unmount_free (req->unmount_op);
   bmapd_fd_reader_free (req->reader);
+  bmapd_trusted_keys_check_free (req->sig_check);
+  g_clear_pointer (&req->sig_bmap, g_bytes_unref);
+  bmapd_signature_result_free (req->signature);
+  if (req->sig_fd >= 0)
+    close (req->sig_fd);
   if (req->image_fd >= 0)
     close (req->image_fd);
   if (req->bmap_fd >= 0)
@@ -221,6 +235,7 @@ request_new (BmapdManager *manager, BmapdJobOperation operation, sd_bus_message 
   req->image_fd = -1;
   req->bmap_fd = -1;
   req->out_fd = -1;
+  req->sig_fd = -1;
   req->verify = TRUE;
   req->checksum = BMAP_CHECKSUM_SHA256;
   return req;
@@ -295,6 +310,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
 
   if (g_str_equal (key, "bmap"))
     return read_fd_option (m, key, "bmap", BMAPD_FD_READ, FALSE, &req->bmap_fd, error);
+  if (g_str_equal (key, "bmap-signature"))
+    return read_fd_option (m, key, "bmap-signature", BMAPD_FD_READ, TRUE, &req->sig_fd, error);
   if (g_str_equal (key, "nobmap"))
     return bmapd_bus_read_bool (m, key, &req->nobmap, error);
   if (g_str_equal (key, "verify"))
@@ -312,7 +329,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
     return bmapd_bus_read_basic (m, key, 't', &req->diskseq, error);
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-               "unknown Flash option \"%s\" (known: bmap, nobmap, verify, verify-written, "
+               "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
+               "verify-written, "
                "diskseq, unmount, bind-to-caller, description)",
                key);
   return FALSE;
@@ -630,6 +648,82 @@ request_create_job (Request *req, const char *device_path, const char *device_no
   return job;
 }
 
+/* ---- the signature hook ---- */
+
+/* bmap.signature (none, trusted, untrusted) and, when trusted, bmap.signer
+ * (the key's fingerprint) for polkit rules. Trusted only when the signed
+ * bmap decides every byte written: its ranges have checksums and they are
+ * checked while writing. */
+static void
+add_signature_details (Request *req, GPtrArray *details)
+{
+  BmapdSignatureState state = BMAPD_SIGNATURE_NONE;
+
+  if (req->signature != NULL) {
+    state = req->signature->state;
+    if (state == BMAPD_SIGNATURE_TRUSTED
+        && (!req->verify || req->map == NULL || req->map->range_checksum == BMAP_CHECKSUM_NONE)) {
+      bmapd_log (LOG_INFO, "bmap signed by trusted key %s, but %s: reported untrusted",
+                 req->signature->signer,
+                 !req->verify ? "\"verify\" is off" : "its ranges carry no checksums");
+      state = BMAPD_SIGNATURE_UNTRUSTED;
+    }
+  }
+  g_ptr_array_add (details, (gpointer) "bmap.signature");
+  g_ptr_array_add (details, (gpointer) bmapd_signature_state_to_string (state));
+  if (state == BMAPD_SIGNATURE_TRUSTED) {
+    g_ptr_array_add (details, (gpointer) "bmap.signer");
+    g_ptr_array_add (details, req->signature->signer);
+  }
+}
+
+static void request_flash_checked_fds (Request *req, GBytes *bmap_data);
+
+static void
+on_signature_checked (const BmapdSignatureResult *result, gpointer user_data)
+{
+  Request *req = user_data;
+  g_autoptr (GBytes) bmap_data = g_steal_pointer (&req->sig_bmap);
+
+  req->signature = g_new0 (BmapdSignatureResult, 1);
+  req->signature->state = result->state;
+  req->signature->signer = g_strdup (result->signer);
+  req->signature->signer_name = g_strdup (result->signer_name);
+  bmapd_trusted_keys_check_free (g_steal_pointer (&req->sig_check));
+  request_flash_checked_fds (req, bmap_data);
+}
+
+/* The bmap is read; with "bmap-signature", the signature is checked against
+ * the trusted keys (off the event loop) before anything else. */
+static void
+request_check_signature (Request *req, GBytes *bmap_data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) signature = NULL;
+
+  if (req->sig_fd < 0) {
+    request_flash_checked_fds (req, bmap_data);
+    return;
+  }
+  if (bmap_data == NULL) {
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "\"bmap-signature\" was given without a bmap; it signs the bmap");
+    request_fail (req, error);
+    return;
+  }
+  signature
+      = bmapd_fd_read_regular (req->sig_fd, BMAP_SIGNATURE_MAX_FILE_SIZE, "bmap-signature", &error);
+  if (signature == NULL) {
+    request_fail (req, error);
+    return;
+  }
+  req->sig_bmap = g_bytes_ref (bmap_data);
+  req->sig_check = bmapd_trusted_keys_check_new (req->manager->event, bmap_data, signature,
+                                                 on_signature_checked, req, &error);
+  if (req->sig_check == NULL)
+    request_fail (req, error);
+}
+
 /* The bmap is read: every check that needs no authorization, then polkit. */
 static void
 request_flash_checked_fds (Request *req, GBytes *bmap_data)
@@ -704,12 +798,18 @@ request_flash_checked_fds (Request *req, GBytes *bmap_data)
   action = info->system ? BMAPD_ACTION_FLASH_SYSTEM : BMAPD_ACTION_FLASH;
   removable = info->removable ? "true" : "false";
   {
-    const char *details[] = { "device",      info->node,  "drive.vendor",    info->vendor,
-                              "drive.model", info->model, "drive.serial",    info->serial,
-                              "drive.bus",   info->bus,   "drive.removable", removable,
-                              NULL };
-    req->check = bmapd_polkit_check_new (manager->bus, req->call, req->uid, action, details,
-                                         on_flash_authorized, req, &error);
+    const char *fixed[] = { "device",      info->node,  "drive.vendor",    info->vendor,
+                            "drive.model", info->model, "drive.serial",    info->serial,
+                            "drive.bus",   info->bus,   "drive.removable", removable };
+    g_autoptr (GPtrArray) details = g_ptr_array_new ();
+
+    for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
+      g_ptr_array_add (details, (gpointer) fixed[i]);
+    add_signature_details (req, details);
+    g_ptr_array_add (details, NULL);
+    req->check = bmapd_polkit_check_new (manager->bus, req->call, req->uid, action,
+                                         (const char *const *) details->pdata, on_flash_authorized,
+                                         req, &error);
   }
   if (req->check == NULL)
     request_fail (req, error);
@@ -725,7 +825,7 @@ on_bmap_read (GBytes *bytes, const GError *error, gpointer user_data)
     request_fail (req, error);
     return;
   }
-  request_flash_checked_fds (req, bytes);
+  request_check_signature (req, bytes);
 }
 
 static int
@@ -787,7 +887,7 @@ manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error
     return 1;
   }
   if (req->bmap_fd < 0) {
-    request_flash_checked_fds (req, NULL);
+    request_check_signature (req, NULL);
     return 1;
   }
   if (fstat (req->bmap_fd, &bmap_st) == 0 && S_ISREG (bmap_st.st_mode)) {
@@ -797,7 +897,7 @@ manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error
       request_fail (req, error);
       return 1;
     }
-    request_flash_checked_fds (req, bytes);
+    request_check_signature (req, bytes);
     return 1;
   }
   req->reader = bmapd_fd_reader_new (manager->event, req->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap",
