@@ -423,6 +423,45 @@ def test_polkit_rules_node():
         check_rules_results("node", rules, json.loads(r.stdout))
 
 
+SIGNED_RULES = src("polkit", "50-bmapd-signed.rules")
+RELEASE_KEY = "0123456789ABCDEF0123456789ABCDEF01234567"  # the example's placeholder
+SIGNED_CASES = [
+    # (action, groups, details, expected)
+    ("org.bmapd.bmapd1.flash", ["plugdev"],
+     dict(USB_STICK, **{"bmap.signature": "trusted", "bmap.signer": RELEASE_KEY}), "yes"),
+    ("org.bmapd.bmapd1.flash", ["plugdev"],
+     dict(USB_STICK, **{"bmap.signature": "trusted", "bmap.signer": "F" * 40}), "not handled"),
+    ("org.bmapd.bmapd1.flash", ["plugdev"], dict(USB_STICK, **{"bmap.signature": "untrusted"}),
+     "not handled"),
+    ("org.bmapd.bmapd1.flash", ["plugdev"], dict(USB_STICK, **{"bmap.signature": "none"}),
+     "not handled"),
+    ("org.bmapd.bmapd1.flash", ["users"],
+     dict(USB_STICK, **{"bmap.signature": "trusted", "bmap.signer": RELEASE_KEY}), "not handled"),
+    ("org.bmapd.bmapd1.flash", ["plugdev"],
+     dict(SYSTEM_DISK, **{"bmap.signature": "trusted", "bmap.signer": RELEASE_KEY}),
+     "not handled"),
+    ("org.bmapd.bmapd1.flash-system", ["plugdev"],
+     dict(SYSTEM_DISK, **{"bmap.signature": "trusted", "bmap.signer": RELEASE_KEY}),
+     "not handled"),
+]
+
+
+def test_polkit_signed_rules_node():
+    """The signed-bmap example rule passes only trusted release-key bmaps."""
+    node = need_tool("node")
+    cases = [{"action": a, "groups": g, "details": d} for a, g, d, _ in SIGNED_CASES]
+    program = (RULES_HARNESS.replace("%RULES%", open(SIGNED_RULES).read())
+               .replace("%CASES%", json.dumps(cases)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "harness.js")
+        with open(path, "w") as f:
+            f.write(program + "console.log(JSON.stringify(results));\n")
+        r = subprocess.run([node, path], capture_output=True, text=True)
+    assert r.returncode == 0, f"node: {r.stderr}"
+    for (action, groups, details, expected), got in zip(SIGNED_CASES, json.loads(r.stdout)):
+        assert got == expected, f"{action} by {groups} on {details}: {got!r}, not {expected!r}"
+
+
 # ---------------------------------------------------------------- D-Bus
 
 
@@ -685,6 +724,7 @@ TESTS = [
     test_polkit_pkaction,
     test_polkit_rules_duktape,
     test_polkit_rules_node,
+    test_polkit_signed_rules_node,
     test_dbus_policy_covers_interfaces,
     test_dbus_policy_on_a_bus,
     test_config_example,
