@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "bmap-error.h"
+#include "bmap-signature.h"
 #include "bmapd-autoflash-config.h"
 #include "bmapd-autoflash.h"
 #include "bmapd-config.h"
@@ -372,6 +373,11 @@ main (int argc, char **argv)
   bmapd_log_init (debug || g_getenv ("BMAPD_DEBUG") != NULL);
   if (trusted_keys_dir != NULL)
     bmapd_trusted_keys_set_dir (trusted_keys_dir);
+  /* GPGME wants its first call on the main thread, before the workers. */
+  if (!bmap_signature_init (&error)) {
+    bmapd_log (LOG_WARNING, "%s; signed bmaps will be reported untrusted", error->message);
+    g_clear_error (&error);
+  }
 
   daemon.config_explicit = config_path != NULL;
   daemon.config_path = g_strdup (config_path != NULL ? config_path : DEFAULT_CONFIG_FILE);

@@ -32,8 +32,8 @@ bmap_signer_free (BmapSigner *signer)
   g_free (signer);
 }
 
-static gboolean
-gpgme_init (GError **error)
+gboolean
+bmap_signature_init (GError **error)
 {
   static gsize done = 0;
   static gpgme_error_t engine_err = 0;
@@ -162,7 +162,7 @@ bmap_signature_verifier_new (const char *const *key_files, const char *keyring_n
   g_autoptr (BmapSignatureVerifier) verifier = g_new0 (BmapSignatureVerifier, 1);
   gpgme_error_t err;
 
-  if (!gpgme_init (error))
+  if (!bmap_signature_init (error))
     return NULL;
   verifier->keyring_name = g_strdup (keyring_name);
   err = gpgme_new (&verifier->ctx);

@@ -16,6 +16,11 @@ G_BEGIN_DECLS
  * bytes, a key a few KiB). */
 #define BMAP_SIGNATURE_MAX_FILE_SIZE (1024 * 1024)
 
+/* Initializes GPGME once (it ignores SIGPIPE from then on) and checks that
+ * gpg can be run. Called by the first verifier; a threaded program calls
+ * it first from its main thread, as GPGME asks. */
+gboolean bmap_signature_init (GError **error);
+
 typedef struct {
   char *fingerprint; /* the primary key's, upper-case hex */
   char *signing_key; /* the (sub)key that made the signature, as GnuPG names it */
