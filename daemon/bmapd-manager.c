@@ -711,8 +711,9 @@ request_check_signature (Request *req, GBytes *bmap_data)
     request_fail (req, error);
     return;
   }
-  signature
-      = bmapd_fd_read_regular (req->sig_fd, BMAP_SIGNATURE_MAX_FILE_SIZE, "bmap-signature", &error);
+  /* A clearsigned bmap is as large as the bmap, plus its armor. */
+  signature = bmapd_fd_read_regular (
+      req->sig_fd, BMAPD_MAX_BMAP_SIZE + BMAP_SIGNATURE_MAX_FILE_SIZE, "bmap-signature", &error);
   if (signature == NULL) {
     request_fail (req, error);
     return;

@@ -5,6 +5,7 @@ signature ("bmap-signature"); bmapd checks the signature again against
 its trusted keys (--trusted-keys-dir) on a worker thread and tells polkit
 (bmap.signature, bmap.signer).'''
 
+import hashlib
 import os
 import re
 import shutil
@@ -199,3 +200,27 @@ def test_signature_without_bmap_is_invalid(daemon, client, polkit, loop, image, 
                     [fds(image['path']), fds(sig)])
     assert e.value.name == h.ERROR + 'InvalidArgument'
     assert 'bmap-signature' in e.value.message
+
+
+def pad_bmap(path, size):
+    """A valid bmap of @size bytes or more: a comment, and the file's own
+    checksum computed again (zeros in its place while hashing)."""
+    text = open(path).read()
+    old = re.search(r'<BmapFileChecksum>\s*([0-9a-f]+)\s*</BmapFileChecksum>', text).group(1)
+    comment = '<!--\n' + 'padding padding padding padding padding padding padding\n' * (size // 56) + '-->\n'
+    text = text.replace('<bmap ', comment + '<bmap ', 1).replace(old, '0' * len(old))
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    with open(path, 'w') as f:
+        f.write(text.replace('0' * len(old), digest, 1))
+
+
+@pytest.mark.loop
+def test_large_clearsigned_bmap(daemon, client, polkit, loop, image, keys, user):
+    # Bigger than a detached signature can be, as bmaps of large images are.
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    pad_bmap(image['bmap'], 3 * h.MiB)
+    signed = sign(keys, 'release', image['bmap'], clear=True)
+    user('copy', '--bmap', signed, image['path'], loop.node, check=0)
+    assert_image_on(loop, image)
+    assert flash_details(polkit)['bmap.signature'] == 'trusted'
