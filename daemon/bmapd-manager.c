@@ -330,8 +330,7 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
-               "verify-written, "
-               "diskseq, unmount, bind-to-caller, description)",
+               "verify-written, diskseq, unmount, bind-to-caller, description)",
                key);
   return FALSE;
 }

@@ -129,16 +129,56 @@ bmap_signature_read_file (const char *path, gsize max_size, GError **error)
   return g_byte_array_free_to_bytes (g_steal_pointer (&buf));
 }
 
+/* GnuPG's own keyring format (pubring.kbx), which gpg --import does not
+ * take: "KBXf" in the first blob. */
+static gboolean
+is_keybox (const char *path)
+{
+  char head[12];
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  gssize n = fd >= 0 ? read (fd, head, sizeof (head)) : -1;
+
+  if (fd >= 0)
+    close (fd);
+  return n == (gssize) sizeof (head) && memcmp (head + 8, "KBXf", 4) == 0;
+}
+
+/* A keybox is read where it is, as an extra keyring of the private home
+ * (as gpgv --keyring does); nothing is written to it. */
+static gboolean
+add_keybox (BmapSignatureVerifier *verifier, const char *path, GError **error)
+{
+  g_autofree char *conf = g_build_filename (verifier->home, "gpg.conf", NULL);
+  g_autofree char *abs = g_canonicalize_filename (path, NULL);
+  g_autofree char *text = NULL;
+  g_autofree char *line = NULL;
+
+  if (!g_file_get_contents (conf, &text, NULL, error)) {
+    bmap_error_normalize (error);
+    return FALSE;
+  }
+  line = g_strdup_printf ("%skeyring %s\n", text, abs);
+  if (!g_file_set_contents (conf, line, -1, error)) {
+    bmap_error_normalize (error);
+    return FALSE;
+  }
+  g_debug ("%s: a keybox, used as a keyring of %s", path, verifier->home);
+  return TRUE;
+}
+
 static gboolean
 import_key_file (BmapSignatureVerifier *verifier, const char *path, GError **error)
 {
-  g_autoptr (GBytes) bytes = bmap_signature_read_file (path, BMAP_SIGNATURE_MAX_FILE_SIZE, error);
+  g_autoptr (GBytes) bytes = NULL;
   g_auto (gpgme_data_t) data = NULL;
   gpgme_import_result_t result;
   gpgme_error_t err;
   gsize len;
   const char *buf;
 
+  if (is_keybox (path))
+    return add_keybox (verifier, path, error);
+  bytes = bmap_signature_read_file (path, BMAP_SIGNATURE_MAX_KEYRING_SIZE, error);
   if (bytes == NULL)
     return FALSE;
   buf = g_bytes_get_data (bytes, &len);

@@ -15,6 +15,8 @@ G_BEGIN_DECLS
 /* Largest detached signature or key file read (a signature is a few hundred
  * bytes, a key a few KiB). */
 #define BMAP_SIGNATURE_MAX_FILE_SIZE (1024 * 1024)
+/* Largest key file imported (a keyring of many keys). */
+#define BMAP_SIGNATURE_MAX_KEYRING_SIZE (64 * 1024 * 1024)
 
 /* Initializes GPGME once (it ignores SIGPIPE from then on) and checks that
  * gpg can be run. Called by the first verifier; a threaded program calls
@@ -32,8 +34,9 @@ void bmap_signer_free (BmapSigner *signer);
 typedef struct _BmapSignatureVerifier BmapSignatureVerifier;
 
 /* A verifier that trusts the keys in @key_files (binary or armored, as gpg
- * --export writes them), imported into a private GnuPG home made for it
- * and removed with it; the user's and root's homes are never read. With
+ * --export writes them, or a GnuPG keybox such as pubring.kbx), imported
+ * into (a keybox: read from) a private GnuPG home made for it and removed
+ * with it; the user's and root's homes are never read. With
  * @key_files NULL it uses the default home (GNUPGHOME or ~/.gnupg), as gpg
  * --verify does. @keyring_name names the keys in messages ("keyring
  * FILE"). Fails when a key file cannot be read or holds no key. */

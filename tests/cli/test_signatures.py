@@ -348,6 +348,22 @@ def test_keyring_only(keys, image, tmp_path):
     assert os.listdir(empty) == [], "the default GnuPG home was used"
 
 
+def test_keyring_may_be_a_keybox(keys, image, tmp_path):
+    # bmaptool hands --keyring to gpgv, which reads GnuPG's pubring.kbx too.
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    kbx = tmp_path / "pubring.kbx"
+    shutil.copy(keys.home / "pubring.kbx", kbx)
+    kept = kbx.read_bytes()
+    empty = new_home(tmp_path, "empty-home")
+    out = tmp_path / "out.img"
+    proc = copy(keys, "--keyring", kbx, packed, out, home=empty)
+    assert_copied(proc, raw, out)
+    assert good_line(keys, bmap) in proc.stderr
+    assert kbx.read_bytes() == kept
+    assert os.listdir(empty) == []
+
+
 def test_keyring_is_the_only_trust(keys, image, tmp_path):
     # Signed by a key of the user's home, but --keyring does not hold it.
     raw, packed, bmap = image
