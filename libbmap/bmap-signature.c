@@ -284,10 +284,19 @@ check_signature (BmapSignatureVerifier *verifier, gpgme_signature_t sig, const B
 
   switch (gpgme_err_code (sig->status)) {
     case GPG_ERR_NO_ERROR:
-      if ((sig->summary & GPGME_SIGSUM_RED) == 0 && !sig->wrong_key_usage)
+      if ((sig->summary & GPGME_SIGSUM_RED) != 0 || sig->wrong_key_usage) {
+        what = g_strdup_printf ("the signature %s by %s is not valid (GnuPG summary 0x%x)", where,
+                                who, sig->summary);
+        break;
+      }
+      /* Every key of a private home was given to be trusted, as gpgv
+       * trusts its keyring; in the user's home a key must also be valid
+       * (the user's own, or certified), as bmaptool asks of GPGME. */
+      if (verifier->home != NULL || (sig->summary & GPGME_SIGSUM_VALID) != 0)
         return TRUE;
-      what = g_strdup_printf ("the signature %s by %s is not valid (GnuPG summary 0x%x)", where,
-                              who, sig->summary);
+      what = g_strdup_printf ("the signature %s by %s is good, but the key is not valid in %s "
+                              "(certify it with gpg --lsign-key, or give it with --keyring)",
+                              where, who, verifier->keyring_name);
       break;
     case GPG_ERR_BAD_SIGNATURE:
       what = g_strdup_printf ("BAD signature %s by %s: the bmap is not the one that was signed",

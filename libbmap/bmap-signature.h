@@ -50,10 +50,11 @@ gboolean bmap_signature_is_clearsigned (const char *data, gsize len);
 /* Verifies @signature (a detached signature named @signature_name) over
  * @data, or with @signature NULL the clearsigned message @data. Every
  * signature in it must be good, by a key of the keyring, neither expired
- * nor revoked; otherwise fails with BMAP_ERROR_BAD_BMAP naming @bmap_name,
- * the key and what is wrong. On success @signers (optional) gets the
- * BmapSigner of each signature and, for a clearsigned @data, @plaintext
- * (optional) the text GPG verified: the bmap to parse.
+ * nor revoked, and in the default home valid (ultimately trusted or
+ * certified: GPGME's "valid" summary, as bmaptool asks); otherwise fails with BMAP_ERROR_BAD_BMAP
+ * naming @bmap_name, the key and what is wrong. On success @signers (optional) gets the BmapSigner
+ * of each signature and, for a clearsigned @data, @plaintext (optional) the text GPG verified: the
+ * bmap to parse.
  *
  * With @check FALSE the signatures are not judged, only a clearsigned
  * message's text is extracted (bmaptool's --no-sig-verify). */

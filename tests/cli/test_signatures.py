@@ -218,6 +218,31 @@ def test_wrong_signature_of_unknown_signer_is_refused(keys, image, tmp_path):
     assert_refused(copy(keys, "--bmap-sig", sig, packed, out), out, str(bmap), keys.unknown)
 
 
+def uncertified_home(keys, tmp_path):
+    """The user's home with the unknown key imported but not certified."""
+    home = tmp_path / "uncertified-home"
+    shutil.copytree(keys.home, home, ignore=shutil.ignore_patterns("S.*"))
+    exported = tmp_path / "unknown.gpg"
+    exported.write_bytes(gpg(keys.other, "--export", keys.unknown).stdout)
+    gpg(home, "--import", str(exported))
+    return home
+
+
+def test_key_in_the_keyring_but_not_valid_is_refused(keys, image, tmp_path):
+    raw, packed, bmap = image
+    sign(keys, keys.other, keys.unknown, bmap, "asc")
+    home = uncertified_home(keys, tmp_path)
+    out = tmp_path / "out.img"
+    try:
+        assert_refused(copy(keys, packed, out, home=home), out, str(bmap), keys.unknown,
+                       "blub@bla.net", "is good, but the key is not valid")
+        # Certified by the user, it is.
+        gpg(home, "--quick-lsign-key", keys.unknown)
+        assert_copied(copy(keys, packed, out, home=home), raw, out)
+    finally:
+        subprocess.run([GPGCONF, "--homedir", str(home), "--kill", "all"], capture_output=True)
+
+
 def test_expired_key_is_refused(keys, image, tmp_path):
     raw, packed, bmap = image
     sign(keys, keys.home, keys.expired, bmap, "asc", faked_time=keys.expired_time)
@@ -462,6 +487,8 @@ VERDICTS = {
         [], sign(k, k.home, k.expired, b, "asc", faked_time=k.expired_time) and None), 1),
     "revoked-key": (lambda k, r, b, t: (
         [], sign(k, k.home, k.revoked, b, "asc") and revoked_home(k, t)), 1),
+    "uncertified-key": (lambda k, r, b, t: (
+        [], sign(k, k.other, k.unknown, b, "asc") and uncertified_home(k, t)), 1),
     "clearsigned": (lambda k, r, b, t: (
         ["--bmap", sign(k, k.home, k.correct, b, "clear")], None), 0),
     "clearsigned-changed": (changed_clearsigned, 1),
