@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -178,6 +180,30 @@ worker (gpointer data)
   return NULL;
 }
 
+/* bmapd blocks SIGTERM, SIGINT and SIGHUP in every thread for its
+ * signalfd, and a child inherits the mask: gpg, run by GPGME from a worker,
+ * would ignore the SIGTERM that stops it (a stuck one given up on, or
+ * systemd stopping the service). Children get the default mask back. */
+static void
+child_unblock_signals (void)
+{
+  sigset_t none;
+
+  sigemptyset (&none);
+  sigprocmask (SIG_SETMASK, &none, NULL);
+}
+
+static void
+children_unblock_signals_once (void)
+{
+  static gsize done = 0;
+
+  if (g_once_init_enter (&done)) {
+    pthread_atfork (NULL, NULL, child_unblock_signals);
+    g_once_init_leave (&done, 1);
+  }
+}
+
 struct _BmapdTrustedKeysCheck {
   Work *work;
   sd_event_source *io;
@@ -235,6 +261,7 @@ bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature,
   Work *work;
   int r;
 
+  children_unblock_signals_once ();
   work = g_new0 (Work, 1);
   work->ref = 1;
   work->efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);

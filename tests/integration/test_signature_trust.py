@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -224,3 +225,68 @@ def test_large_clearsigned_bmap(daemon, client, polkit, loop, image, keys, user)
     user('copy', '--bmap', signed, image['path'], loop.node, check=0)
     assert_image_on(loop, image)
     assert flash_details(polkit)['bmap.signature'] == 'trusted'
+
+
+@pytest.fixture
+def stuck_gpg(tmp_path):
+    '''A gpg for bmapd whose verifications never end (GPGME runs the gpg
+    that the gpgconf on PATH names); its processes are killed at the end.'''
+    d = tmp_path / 'stuck-gpg'
+    d.mkdir()
+    pids = d / 'pids'
+    (d / 'gpgconf').write_text(f'''#!/bin/sh
+if [ "$1" = --list-components ]; then
+  /usr/bin/gpgconf --list-components | sed 's|:/usr/bin/gpg$|:{d}/gpg|'
+else
+  exec /usr/bin/gpgconf "$@"
+fi
+''')
+    (d / 'gpg').write_text(f'''#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = --verify ]; then echo $$ >> {pids}; exec sleep 300; fi
+done
+exec /usr/bin/gpg "$@"
+''')
+    for name in ('gpgconf', 'gpg'):
+        os.chmod(d / name, 0o755)
+    yield d, pids
+    if pids.exists():
+        for pid in pids.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.loop
+def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop, image, keys,
+                                                       user, tmp_path, stuck_gpg):
+    gpg_dir, pids = stuck_gpg
+    d = h.Daemon(bus, client, str(tmp_path), args=('--trusted-keys-dir', str(keys.trusted)),
+                 env={'PATH': f'{gpg_dir}:{os.environ["PATH"]}'})
+    try:
+        polkit.set_allowed([h.ACTION_FLASH])
+        client.wait_device(loop.node)
+        sign(keys, 'release', image['bmap'])
+        proc = user.spawn('copy', image['path'], loop.node, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+        h.wait_until(lambda: pids.exists() and pids.read_text(), 60,
+                     "bmapd's gpg to be verifying")
+        # gpg is stuck in bmapd's worker: the event loop still answers.
+        assert client.wait_device(loop.node)
+        assert client.get(h.MANAGER_PATH, h.MANAGER_IFACE, 'Version')
+        # After the cap the signature is untrusted and the flash goes on.
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert_image_on(loop, image)
+        assert flash_details(polkit)['bmap.signature'] == 'untrusted'
+        assert 'the signature check took longer than 30 s' in d.read_log()
+        # The gpg given up on can be stopped: it did not inherit bmapd's
+        # blocked SIGTERM (systemd stops the service's processes with it).
+        pid = int(pids.read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+        h.wait_until(lambda: not os.path.exists(f'/proc/{pid}') or
+                     open(f'/proc/{pid}/stat').read().split()[2] == 'Z', 20,
+                     f'the stuck gpg {pid} to end on SIGTERM')
+    finally:
+        d.stop()
