@@ -151,10 +151,14 @@ test_clearsigned_gives_the_signed_text (void)
   g_autoptr (BmapSignatureVerifier) verifier = verifier_with_key ();
   g_autoptr (GBytes) plaintext = NULL;
   g_autoptr (GError) error = NULL;
+  const char *data;
   gsize len;
 
-  g_assert_true (bmap_signature_is_clearsigned (g_bytes_get_data (fx.clearsigned, &len), len));
-  g_assert_false (bmap_signature_is_clearsigned (g_bytes_get_data (fx.text, &len), len));
+  /* The length is read only after g_bytes_get_data() has set it. */
+  data = g_bytes_get_data (fx.clearsigned, &len);
+  g_assert_true (bmap_signature_is_clearsigned (data, len));
+  data = g_bytes_get_data (fx.text, &len);
+  g_assert_false (bmap_signature_is_clearsigned (data, len));
   g_assert_true (bmap_signature_verifier_verify (verifier, fx.clearsigned, NULL, "t.bmap.asc", NULL,
                                                  TRUE, &plaintext, NULL, &error));
   g_assert_no_error (error);
