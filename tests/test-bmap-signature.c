@@ -39,6 +39,16 @@ gpg (const char *args)
   return g_steal_pointer (&out);
 }
 
+/* gpg-agent was needed to make the key and sign; verifying needs none. */
+static void
+stop_agent (void)
+{
+  g_autofree char *cmd = g_strdup_printf ("gpgconf --homedir '%s' --kill all", fx.home);
+  const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+
+  bmap_test_run (argv, NULL, NULL);
+}
+
 static void
 fixture_setup (void)
 {
@@ -79,15 +89,7 @@ fixture_setup (void)
   g_free (cmd);
   cmd = g_strconcat (path, ".asc", NULL);
   fx.clearsigned = bmap_test_read_file (cmd);
-}
-
-static void
-fixture_teardown (void)
-{
-  g_autofree char *cmd = g_strdup_printf ("gpgconf --homedir '%s' --kill all", fx.home);
-  const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
-
-  bmap_test_run (argv, NULL, NULL);
+  stop_agent ();
 }
 
 static BmapSignatureVerifier *
@@ -236,7 +238,6 @@ int
 main (int argc, char **argv)
 {
   const char *tmp = g_getenv ("TMPDIR");
-  int status;
 
   /* Before anything asks GLib for the temporary directory (it keeps it). */
   private_tmp = g_build_filename (tmp != NULL && *tmp != '\0' ? tmp : "/tmp",
@@ -258,7 +259,5 @@ main (int argc, char **argv)
                    test_clearsigned_gives_the_signed_text);
   g_test_add_func ("/signature/key-file-without-key", test_key_file_without_key);
   g_test_add_func ("/signature/private-home-is-removed", test_private_home_is_removed);
-  status = g_test_run ();
-  fixture_teardown ();
-  return status;
+  return g_test_run ();
 }
