@@ -262,8 +262,11 @@ exec /usr/bin/gpg "$@"
 def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop, image, keys,
                                                        user, tmp_path, stuck_gpg):
     gpg_dir, pids = stuck_gpg
+    # bmapd's private GnuPG homes go to a directory of this test.
+    homes = tmp_path / 'tmp'
+    homes.mkdir()
     d = h.Daemon(bus, client, str(tmp_path), args=('--trusted-keys-dir', str(keys.trusted)),
-                 env={'PATH': f'{gpg_dir}:{os.environ["PATH"]}'})
+                 env={'PATH': f'{gpg_dir}:{os.environ["PATH"]}', 'TMPDIR': str(homes)})
     try:
         polkit.set_allowed([h.ACTION_FLASH])
         client.wait_device(loop.node)
@@ -288,5 +291,8 @@ def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop
         h.wait_until(lambda: not os.path.exists(f'/proc/{pid}') or
                      open(f'/proc/{pid}/stat').read().split()[2] == 'Z', 20,
                      f'the stuck gpg {pid} to end on SIGTERM')
+        # The worker given up on then finishes, and removes its GnuPG home.
+        h.wait_until(lambda: not os.listdir(homes), 20, f'bmapd to remove its GnuPG home '
+                     f'{os.listdir(homes)}')
     finally:
         d.stop()
