@@ -514,6 +514,10 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
 
     if (conflict != NULL)
       return bmapctl_usage_error (command, "%s", conflict);
+    if (!args.nobmap && (bmapctl_url_is_url (argv[1]) || bmapctl_url_is_url (args.bmap))
+        && !bmapctl_signature_check_url_copy (&sig_args, args.bmap, bmapctl_url_is_url (args.bmap),
+                                              &error))
+      return bmapctl_report_error (options, error);
   }
   options->psplash_pipe = args.psplash_pipe;
 

@@ -61,6 +61,50 @@ default_keyring_name (void)
   return g_strdup ("the GnuPG keyring in ~/.gnupg");
 }
 
+gboolean
+bmapctl_signature_check_url_copy (const BmapctlSignatureArgs *args, const char *bmap_arg,
+                                  gboolean bmap_arg_is_url, GError **error)
+{
+  static const char *const exts[] = { ".asc", ".sig" };
+  const char *why = NULL;
+  g_autofree char *found = NULL;
+
+  if (args->no_sig_verify)
+    return TRUE;
+  if (args->bmap_sig != NULL)
+    why = "--bmap-sig was given";
+  else if (args->fingerprint != NULL)
+    why = "--fingerprint was given";
+  else if (args->keyring != NULL)
+    why = "--keyring was given";
+  if (why == NULL && bmap_arg != NULL && !bmap_arg_is_url) {
+    char head[sizeof (BMAP_SIGNATURE_CLEARSIGN_MARKER)] = { 0 };
+    FILE *f = fopen (bmap_arg, "re");
+    gsize n = f != NULL ? fread (head, 1, sizeof (head) - 1, f) : 0;
+
+    if (f != NULL)
+      fclose (f);
+    for (guint i = 0; i < G_N_ELEMENTS (exts) && found == NULL; i++) {
+      g_autofree char *path = g_strconcat (bmap_arg, exts[i], NULL);
+
+      if (g_file_test (path, G_FILE_TEST_EXISTS))
+        found = g_steal_pointer (&path);
+    }
+    if (found == NULL && bmap_signature_is_clearsigned (head, n))
+      found = g_strdup_printf ("%s (clearsigned)", bmap_arg);
+    if (found != NULL)
+      why = "there is a signature";
+  }
+  if (why == NULL)
+    return TRUE;
+  g_set_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
+               "%s%s%s: bmap signatures are not checked for images or bmaps given as URLs, and "
+               "%s; download the image and check it as a file, or copy with --no-sig-verify",
+               bmap_arg != NULL ? bmap_arg : "the bmap", found != NULL ? ": " : "",
+               found != NULL ? found : "", why);
+  return FALSE;
+}
+
 GBytes *
 bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
                              const char *bmap_path, GBytes **signature, GError **error)

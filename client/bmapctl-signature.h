@@ -30,6 +30,14 @@ const char *bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboo
 GBytes *bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
                                      const char *bmap_path, GBytes **signature, GError **error);
 
+/* IMAGE or --bmap given as a URL: bmapctl-url fetches and parses the bmap
+ * itself, and its signature is not checked there (yet). Asking for a check
+ * (--bmap-sig, --fingerprint, --keyring), or a signature beside a local
+ * --bmap (BMAP.asc, BMAP.sig, a clearsigned BMAP), is then an error rather
+ * than a silent skip; --no-sig-verify allows the copy. */
+gboolean bmapctl_signature_check_url_copy (const BmapctlSignatureArgs *args, const char *bmap_arg,
+                                           gboolean bmap_arg_is_url, GError **error);
+
 /* bmapctl_signature_load_bmap(), parsed. */
 BmapMap *bmapctl_signature_load_map (BmapctlOptions *options, const BmapctlSignatureArgs *args,
                                      const char *bmap_path, GError **error);

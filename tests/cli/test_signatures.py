@@ -422,6 +422,22 @@ def test_signature_that_is_not_a_signature(keys, image, tmp_path):
     assert_refused(copy(keys, packed, out), out, str(bmap), "img.bmap.asc")
 
 
+def test_signature_asked_for_an_image_url_is_an_error(keys, image, tmp_path):
+    # bmapctl fetches URLs itself and does not check their bmaps' signatures
+    # yet: asking for a check, or a signature beside a local --bmap, must not
+    # be skipped silently.
+    raw, packed, bmap = image
+    out = tmp_path / "out.img"
+    url = f"file://{packed}"
+    assert_refused(copy(keys, "--fingerprint", keys.correct, url, out), out,
+                   "not checked for images or bmaps given as URLs")
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    assert_refused(copy(keys, "--bmap", bmap, url, out), out, f"{bmap}.asc",
+                   "not checked for images or bmaps given as URLs")
+    # Unless the user says not to check.
+    assert_copied(copy(keys, "--no-sig-verify", "--bmap", bmap, url, out), raw, out)
+
+
 def test_unsigned_bmap_is_still_fine(keys, image, tmp_path):
     raw, packed, bmap = image
     out = tmp_path / "out.img"
