@@ -28,7 +28,7 @@ bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboolean nobmap)
 
 /* The detached signature next to the bmap, as bmaptool looks for it. */
 static GBytes *
-find_signature (const char *bmap_path, char **sig_path, GError **error)
+find_signature (BmapctlOptions *options, const char *bmap_path, char **sig_path, GError **error)
 {
   static const char *const exts[] = { ".asc", ".sig" };
 
@@ -39,6 +39,8 @@ find_signature (const char *bmap_path, char **sig_path, GError **error)
 
     if (bytes != NULL) {
       g_debug ("discovered signature file %s for bmap %s", path, bmap_path);
+      if (bmapctl_is_bmaptool ())
+        bmapctl_info (options, "discovered signature file for bmap '%s'", path);
       *sig_path = g_steal_pointer (&path);
       return bytes;
     }
@@ -139,7 +141,7 @@ bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs
   } else {
     g_autoptr (GError) local_error = NULL;
 
-    sig = find_signature (bmap_path, &sig_path, &local_error);
+    sig = find_signature (options, bmap_path, &sig_path, &local_error);
     if (local_error != NULL) {
       g_propagate_error (error, g_steal_pointer (&local_error));
       return NULL;
@@ -186,11 +188,16 @@ bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs
                    args->fingerprint, have->str);
       return NULL;
     }
-    for (guint i = 0; i < signers->len && !options->quiet; i++) {
+    for (guint i = 0; i < signers->len; i++) {
       const BmapSigner *signer = g_ptr_array_index (signers, i);
 
-      bmapctl_printerr ("%s: good signature by %s (key %s)", bmap_path, signer->signer,
-                        signer->fingerprint);
+      /* As bmaptool words it when run by that name. */
+      if (bmapctl_is_bmaptool ())
+        bmapctl_info (options, "successfully verified bmap file signature of %s (fingerprint %s)",
+                      signer->signer, signer->fingerprint);
+      else
+        bmapctl_info (options, "%s: good signature by %s (key %s)", bmap_path, signer->signer,
+                      signer->fingerprint);
     }
     *signature = clearsigned ? g_bytes_ref (data) : g_steal_pointer (&sig);
   }

@@ -163,6 +163,21 @@ def test_explicit_bmap_sig(keys, image, tmp_path):
     assert good_line(keys, bmap) in proc.stderr
 
 
+def test_bmaptool_lines_when_run_as_bmaptool(keys, image, tmp_path):
+    # test_CLI.py looks for "successfully verified bmap file signature".
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    exe = tmp_path / "bmaptool"
+    exe.symlink_to(os.path.abspath(BMAPCTL))
+    out = tmp_path / "out.img"
+    proc = subprocess.run([str(exe), "copy", str(packed), str(out)], capture_output=True,
+                          text=True, env=dict(os.environ, GNUPGHOME=str(keys.home)))
+    assert_copied(proc, raw, out)
+    assert f"bmaptool: info: discovered signature file for bmap '{bmap}.asc'" in proc.stderr
+    assert ("bmaptool: info: successfully verified bmap file signature of correct <foo@bar.org> "
+            f"(fingerprint {keys.correct})") in proc.stderr
+
+
 def test_quiet_prints_no_signer(keys, image, tmp_path):
     raw, packed, bmap = image
     sign(keys, keys.home, keys.correct, bmap, "asc")
