@@ -240,6 +240,7 @@ on_manager_ready (GObject *source, GAsyncResult *result, gpointer user_data)
   BmapdFlasherClient *self = g_task_get_task_data (task);
   g_autoptr (GError) error = NULL;
   g_autolist (GDBusObject) objects = NULL;
+  GCancellable *cancellable;
 
   self->manager = bmapd_flasher_dbus_object_manager_client_new_for_bus_finish (result, &error);
   if (self->manager == NULL) {
@@ -259,9 +260,11 @@ on_manager_ready (GObject *source, GAsyncResult *result, gpointer user_data)
   for (GList *l = objects; l != NULL; l = l->next)
     on_object_added (self->manager, l->data, self);
 
-  bmapd_flasher_dbus_manager_proxy_new_for_bus (
-      G_BUS_TYPE_SYSTEM, G_DBUS_PROXY_FLAGS_NONE, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
-      g_task_get_cancellable (task), on_manager_proxy_ready, g_steal_pointer (&task));
+  /* Read before the task is handed on: argument order is unspecified. */
+  cancellable = g_task_get_cancellable (task);
+  bmapd_flasher_dbus_manager_proxy_new_for_bus (G_BUS_TYPE_SYSTEM, G_DBUS_PROXY_FLAGS_NONE,
+                                                BMAPD_BUS_NAME, BMAPD_MANAGER_PATH, cancellable,
+                                                on_manager_proxy_ready, g_steal_pointer (&task));
 }
 
 void

@@ -29,6 +29,7 @@ struct _BmapdFlasherWindow {
   guint shot_stage;         /* 0, 1 after progress.png, 2 after result.png */
   GPtrArray *pending_shots; /* paths to save at the next frame */
   guint tick_id;
+  gboolean start_after_shot; /* --flash with screenshots: setup.png first */
 
   GtkWidget *stack;
   GtkWidget *toasts;
@@ -104,23 +105,41 @@ save_window_png (BmapdFlasherWindow *self, const char *path)
   if (!gdk_texture_save_to_png (texture, path))
     g_warning ("Cannot save the screenshot %s", path);
   else if (self->verbose) {
-    g_print ("screenshot %s\n", path);
+    /* With what it shows: "screenshot PATH /dev/sdb writing ...". */
+    g_print ("screenshot %s", path);
+    for (guint i = 0; i < self->jobs->len; i++)
+      g_print (
+          " %s %s", bmapd_flasher_job_get_device_node (self->jobs->pdata[i]),
+          bmapd_flasher_job_state_to_string (bmapd_flasher_job_get_state (self->jobs->pdata[i])));
+    g_print ("\n");
     fflush (stdout);
   }
 }
 
 static void bmapd_flasher_window_check_done (BmapdFlasherWindow *self);
+static void start_flash (BmapdFlasherWindow *self);
 
 /* After the frame is painted the layout shows the latest state. */
 static void
 on_after_paint (GdkFrameClock *clock, BmapdFlasherWindow *self)
 {
-  g_autoptr (GPtrArray) shots = g_steal_pointer (&self->pending_shots);
+  g_autoptr (GPtrArray) shots = NULL;
 
+  /* A page half faded in is not what a person looks at: wait for the end
+   * of the stack's transition. */
+  if (gtk_stack_get_transition_running (GTK_STACK (self->stack))) {
+    gdk_frame_clock_request_phase (clock, GDK_FRAME_CLOCK_PHASE_PAINT);
+    return;
+  }
+  shots = g_steal_pointer (&self->pending_shots);
   g_signal_handlers_disconnect_by_func (clock, on_after_paint, self);
   self->pending_shots = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; shots != NULL && i < shots->len; i++)
     save_window_png (self, shots->pdata[i]);
+  if (self->start_after_shot) {
+    self->start_after_shot = FALSE;
+    start_flash (self);
+  }
   bmapd_flasher_window_check_done (self);
 }
 
@@ -348,6 +367,11 @@ maybe_flash_now (BmapdFlasherWindow *self)
   update_flash_button (self);
   if (!gtk_widget_get_sensitive (self->flash_button)) {
     show_toast (self, _ ("The chosen devices cannot take this image: see why below"));
+    return;
+  }
+  if (self->screenshot_dir != NULL) {
+    self->start_after_shot = TRUE;
+    take_named_screenshot (self, "setup.png");
     return;
   }
   start_flash (self);
@@ -812,6 +836,7 @@ build_setup_page (BmapdFlasherWindow *self)
   GtkWidget *recent_list = gtk_list_box_new ();
   GtkWidget *image_icon = gtk_image_new_from_icon_name ("media-optical");
   GtkWidget *placeholder = gtk_label_new (_ ("Insert an SD card or a USB stick"));
+  GtkWidget *page;
 
   adw_preferences_group_set_title (ADW_PREFERENCES_GROUP (image_group), _ ("1. Image"));
   self->image_row = adw_action_row_new ();
@@ -860,10 +885,16 @@ build_setup_page (BmapdFlasherWindow *self)
   gtk_widget_add_css_class (self->flash_button, "pill");
   gtk_widget_add_css_class (self->flash_button, "suggested-action");
   gtk_widget_set_halign (self->flash_button, GTK_ALIGN_CENTER);
+  gtk_widget_set_margin_top (self->flash_button, 12);
+  gtk_widget_set_margin_bottom (self->flash_button, 12);
   gtk_widget_set_sensitive (self->flash_button, FALSE);
   g_signal_connect (self->flash_button, "clicked", G_CALLBACK (on_flash_clicked), self);
-  gtk_box_append (GTK_BOX (box), self->flash_button);
-  return clamped_page (box);
+  /* 3.: always in sight, however many devices the list holds. */
+  page = gtk_box_new (GTK_ORIENTATION_VERTICAL, 0);
+  gtk_box_append (GTK_BOX (page), clamped_page (box));
+  gtk_box_append (GTK_BOX (page), gtk_separator_new (GTK_ORIENTATION_HORIZONTAL));
+  gtk_box_append (GTK_BOX (page), self->flash_button);
+  return page;
 }
 
 static GtkWidget *
