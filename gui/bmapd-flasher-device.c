@@ -297,6 +297,33 @@ bmapd_flasher_device_dup_contents (BmapdFlasherDevice *self)
 }
 
 char *
+bmapd_flasher_device_dup_erase_warning (BmapdFlasherDevice *self)
+{
+  g_autofree char *name = NULL;
+  g_autofree char *contents = NULL;
+  g_autoptr (GString) text = g_string_new (NULL);
+
+  g_return_val_if_fail (BMAPD_FLASHER_IS_DEVICE (self), NULL);
+
+  name = bmapd_flasher_device_dup_display_name (self);
+  contents = bmapd_flasher_device_dup_contents (self);
+  g_string_append_printf (text, "%s (%s): ", name, bmapd_flasher_device_get_node (self));
+  if (contents != NULL && contents[0] != '\0')
+    /* TRANSLATORS: "BOOT (vfat, 268 MB), rootfs (ext4, 3.2 GB) will be lost." */
+    g_string_append_printf (text, _ ("%s will be lost."), contents);
+  else if (contents != NULL)
+    g_string_append (text, _ ("no partition or filesystem was found on it; whatever it holds "
+                              "will be lost."));
+  else
+    g_string_append (text, _ ("everything on it will be lost."));
+  if (bmapd_flasher_device_get_busy (self)) {
+    g_string_append_c (text, ' ');
+    g_string_append (text, _ ("Its mounted partitions will be unmounted first."));
+  }
+  return g_string_free (g_steal_pointer (&text), FALSE);
+}
+
+char *
 bmapd_flasher_device_dup_unusable_reason (BmapdFlasherDevice *self, guint64 image_size)
 {
   guint64 size;

@@ -38,6 +38,10 @@ const char *bmapd_flasher_device_get_icon_name (BmapdFlasherDevice *self);
  * NULL when the daemon has no Contents property, "" when it found
  * nothing on the disk. */
 char *bmapd_flasher_device_dup_contents (BmapdFlasherDevice *self);
+/* What erasing the device loses, for the confirmation: "SanDisk Ultra
+ * 32 GB (/dev/sdb): BOOT (vfat, 268 MB) will be lost." with Contents, the
+ * mounted partitions to unmount when Busy. */
+char *bmapd_flasher_device_dup_erase_warning (BmapdFlasherDevice *self);
 /* Why the image (of @image_size bytes, 0 when unknown) cannot go onto this
  * device, said for a person; NULL when it can. */
 char *bmapd_flasher_device_dup_unusable_reason (BmapdFlasherDevice *self, guint64 image_size);

@@ -231,7 +231,7 @@ on_job_changed (BmapdFlasherJob *job, BmapdFlasherWindow *self)
     take_named_screenshot (self, "progress.png");
   }
   if (all_jobs_finished (self)) {
-    gtk_widget_set_sensitive (self->another_button, TRUE);
+    gtk_widget_set_visible (self->another_button, TRUE);
     adw_preferences_group_set_description (ADW_PREFERENCES_GROUP (self->jobs_group),
                                            _ ("Finished."));
     if (self->shot_stage != 2) {
@@ -281,7 +281,7 @@ start_flash (BmapdFlasherWindow *self)
   adw_preferences_group_set_title (ADW_PREFERENCES_GROUP (self->jobs_group), title);
   adw_preferences_group_set_description (ADW_PREFERENCES_GROUP (self->jobs_group),
                                          _ ("The cards can be removed once they say so."));
-  gtk_widget_set_sensitive (self->another_button, FALSE);
+  gtk_widget_set_visible (self->another_button, FALSE);
   gtk_stack_set_visible_child_name (GTK_STACK (self->stack), "flash");
 
   g_hash_table_iter_init (&iter, self->selected);
@@ -361,12 +361,12 @@ maybe_flash_now (BmapdFlasherWindow *self)
       || self->wanted_nodes->len > 0)
     return;
   devices = selected_devices (self);
-  if (devices->len == 0)
-    return;
   self->flash_when_ready = FALSE;
   update_flash_button (self);
   if (!gtk_widget_get_sensitive (self->flash_button)) {
-    show_toast (self, _ ("The chosen devices cannot take this image: see why below"));
+    /* Each refused device has said why (select_wanted_nodes). */
+    if (self->close_when_done)
+      gtk_window_destroy (GTK_WINDOW (self));
     return;
   }
   if (self->screenshot_dir != NULL) {
@@ -403,25 +403,16 @@ confirm_flash (BmapdFlasherWindow *self)
   }
   for (guint i = 0; i < devices->len; i++) {
     BmapdFlasherDevice *device = devices->pdata[i];
-    g_autofree char *name = bmapd_flasher_device_dup_display_name (device);
-    g_autofree char *contents = bmapd_flasher_device_dup_contents (device);
+    g_autofree char *warning = bmapd_flasher_device_dup_erase_warning (device);
 
     if (body->len > 0)
       g_string_append (body, "\n\n");
-    g_string_append_printf (body, "%s (%s): ", name, bmapd_flasher_device_get_node (device));
-    if (contents != NULL && contents[0] != '\0')
-      /* TRANSLATORS: "BOOT (vfat, 268 MB), rootfs (ext4, 3.2 GB) will be lost." */
-      g_string_append_printf (body, _ ("%s will be lost."), contents);
-    else if (contents != NULL)
-      g_string_append (body, _ ("no partitions or filesystems were found on it; anything on it "
-                                "will be lost."));
-    else
-      g_string_append (body, _ ("everything on it will be lost."));
-    if (bmapd_flasher_device_get_busy (device))
-      g_string_append_printf (body, " %s", _ ("Its mounted partitions will be unmounted first."));
+    g_string_append (body, warning);
   }
-  g_string_append_printf (body, "\n\n%s %s", bmapd_flasher_image_get_basename (self->image),
-                          _ ("will be written instead."));
+  g_string_append (body, "\n\n");
+  /* TRANSLATORS: after what will be lost: "disk.img.xz will be written instead." */
+  g_string_append_printf (body, _ ("%s will be written instead."),
+                          bmapd_flasher_image_get_basename (self->image));
 
   dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self), heading, body->str));
   adw_message_dialog_add_responses (dialog, "cancel", _ ("_Cancel"), "erase",
@@ -541,11 +532,23 @@ select_wanted_nodes (BmapdFlasherWindow *self)
   for (guint i = 0; i < self->wanted_nodes->len;) {
     BmapdFlasherDevice *device
         = bmapd_flasher_client_find_device_by_node (self->client, self->wanted_nodes->pdata[i]);
+    g_autofree char *reason = NULL;
     if (device == NULL) {
       i++;
       continue;
     }
-    g_hash_table_add (self->selected, g_strdup (bmapd_flasher_device_get_object_path (device)));
+    reason = bmapd_flasher_device_dup_unusable_reason (device, image_size (self));
+    if (reason == NULL) {
+      g_hash_table_add (self->selected, g_strdup (bmapd_flasher_device_get_object_path (device)));
+    } else {
+      g_autofree char *text
+          = g_strdup_printf ("%s: %s", bmapd_flasher_device_get_node (device), reason);
+      show_toast (self, text);
+      if (self->verbose) {
+        g_print ("unusable %s %s\n", bmapd_flasher_device_get_node (device), reason);
+        fflush (stdout);
+      }
+    }
     g_ptr_array_remove_index (self->wanted_nodes, i);
   }
 }

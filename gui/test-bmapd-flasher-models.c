@@ -132,6 +132,49 @@ test_device_new_properties (void)
 }
 
 static void
+test_device_erase_warning (void)
+{
+  g_autoptr (BmapdFlasherDevice) device
+      = bmapd_flasher_device_new ("/org/bmapd/bmapd1/device/sdb", old_usb_properties ());
+  GVariantBuilder contents;
+  GVariantBuilder part;
+  const char *mounts[] = { "/media/alice/BOOT", NULL };
+  g_autofree char *unknown = NULL;
+  g_autofree char *empty = NULL;
+  g_autofree char *mounted = NULL;
+
+  /* A daemon without Contents: nothing is claimed about what is there. */
+  unknown = bmapd_flasher_device_dup_erase_warning (device);
+  g_assert_cmpstr (unknown, ==,
+                   "Generic STORAGE DEVICE 16.0" NBSP
+                   "GB (/dev/sdb): everything on it will be lost.");
+
+  bmapd_flasher_device_update (
+      device, one_property ("Contents", g_variant_new_array (G_VARIANT_TYPE_VARDICT, NULL, 0)),
+      NULL);
+  empty = bmapd_flasher_device_dup_erase_warning (device);
+  g_assert_cmpstr (empty, ==,
+                   "Generic STORAGE DEVICE 16.0" NBSP "GB (/dev/sdb): no partition or filesystem "
+                   "was found on it; whatever it holds will be lost.");
+
+  g_variant_builder_init (&contents, G_VARIANT_TYPE ("aa{sv}"));
+  g_variant_builder_init (&part, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&part, "{sv}", "label", g_variant_new_string ("BOOT"));
+  g_variant_builder_add (&part, "{sv}", "type", g_variant_new_string ("vfat"));
+  g_variant_builder_add (&part, "{sv}", "size", g_variant_new_uint64 (268435456));
+  g_variant_builder_add (&part, "{sv}", "mount-points", g_variant_new_strv (mounts, -1));
+  g_variant_builder_add (&contents, "a{sv}", &part);
+  bmapd_flasher_device_update (device, one_property ("Contents", g_variant_builder_end (&contents)),
+                               NULL);
+  bmapd_flasher_device_update (device, one_property ("Busy", g_variant_new_boolean (TRUE)), NULL);
+  mounted = bmapd_flasher_device_dup_erase_warning (device);
+  g_assert_cmpstr (mounted, ==,
+                   "Generic STORAGE DEVICE 16.0" NBSP "GB (/dev/sdb): BOOT (vfat, 268.4" NBSP
+                   "MB, mounted at /media/alice/BOOT) will be lost. Its mounted partitions will be "
+                   "unmounted first.");
+}
+
+static void
 test_device_wrong_types_ignored (void)
 {
   g_autoptr (BmapdFlasherDevice) device
@@ -392,6 +435,7 @@ main (int argc, char *argv[])
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/flasher/device/fallbacks", test_device_fallbacks);
   g_test_add_func ("/flasher/device/new-properties", test_device_new_properties);
+  g_test_add_func ("/flasher/device/erase-warning", test_device_erase_warning);
   g_test_add_func ("/flasher/device/wrong-types", test_device_wrong_types_ignored);
   g_test_add_func ("/flasher/device/unusable", test_device_unusable);
   g_test_add_func ("/flasher/device/unknown-system", test_device_unknown_system);

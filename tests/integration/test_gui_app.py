@@ -229,3 +229,27 @@ def test_gui_app_flashes_loop_device(daemon, bus, polkit, loop_factory, xvfb, fl
     assert shot_lines[1][2:] in ([loop.node, 'writing'], [loop.node, 'syncing'],
                                  [loop.node, 'verifying']), shot_lines
     assert shot_lines[2][2:] == [loop.node, 'done'], shot_lines
+
+
+def test_gui_app_too_small_device_is_refused(daemon, bus, polkit, loop_factory, xvfb, flasher,
+                                             user_dir):
+    '''A card smaller than the image is not flashed: the app says why,
+    before any password is asked, and the card is untouched.'''
+    _, image, _ = make_image(user_dir)
+    loop = loop_factory(16 * h.MiB)
+    before = loop.sha256()
+    polkit.set_challenge([h.ACTION_FLASH])
+
+    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
+                               [image, '--device', loop.node, '--flash', '--verbose',
+                                '--close-when-done'])
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = [line for line in out.splitlines()
+             if line.split(' ', 1)[0] in ('unusable', 'state', 'result')]
+    # g_format_size: decimal units with a no-break space.
+    assert lines == [f'unusable {loop.node} Too small: 16.8\u00a0MB, the image needs '
+                     '100.7\u00a0MB'], out
+    assert polkit.checks() == []
+    assert loop.sha256() == before
