@@ -218,6 +218,26 @@ on_signal (GDBusObjectManagerClient *manager, GDBusObjectProxy *object, GDBusPro
   }
 }
 
+/* bmapd stopped (or crashed, or was restarted): its jobs went with it, and
+ * no Finished will come for them. */
+static void
+on_name_owner (GDBusObjectManagerClient *manager, GParamSpec *pspec, gpointer user_data)
+{
+  BmapdFlasherClient *self = user_data;
+  g_autofree char *owner = g_dbus_object_manager_client_get_name_owner (manager);
+  GHashTableIter iter;
+  gpointer job;
+
+  if (owner != NULL)
+    return;
+  g_hash_table_iter_init (&iter, self->jobs);
+  while (g_hash_table_iter_next (&iter, NULL, &job)) {
+    if (!bmapd_flasher_job_is_finished (job))
+      bmapd_flasher_job_finish (job, "failed", "org.freedesktop.DBus.Error.NameHasNoOwner",
+                                _ ("bmapd stopped before the flash ended."));
+  }
+}
+
 static void
 on_manager_proxy_ready (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -255,6 +275,7 @@ on_manager_ready (GObject *source, GAsyncResult *result, gpointer user_data)
   g_signal_connect (self->manager, "interface-proxy-properties-changed",
                     G_CALLBACK (on_properties_changed), self);
   g_signal_connect (self->manager, "interface-proxy-signal", G_CALLBACK (on_signal), self);
+  g_signal_connect (self->manager, "notify::name-owner", G_CALLBACK (on_name_owner), self);
 
   objects = g_dbus_object_manager_get_objects (self->manager);
   for (GList *l = objects; l != NULL; l = l->next)
