@@ -66,6 +66,32 @@ bmapd_flasher_application_command_line (GApplication *application,
   gtk_window_present (GTK_WINDOW (window));
   if (g_variant_dict_lookup (options, "flash", "b", &flag) && flag)
     bmapd_flasher_window_flash_when_ready (window);
+  if (g_variant_dict_lookup (options, "station", "b", &flag) && flag) {
+    g_auto (GVariantDict) match;
+    gint64 size = 0;
+    gint count = 0;
+
+    g_variant_dict_init (&match, NULL);
+    if (g_variant_dict_lookup (options, "match-size", "x", &size)) {
+      if (size <= 0) {
+        g_application_command_line_printerr (
+            command_line, _ ("--match-size must be a size in bytes, not %" G_GINT64_FORMAT "\n"),
+            size);
+        return 2;
+      }
+      g_variant_dict_insert (&match, "min-size", "t", (guint64) size);
+      g_variant_dict_insert (&match, "max-size", "t", (guint64) size);
+    }
+    if (g_variant_dict_lookup (options, "match-fixed", "b", &flag) && flag)
+      g_variant_dict_insert (&match, "allow-non-removable", "b", TRUE);
+    g_variant_dict_lookup (options, "station-count", "i", &count);
+    if (count < 0) {
+      g_application_command_line_printerr (
+          command_line, _ ("--station-count must be 0 or more, not %d\n"), count);
+      return 2;
+    }
+    bmapd_flasher_window_start_station (window, g_variant_dict_end (&match), (guint) count);
+  }
   return 0;
 }
 
@@ -104,6 +130,16 @@ bmapd_flasher_application_init (BmapdFlasherApplication *self)
       N_ ("Print each device's flash states and result on standard output"), NULL },
     { "close-when-done", 0, 0, G_OPTION_ARG_NONE, NULL,
       N_ ("Close the window once every flash has ended"), NULL },
+    { "station", 0, 0, G_OPTION_ARG_NONE, NULL,
+      N_ ("Station mode: flash the image onto every card inserted from now on"), NULL },
+    { "station-count", 0, 0, G_OPTION_ARG_INT, NULL,
+      N_ ("Station mode: stop after this many cards (0, the default: no limit)"), N_ ("N") },
+    { "match-size", 0, 0, G_OPTION_ARG_INT64, NULL,
+      N_ ("Station mode: only cards of exactly this many bytes"), N_ ("BYTES") },
+    { "match-fixed", 0, 0, G_OPTION_ARG_NONE, NULL,
+      N_ ("Station mode: non-removable disks too (fixed card slots, loop devices); asks for "
+          "the right to flash system disks"),
+      NULL },
     { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, NULL, NULL, N_ ("[IMAGE]") },
     { NULL },
   };

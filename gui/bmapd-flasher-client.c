@@ -5,14 +5,16 @@
 #include <gio/gunixfdlist.h>
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
+#include <unistd.h>
 
 #include "bmapd-flasher-client.h"
 #include "bmapd-flasher-dbus.h"
 
-#define BMAPD_BUS_NAME     "org.bmapd.bmapd1"
-#define BMAPD_MANAGER_PATH "/org/bmapd/bmapd1"
-#define BMAPD_JOB_IFACE    "org.bmapd.bmapd1.Job"
-#define BMAPD_DEVICE_IFACE "org.bmapd.bmapd1.Device"
+#define BMAPD_BUS_NAME        "org.bmapd.bmapd1"
+#define BMAPD_MANAGER_PATH    "/org/bmapd/bmapd1"
+#define BMAPD_JOB_IFACE       "org.bmapd.bmapd1.Job"
+#define BMAPD_DEVICE_IFACE    "org.bmapd.bmapd1.Device"
+#define BMAPD_AUTOFLASH_IFACE "org.bmapd.bmapd1.AutoFlash"
 
 struct _BmapdFlasherClient {
   GObject parent_instance;
@@ -23,6 +25,8 @@ struct _BmapdFlasherClient {
    * Flash call has not been answered yet, by device path. */
   GHashTable *jobs;
   GHashTable *pending;
+  /* Station mode: the rule's cards' jobs are followed too. */
+  BmapdFlasherStation *station;
 };
 
 G_DEFINE_TYPE (BmapdFlasherClient, bmapd_flasher_client, G_TYPE_OBJECT)
@@ -39,6 +43,7 @@ bmapd_flasher_client_dispose (GObject *object)
   g_clear_object (&self->devices);
   g_clear_pointer (&self->jobs, g_hash_table_unref);
   g_clear_pointer (&self->pending, g_hash_table_unref);
+  g_clear_object (&self->station);
   G_OBJECT_CLASS (bmapd_flasher_client_parent_class)->dispose (object);
 }
 
@@ -73,6 +78,13 @@ proxy_dup_properties (GDBusProxy *proxy)
 }
 
 static gboolean
+is_station_rule (BmapdFlasherClient *self, const char *object_path)
+{
+  return self->station != NULL
+         && g_strcmp0 (bmapd_flasher_station_get_rule (self->station), object_path) == 0;
+}
+
+static gboolean
 find_device (BmapdFlasherClient *self, const char *object_path, guint *position)
 {
   guint n = g_list_model_get_n_items (G_LIST_MODEL (self->devices));
@@ -100,6 +112,41 @@ add_device (BmapdFlasherClient *self, GDBusProxy *proxy)
   g_list_store_append (self->devices, device);
 }
 
+/* A card the armed station's rule took: bmapd gives its job the rule's
+ * description and the uid that armed it. */
+static BmapdFlasherJob *
+lookup_station_job (BmapdFlasherClient *self, GDBusProxy *proxy, const char *device_path)
+{
+  const char *path = g_dbus_proxy_get_object_path (proxy);
+  g_autoptr (GVariant) description = g_dbus_proxy_get_cached_property (proxy, "Description");
+  g_autoptr (GVariant) uid = g_dbus_proxy_get_cached_property (proxy, "StartedByUid");
+  g_autoptr (BmapdFlasherJob) job = NULL;
+  g_autofree char *name = NULL;
+  g_autofree char *node = NULL;
+  guint position;
+
+  if (self->station == NULL || !bmapd_flasher_station_is_armed (self->station)
+      || description == NULL || !g_variant_is_of_type (description, G_VARIANT_TYPE_STRING)
+      || uid == NULL || !g_variant_is_of_type (uid, G_VARIANT_TYPE_UINT32)
+      || g_variant_get_uint32 (uid) != getuid ()
+      || g_strcmp0 (g_variant_get_string (description, NULL),
+                    bmapd_flasher_station_get_description (self->station))
+             != 0)
+    return NULL;
+  if (find_device (self, device_path, &position)) {
+    g_autoptr (BmapdFlasherDevice) device
+        = g_list_model_get_item (G_LIST_MODEL (self->devices), position);
+    name = bmapd_flasher_device_dup_display_name (device);
+    node = g_strdup (bmapd_flasher_device_get_node (device));
+  }
+  job = bmapd_flasher_job_new (device_path, name != NULL ? name : device_path,
+                               node != NULL ? node : "");
+  bmapd_flasher_job_set_object_path (job, path);
+  g_hash_table_insert (self->jobs, g_strdup (path), g_object_ref (job));
+  bmapd_flasher_station_add_job (self->station, job);
+  return job;
+}
+
 /* Our job, known by its path, or the pending one for its device. */
 static BmapdFlasherJob *
 lookup_job (BmapdFlasherClient *self, GDBusProxy *proxy)
@@ -115,7 +162,7 @@ lookup_job (BmapdFlasherClient *self, GDBusProxy *proxy)
     return NULL;
   job = g_hash_table_lookup (self->pending, g_variant_get_string (device, NULL));
   if (job == NULL)
-    return NULL;
+    return lookup_station_job (self, proxy, g_variant_get_string (device, NULL));
   /* The job exists before Flash answers (it is "authorizing" while polkit
    * asks): follow it from its first state on. */
   bmapd_flasher_job_set_object_path (job, path);
@@ -129,9 +176,13 @@ on_interface_added (GDBusObjectManager *manager, GDBusObject *object, GDBusInter
 {
   BmapdFlasherClient *self = user_data;
   const char *name = g_dbus_proxy_get_interface_name (G_DBUS_PROXY (interface));
+  const char *object_path = g_dbus_proxy_get_object_path (G_DBUS_PROXY (interface));
 
   if (g_strcmp0 (name, BMAPD_DEVICE_IFACE) == 0) {
     add_device (self, G_DBUS_PROXY (interface));
+  } else if (g_strcmp0 (name, BMAPD_AUTOFLASH_IFACE) == 0 && is_station_rule (self, object_path)) {
+    g_autoptr (GVariant) properties = proxy_dup_properties (G_DBUS_PROXY (interface));
+    bmapd_flasher_station_update (self->station, properties);
   } else if (g_strcmp0 (name, BMAPD_JOB_IFACE) == 0) {
     BmapdFlasherJob *job = lookup_job (self, G_DBUS_PROXY (interface));
     if (job != NULL) {
@@ -161,6 +212,9 @@ on_interface_removed (GDBusObjectManager *manager, GDBusObject *object, GDBusInt
   if (g_strcmp0 (name, BMAPD_DEVICE_IFACE) == 0
       && find_device (self, g_dbus_object_get_object_path (object), &position))
     g_list_store_remove (self->devices, position);
+  else if (g_strcmp0 (name, BMAPD_AUTOFLASH_IFACE) == 0
+           && is_station_rule (self, g_dbus_object_get_object_path (object)))
+    bmapd_flasher_station_disarm (self->station);
 }
 
 static void
@@ -190,6 +244,9 @@ on_properties_changed (GDBusObjectManagerClient *manager, GDBusObjectProxy *obje
     BmapdFlasherJob *job = lookup_job (self, proxy);
     if (job != NULL)
       bmapd_flasher_job_update (job, changed);
+  } else if (g_strcmp0 (name, BMAPD_AUTOFLASH_IFACE) == 0
+             && is_station_rule (self, g_dbus_proxy_get_object_path (proxy))) {
+    bmapd_flasher_station_update (self->station, changed);
   }
 }
 
@@ -385,57 +442,62 @@ open_for_reading (const char *path, GError **error)
   return fd;
 }
 
+/* The image and its bmap as descriptors in @fds, with "bmap" (or
+ * "nobmap"), "verify" and "description" in @options; returns the image's
+ * index in @fds, -1 on error. */
+static int
+add_image (BmapdFlasherImage *image, GUnixFDList *fds, GVariantBuilder *options,
+           const char *description, GError **error)
+{
+  int image_fd;
+  int image_index;
+  const char *bmap_path;
+
+  image_fd = open_for_reading (bmapd_flasher_image_get_path (image), error);
+  if (image_fd < 0)
+    return -1;
+  image_index = g_unix_fd_list_append (fds, image_fd, error);
+  g_close (image_fd, NULL);
+  if (image_index < 0)
+    return -1;
+
+  bmap_path = bmapd_flasher_image_get_bmap_path (image);
+  if (bmap_path != NULL) {
+    int bmap_fd = open_for_reading (bmap_path, error);
+    int bmap_index;
+
+    if (bmap_fd < 0)
+      return -1;
+    bmap_index = g_unix_fd_list_append (fds, bmap_fd, error);
+    g_close (bmap_fd, NULL);
+    if (bmap_index < 0)
+      return -1;
+    g_variant_builder_add (options, "{sv}", "bmap", g_variant_new_handle (bmap_index));
+  } else {
+    g_variant_builder_add (options, "{sv}", "nobmap", g_variant_new_boolean (TRUE));
+  }
+  g_variant_builder_add (options, "{sv}", "verify", g_variant_new_boolean (TRUE));
+  g_variant_builder_add (options, "{sv}", "description", g_variant_new_string (description));
+  return image_index;
+}
+
 void
 bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
                             BmapdFlasherDevice *device, BmapdFlasherJob *job, gboolean unmount)
 {
   g_autoptr (GUnixFDList) fds = g_unix_fd_list_new ();
   g_autoptr (GError) error = NULL;
-  GVariantBuilder options;
+  g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
   FlashCall *call;
-  int image_fd;
   int image_index;
-  const char *bmap_path;
 
   g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
 
-  image_fd = open_for_reading (bmapd_flasher_image_get_path (image), &error);
-  if (image_fd < 0) {
-    bmapd_flasher_job_call_failed (job, error);
-    return;
-  }
-  image_index = g_unix_fd_list_append (fds, image_fd, &error);
-  g_close (image_fd, NULL);
+  image_index = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), &error);
   if (image_index < 0) {
     bmapd_flasher_job_call_failed (job, error);
     return;
   }
-
-  g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
-  bmap_path = bmapd_flasher_image_get_bmap_path (image);
-  if (bmap_path != NULL) {
-    int bmap_fd = open_for_reading (bmap_path, &error);
-    int bmap_index;
-
-    if (bmap_fd < 0) {
-      g_variant_builder_clear (&options);
-      bmapd_flasher_job_call_failed (job, error);
-      return;
-    }
-    bmap_index = g_unix_fd_list_append (fds, bmap_fd, &error);
-    g_close (bmap_fd, NULL);
-    if (bmap_index < 0) {
-      g_variant_builder_clear (&options);
-      bmapd_flasher_job_call_failed (job, error);
-      return;
-    }
-    g_variant_builder_add (&options, "{sv}", "bmap", g_variant_new_handle (bmap_index));
-  } else {
-    g_variant_builder_add (&options, "{sv}", "nobmap", g_variant_new_boolean (TRUE));
-  }
-  g_variant_builder_add (&options, "{sv}", "verify", g_variant_new_boolean (TRUE));
-  g_variant_builder_add (&options, "{sv}", "description",
-                         g_variant_new_string (bmapd_flasher_image_get_basename (image)));
   /* The card the person saw, not one swapped in since. */
   if (bmapd_flasher_device_get_diskseq (device) != 0)
     g_variant_builder_add (&options, "{sv}", "diskseq",
@@ -457,6 +519,94 @@ bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
       g_variant_new ("(oha{sv})", bmapd_flasher_device_get_object_path (device), image_index,
                      &options),
       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, fds, NULL, on_flash_reply, call);
+}
+
+static void
+on_add_auto_flash_reply (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (BmapdFlasherClient) self = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply = NULL;
+  g_autoptr (GDBusInterface) proxy = NULL;
+  const char *path;
+
+  reply = g_dbus_proxy_call_with_unix_fd_list_finish (G_DBUS_PROXY (source), NULL, result, &error);
+  if (self->station == NULL)
+    return;
+  if (reply == NULL) {
+    g_dbus_error_strip_remote_error (error);
+    bmapd_flasher_station_fail (self->station, error->message);
+    return;
+  }
+  g_variant_get (reply, "(&o)", &path);
+  bmapd_flasher_station_set_rule (self->station, path);
+  proxy = g_dbus_object_manager_get_interface (self->manager, path, BMAPD_AUTOFLASH_IFACE);
+  if (proxy != NULL) {
+    g_autoptr (GVariant) properties = proxy_dup_properties (G_DBUS_PROXY (proxy));
+    bmapd_flasher_station_update (self->station, properties);
+  }
+}
+
+void
+bmapd_flasher_client_arm_station (BmapdFlasherClient *self, BmapdFlasherImage *image,
+                                  BmapdFlasherStation *station, GVariant *match, guint count)
+{
+  g_autoptr (GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr (GError) error = NULL;
+  g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
+  g_autoptr (GVariant) match_ref = g_variant_ref_sink (match);
+  int image_index;
+
+  g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
+
+  g_set_object (&self->station, station);
+  image_index
+      = add_image (image, fds, &options, bmapd_flasher_station_get_description (station), &error);
+  if (image_index < 0) {
+    bmapd_flasher_station_fail (station, error->message);
+    return;
+  }
+  if (count > 0)
+    g_variant_builder_add (&options, "{sv}", "count", g_variant_new_uint32 (count));
+  /* No "keep": the rule goes when this app leaves the bus, so that no card
+   * is flashed with nobody watching the station. */
+  g_dbus_proxy_call_with_unix_fd_list (
+      G_DBUS_PROXY (self->manager_proxy), "AddAutoFlash",
+      g_variant_new ("(h@a{sv}a{sv})", image_index, match_ref, &options),
+      G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, fds, NULL,
+      on_add_auto_flash_reply, g_object_ref (self));
+}
+
+static void
+on_remove_reply (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (BmapdFlasherStation) station = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply
+      = g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
+
+  if (reply == NULL) {
+    g_dbus_error_strip_remote_error (error);
+    bmapd_flasher_station_fail (station, error->message);
+    return;
+  }
+  bmapd_flasher_station_disarm (station);
+}
+
+void
+bmapd_flasher_client_disarm_station (BmapdFlasherClient *self, BmapdFlasherStation *station)
+{
+  GDBusConnection *connection;
+
+  g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
+
+  if (bmapd_flasher_station_get_rule (station) == NULL || !bmapd_flasher_station_is_armed (station))
+    return;
+  connection = g_dbus_proxy_get_connection (G_DBUS_PROXY (self->manager_proxy));
+  g_dbus_connection_call (connection, BMAPD_BUS_NAME, bmapd_flasher_station_get_rule (station),
+                          BMAPD_AUTOFLASH_IFACE, "Remove", NULL, NULL,
+                          G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, NULL,
+                          on_remove_reply, g_object_ref (station));
 }
 
 static void

@@ -6,6 +6,7 @@
 #include "bmapd-flasher-device.h"
 #include "bmapd-flasher-image.h"
 #include "bmapd-flasher-job.h"
+#include "bmapd-flasher-station.h"
 
 G_BEGIN_DECLS
 
@@ -33,5 +34,13 @@ bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
                             BmapdFlasherDevice *device, BmapdFlasherJob *job, gboolean unmount);
 /* Asks the daemon to stop @job; the job then ends "canceled". */
 void bmapd_flasher_client_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job);
+
+/* Station mode: arms an auto-flash rule (AddAutoFlash) for @image with
+ * @match (a floating a{sv} is sunk) and "count" @count (0: no limit); the
+ * rule's counters and its cards' jobs land in @station, so do failures. */
+void bmapd_flasher_client_arm_station (BmapdFlasherClient *self, BmapdFlasherImage *image,
+                                       BmapdFlasherStation *station, GVariant *match, guint count);
+/* Removes the station's rule; cards being written are finished. */
+void bmapd_flasher_client_disarm_station (BmapdFlasherClient *self, BmapdFlasherStation *station);
 
 G_END_DECLS

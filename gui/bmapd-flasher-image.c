@@ -67,10 +67,13 @@ bmapd_flasher_image_new_for_path (const char *path, GError **error)
     /* An uncompressed image shorter or longer than its bmap says belongs
      * to another bmap: bmapd would refuse it after the password. */
     if (self->image_size != 0 && self->image_size != map->image_size) {
+      g_autofree char *have = g_strdup_printf ("%" G_GUINT64_FORMAT, self->image_size);
+      g_autofree char *want = g_strdup_printf ("%" G_GUINT64_FORMAT, map->image_size);
+      /* TRANSLATORS: "disk.img is 4096 bytes but its bmap disk.img.bmap is for
+       * an image of 8192 bytes" */
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
-                   _ ("%s is %" G_GUINT64_FORMAT
-                      " bytes but its bmap %s is for an image of %" G_GUINT64_FORMAT " bytes"),
-                   path, self->image_size, self->bmap_path, map->image_size);
+                   _ ("%s is %s bytes but its bmap %s is for an image of %s bytes"), path, have,
+                   self->bmap_path, want);
       return NULL;
     }
     self->image_size = map->image_size;

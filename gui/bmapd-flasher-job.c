@@ -327,20 +327,20 @@ bmapd_flasher_job_dup_status (BmapdFlasherJob *self, gint64 now_usec)
       g_string_append (status, " · ");
       g_string_append_printf (status, _ ("%s/s"), rate);
     }
+    /* In int: gettext cannot see through G_GINT64_FORMAT, and no flash
+     * takes 68 years. */
     if (left >= 60) {
-      gint64 minutes = (left + 30) / 60;
-      g_string_append (status, " · ");
-      g_string_append_printf (
-          status,
-          g_dngettext (GETTEXT_PACKAGE, "about %" G_GINT64_FORMAT " minute left",
-                       "about %" G_GINT64_FORMAT " minutes left", (gulong) minutes),
-          minutes);
-    } else if (left >= 0) {
+      int minutes = (int) MIN ((left + 30) / 60, G_MAXINT);
       g_string_append (status, " · ");
       g_string_append_printf (status,
-                              g_dngettext (GETTEXT_PACKAGE, "%" G_GINT64_FORMAT " second left",
-                                           "%" G_GINT64_FORMAT " seconds left", (gulong) left),
-                              left);
+                              g_dngettext (GETTEXT_PACKAGE, "about %d minute left",
+                                           "about %d minutes left", (gulong) minutes),
+                              minutes);
+    } else if (left >= 0) {
+      g_string_append (status, " · ");
+      g_string_append_printf (
+          status, g_dngettext (GETTEXT_PACKAGE, "%d second left", "%d seconds left", (gulong) left),
+          (int) left);
     }
   }
   return g_string_free (g_steal_pointer (&status), FALSE);

@@ -42,6 +42,19 @@ struct _BmapdFlasherWindow {
   GtkWidget *another_button;
   GtkWidget *status_page_error;
   GtkFilter *device_filter;
+
+  /* Station mode */
+  BmapdFlasherStation *station;
+  GVariant *station_match;
+  guint station_count;
+  gboolean station_when_ready;
+  gboolean station_was_armed;
+  GtkWidget *station_toggle;
+  GtkWidget *station_group;
+  GtkWidget *station_counter;
+  GtkWidget *station_status;
+  GtkWidget *station_button;
+  GtkWidget *station_list;
 };
 
 G_DEFINE_TYPE (BmapdFlasherWindow, bmapd_flasher_window, ADW_TYPE_APPLICATION_WINDOW)
@@ -61,6 +74,10 @@ bmapd_flasher_window_dispose (GObject *object)
     for (guint i = 0; i < self->jobs->len; i++)
       g_signal_handlers_disconnect_by_data (self->jobs->pdata[i], self);
   }
+  if (self->station != NULL)
+    g_signal_handlers_disconnect_by_data (self->station, self);
+  g_clear_object (&self->station);
+  g_clear_pointer (&self->station_match, g_variant_unref);
   g_clear_object (&self->client);
   g_clear_object (&self->image);
   g_clear_pointer (&self->selected, g_hash_table_unref);
@@ -118,6 +135,7 @@ save_window_png (BmapdFlasherWindow *self, const char *path)
 
 static void bmapd_flasher_window_check_done (BmapdFlasherWindow *self);
 static void start_flash (BmapdFlasherWindow *self);
+static void maybe_arm_now (BmapdFlasherWindow *self);
 
 /* After the frame is painted the layout shows the latest state. */
 static void
@@ -187,7 +205,14 @@ all_jobs_finished (BmapdFlasherWindow *self)
 static void
 bmapd_flasher_window_check_done (BmapdFlasherWindow *self)
 {
-  if (self->jobs->len == 0 || !all_jobs_finished (self) || self->pending_shots->len > 0)
+  if (self->pending_shots->len > 0)
+    return;
+  /* A station that has ended (on_station_changed) once station.png is saved. */
+  if (self->closing && self->jobs->len == 0) {
+    gtk_window_destroy (GTK_WINDOW (self));
+    return;
+  }
+  if (self->jobs->len == 0 || !all_jobs_finished (self))
     return;
   if (self->closing
       || (self->close_when_done && (self->screenshot_dir == NULL || self->shot_stage == 2)))
@@ -592,6 +617,167 @@ on_client_ready (GObject *source, GAsyncResult *result, gpointer user_data)
   g_signal_connect_object (devices, "items-changed", G_CALLBACK (on_devices_changed), self, 0);
   update_flash_button (self);
   maybe_flash_now (self);
+  maybe_arm_now (self);
+}
+
+/* ---- station mode ---- */
+
+static void
+station_sync (BmapdFlasherWindow *self)
+{
+  g_autofree char *counter = NULL;
+  g_autofree char *description = NULL;
+  gboolean armed = self->station != NULL && bmapd_flasher_station_is_armed (self->station);
+  const char *error
+      = self->station != NULL ? bmapd_flasher_station_get_error (self->station) : NULL;
+
+  if (self->image != NULL)
+    description = g_strdup_printf (_ ("Every card inserted from now on is flashed with %s and "
+                                      "verified. Cards already in are left alone."),
+                                   bmapd_flasher_image_get_basename (self->image));
+  else
+    description = g_strdup (_ ("Choose an image first."));
+  adw_preferences_group_set_description (ADW_PREFERENCES_GROUP (self->station_group), description);
+  counter
+      = self->station != NULL ? bmapd_flasher_station_dup_counter (self->station) : g_strdup ("");
+  gtk_label_set_text (GTK_LABEL (self->station_counter), counter);
+  if (error != NULL)
+    gtk_label_set_text (GTK_LABEL (self->station_status), error);
+  else if (armed)
+    gtk_label_set_text (GTK_LABEL (self->station_status), _ ("Waiting for cards…"));
+  else if (self->station_was_armed)
+    gtk_label_set_text (GTK_LABEL (self->station_status), _ ("Stopped."));
+  else
+    gtk_label_set_text (GTK_LABEL (self->station_status), "");
+  gtk_button_set_label (GTK_BUTTON (self->station_button), armed ? _ ("_Stop") : _ ("_Start"));
+  gtk_widget_remove_css_class (self->station_button,
+                               armed ? "suggested-action" : "destructive-action");
+  gtk_widget_add_css_class (self->station_button,
+                            armed ? "destructive-action" : "suggested-action");
+  gtk_widget_set_sensitive (self->station_button,
+                            self->client != NULL && (armed || self->image != NULL));
+}
+
+static gboolean
+station_jobs_finished (BmapdFlasherWindow *self)
+{
+  GListModel *jobs = bmapd_flasher_station_get_jobs (self->station);
+  guint n = g_list_model_get_n_items (jobs);
+
+  for (guint i = 0; i < n; i++) {
+    g_autoptr (BmapdFlasherJob) job = g_list_model_get_item (jobs, i);
+    if (!bmapd_flasher_job_is_finished (job))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static void
+on_station_changed (BmapdFlasherStation *station, BmapdFlasherWindow *self)
+{
+  gboolean armed = bmapd_flasher_station_is_armed (station);
+
+  station_sync (self);
+  if (self->verbose) {
+    if (armed && !self->station_was_armed)
+      g_print ("armed %s\n", bmapd_flasher_station_get_rule (station));
+    g_print ("counter %u %u\n", bmapd_flasher_station_get_flashed (station),
+             bmapd_flasher_station_get_failed (station));
+    if (bmapd_flasher_station_get_error (station) != NULL)
+      g_print ("station-error %s\n", bmapd_flasher_station_get_error (station));
+    fflush (stdout);
+  }
+  if (armed) {
+    self->station_was_armed = TRUE;
+    return;
+  }
+  /* The rule is gone (its count reached, or stopped): the station's end. */
+  if (self->close_when_done && station_jobs_finished (self)) {
+    if (self->screenshot_dir != NULL && self->shot_stage != 2) {
+      self->shot_stage = 2;
+      self->closing = TRUE;
+      take_named_screenshot (self, "station.png");
+    } else if (self->pending_shots->len == 0) {
+      gtk_window_destroy (GTK_WINDOW (self));
+    }
+  }
+}
+
+static void
+on_station_job_changed (BmapdFlasherJob *job, BmapdFlasherWindow *self)
+{
+  report_job (self, job);
+}
+
+static GtkWidget *
+create_station_row (gpointer item, gpointer user_data)
+{
+  BmapdFlasherWindow *self = user_data;
+  BmapdFlasherJob *job = item;
+  GtkWidget *row = bmapd_flasher_job_row_new (job, "media-flash");
+
+  g_signal_connect (row, "cancel", G_CALLBACK (on_row_cancel), self);
+  g_signal_connect_object (job, "changed", G_CALLBACK (on_station_job_changed), self, 0);
+  report_job (self, job);
+  return row;
+}
+
+static void
+station_arm (BmapdFlasherWindow *self)
+{
+  g_autofree char *description = NULL;
+  GVariant *match;
+
+  if (self->station != NULL) {
+    g_signal_handlers_disconnect_by_data (self->station, self);
+    g_clear_object (&self->station);
+  }
+  /* The rule's label, and so its cards' jobs': how the station knows them. */
+  description
+      = g_strdup_printf (_ ("%s (station)"), bmapd_flasher_image_get_basename (self->image));
+  self->station = bmapd_flasher_station_new (description);
+  self->station_was_armed = FALSE;
+  g_signal_connect (self->station, "changed", G_CALLBACK (on_station_changed), self);
+  gtk_list_box_bind_model (GTK_LIST_BOX (self->station_list),
+                           bmapd_flasher_station_get_jobs (self->station), create_station_row, self,
+                           NULL);
+  match = self->station_match != NULL ? g_variant_ref (self->station_match)
+                                      : g_variant_ref_sink (g_variant_new ("a{sv}", NULL));
+  bmapd_flasher_client_arm_station (self->client, self->image, self->station, match,
+                                    self->station_count);
+  g_variant_unref (match);
+  station_sync (self);
+}
+
+static void
+on_station_button_clicked (GtkButton *button, BmapdFlasherWindow *self)
+{
+  if (self->station != NULL && bmapd_flasher_station_is_armed (self->station))
+    bmapd_flasher_client_disarm_station (self->client, self->station);
+  else if (self->image != NULL && self->client != NULL)
+    station_arm (self);
+}
+
+static void
+on_station_toggled (GtkToggleButton *toggle, BmapdFlasherWindow *self)
+{
+  const char *page = gtk_stack_get_visible_child_name (GTK_STACK (self->stack));
+
+  if (gtk_toggle_button_get_active (toggle)) {
+    station_sync (self);
+    gtk_stack_set_visible_child_name (GTK_STACK (self->stack), "station");
+  } else if (g_strcmp0 (page, "station") == 0) {
+    gtk_stack_set_visible_child_name (GTK_STACK (self->stack), "setup");
+  }
+}
+
+static void
+maybe_arm_now (BmapdFlasherWindow *self)
+{
+  if (!self->station_when_ready || self->image == NULL || self->client == NULL)
+    return;
+  self->station_when_ready = FALSE;
+  station_arm (self);
 }
 
 /* ---- the image ---- */
@@ -652,6 +838,9 @@ bmapd_flasher_window_open_image (BmapdFlasherWindow *self, GFile *file)
   refresh_device_rows (self);
   update_flash_button (self);
   maybe_flash_now (self);
+  if (self->station_group != NULL)
+    station_sync (self);
+  maybe_arm_now (self);
 }
 
 static void
@@ -922,6 +1111,41 @@ build_flash_page (BmapdFlasherWindow *self)
   return clamped_page (box);
 }
 
+static GtkWidget *
+build_station_page (BmapdFlasherWindow *self)
+{
+  GtkWidget *box = gtk_box_new (GTK_ORIENTATION_VERTICAL, 18);
+
+  self->station_group = adw_preferences_group_new ();
+  adw_preferences_group_set_title (ADW_PREFERENCES_GROUP (self->station_group), _ ("Station Mode"));
+  gtk_box_append (GTK_BOX (box), self->station_group);
+
+  self->station_counter = gtk_label_new (NULL);
+  gtk_widget_add_css_class (self->station_counter, "title-1");
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->station_counter),
+                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("Cards flashed and failed"),
+                                  -1);
+  gtk_box_append (GTK_BOX (box), self->station_counter);
+  self->station_status = gtk_label_new (NULL);
+  gtk_label_set_wrap (GTK_LABEL (self->station_status), TRUE);
+  gtk_widget_add_css_class (self->station_status, "dim-label");
+  gtk_box_append (GTK_BOX (box), self->station_status);
+
+  self->station_button = gtk_button_new_with_mnemonic (_ ("_Start"));
+  gtk_widget_add_css_class (self->station_button, "pill");
+  gtk_widget_set_halign (self->station_button, GTK_ALIGN_CENTER);
+  g_signal_connect (self->station_button, "clicked", G_CALLBACK (on_station_button_clicked), self);
+  gtk_box_append (GTK_BOX (box), self->station_button);
+
+  self->station_list = gtk_list_box_new ();
+  gtk_list_box_set_selection_mode (GTK_LIST_BOX (self->station_list), GTK_SELECTION_NONE);
+  gtk_widget_add_css_class (self->station_list, "boxed-list");
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->station_list),
+                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("Cards"), -1);
+  gtk_box_append (GTK_BOX (box), self->station_list);
+  return clamped_page (box);
+}
+
 static void
 bmapd_flasher_window_class_init (BmapdFlasherWindowClass *klass)
 {
@@ -946,12 +1170,21 @@ bmapd_flasher_window_init (BmapdFlasherWindow *self)
   gtk_window_set_default_size (GTK_WINDOW (self), 640, 560);
   adw_header_bar_set_title_widget (ADW_HEADER_BAR (header),
                                    adw_window_title_new (_ ("Image Flasher"), _ ("through bmapd")));
+  self->station_toggle = gtk_toggle_button_new ();
+  gtk_button_set_icon_name (GTK_BUTTON (self->station_toggle), "media-playlist-repeat-symbolic");
+  gtk_widget_set_tooltip_text (self->station_toggle,
+                               _ ("Station mode: flash every card that is inserted"));
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->station_toggle),
+                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("Station mode"), -1);
+  g_signal_connect (self->station_toggle, "toggled", G_CALLBACK (on_station_toggled), self);
+  adw_header_bar_pack_start (ADW_HEADER_BAR (header), self->station_toggle);
   gtk_box_append (GTK_BOX (content), header);
 
   self->stack = gtk_stack_new ();
   gtk_stack_set_transition_type (GTK_STACK (self->stack), GTK_STACK_TRANSITION_TYPE_CROSSFADE);
   gtk_stack_add_named (GTK_STACK (self->stack), build_setup_page (self), "setup");
   gtk_stack_add_named (GTK_STACK (self->stack), build_flash_page (self), "flash");
+  gtk_stack_add_named (GTK_STACK (self->stack), build_station_page (self), "station");
   self->status_page_error = adw_status_page_new ();
   adw_status_page_set_icon_name (ADW_STATUS_PAGE (self->status_page_error),
                                  "dialog-error-symbolic");
@@ -998,6 +1231,10 @@ bmapd_flasher_window_set_screenshot_dir (BmapdFlasherWindow *self, const char *d
   g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
   g_free (self->screenshot_dir);
   self->screenshot_dir = g_strdup (dir);
+  /* A screenshot taken mid-animation shows colours between two states (a
+   * button fading from red to blue): pictures of what is, not of how it
+   * got there. */
+  g_object_set (gtk_widget_get_settings (GTK_WIDGET (self)), "gtk-enable-animations", FALSE, NULL);
 }
 
 void
@@ -1012,4 +1249,17 @@ bmapd_flasher_window_set_close_when_done (BmapdFlasherWindow *self, gboolean clo
 {
   g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
   self->close_when_done = close;
+}
+
+void
+bmapd_flasher_window_start_station (BmapdFlasherWindow *self, GVariant *match, guint count)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
+
+  g_clear_pointer (&self->station_match, g_variant_unref);
+  self->station_match = match != NULL ? g_variant_ref_sink (match) : NULL;
+  self->station_count = count;
+  self->station_when_ready = TRUE;
+  gtk_toggle_button_set_active (GTK_TOGGLE_BUTTON (self->station_toggle), TRUE);
+  maybe_arm_now (self);
 }

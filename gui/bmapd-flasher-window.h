@@ -31,6 +31,13 @@ void bmapd_flasher_window_set_verbose (BmapdFlasherWindow *self, gboolean verbos
  * result screenshot, if any, is saved. */
 void bmapd_flasher_window_set_close_when_done (BmapdFlasherWindow *self, gboolean close);
 
+/* Station mode, armed as soon as the image is loaded: every card inserted
+ * from then on that @match (a{sv} of AddAutoFlash, floating is sunk; NULL
+ * for removable cards) admits is flashed, @count cards at most (0: no
+ * limit). With close_when_done the window closes once the rule is gone
+ * and its cards have ended, after saving DIR/station.png. */
+void bmapd_flasher_window_start_station (BmapdFlasherWindow *self, GVariant *match, guint count);
+
 /* Saves what the window shows now as a PNG once the next frame is drawn. */
 void bmapd_flasher_window_save_screenshot (BmapdFlasherWindow *self, const char *path);
 

@@ -10,6 +10,7 @@
 #include "bmapd-flasher-device.h"
 #include "bmapd-flasher-image.h"
 #include "bmapd-flasher-job.h"
+#include "bmapd-flasher-station.h"
 #include "libbmap.h"
 
 /* g_format_size() puts a no-break space before the unit. */
@@ -346,6 +347,43 @@ test_job_call_failed (void)
                    "card is as it was.");
 }
 
+static void
+test_station (void)
+{
+  g_autoptr (BmapdFlasherStation) station = bmapd_flasher_station_new ("board.img (station)");
+  g_autoptr (BmapdFlasherJob) job
+      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  GVariantBuilder b;
+  g_autofree char *counter = NULL;
+  guint changed = 0;
+
+  g_signal_connect_swapped (station, "changed", G_CALLBACK (g_atomic_int_inc), &changed);
+  g_assert_false (bmapd_flasher_station_is_armed (station));
+  bmapd_flasher_station_set_rule (station, "/org/bmapd/bmapd1/autoflash/3");
+  g_assert_true (bmapd_flasher_station_is_armed (station));
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "Flashed", g_variant_new_uint32 (1));
+  g_variant_builder_add (&b, "{sv}", "Failed", g_variant_new_uint32 (2));
+  g_variant_builder_add (&b, "{sv}", "Description", g_variant_new_string ("board.img (station)"));
+  bmapd_flasher_station_update (station, g_variant_builder_end (&b));
+  counter = bmapd_flasher_station_dup_counter (station);
+  g_assert_cmpstr (counter, ==, "1 card flashed, 2 failed");
+
+  bmapd_flasher_station_add_job (station, job);
+  g_assert_cmpuint (g_list_model_get_n_items (bmapd_flasher_station_get_jobs (station)), ==, 1);
+
+  bmapd_flasher_station_disarm (station);
+  g_assert_false (bmapd_flasher_station_is_armed (station));
+  /* The rule's path is kept: its last counters still belong to it. */
+  g_assert_cmpstr (bmapd_flasher_station_get_rule (station), ==, "/org/bmapd/bmapd1/autoflash/3");
+  bmapd_flasher_station_disarm (station);
+  g_assert_cmpuint (changed, ==, 3);
+
+  bmapd_flasher_station_fail (station, "not authorized");
+  g_assert_cmpstr (bmapd_flasher_station_get_error (station), ==, "not authorized");
+}
+
 static char *
 write_file (const char *dir, const char *name, const char *data, gsize len)
 {
@@ -444,6 +482,7 @@ main (int argc, char *argv[])
   g_test_add_func ("/flasher/job/failed-partial", test_job_failed_partial);
   g_test_add_func ("/flasher/job/canceled-before-writing", test_job_canceled_before_writing);
   g_test_add_func ("/flasher/job/call-failed", test_job_call_failed);
+  g_test_add_func ("/flasher/station", test_station);
   g_test_add_func ("/flasher/image", test_image);
   return g_test_run ();
 }

@@ -10,6 +10,8 @@ folder (tests/gui-screenshots) for CI and for people to look at.'''
 
 import bz2
 import os
+import random
+import threading
 import shutil
 import signal
 import struct
@@ -20,8 +22,13 @@ import zlib
 import pytest
 
 import bmapd_harness as h
+# Card readers made through /dev/loop-control, and the udevd they need.
+from test_autoflash_loop import readers, udevd  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.loop
+
+# An odd size no other test's loop device has: the station's rule matches it.
+STATION_CARD = 12 * h.MiB + 4096 * random.randint(251, 500)
 
 NOBODY = 65534
 
@@ -142,8 +149,8 @@ def make_image(directory):
     return path, path + '.bz2', ranges
 
 
-def run_flasher(flasher, display, bus, user_dir, args, timeout=240):
-    env = {
+def flasher_env(display, bus, user_dir):
+    return {
         'PATH': '/usr/bin:/bin',
         'HOME': os.path.join(user_dir, 'home'),
         'XDG_RUNTIME_DIR': os.path.join(user_dir, 'runtime'),
@@ -156,6 +163,19 @@ def run_flasher(flasher, display, bus, user_dir, args, timeout=240):
         'LANG': 'C.UTF-8',
         'DBUS_SYSTEM_BUS_ADDRESS': bus.address,
     }
+
+
+def start_flasher(flasher, display, bus, user_dir, args):
+    # Its own session bus (GApplication wants one), as nobody: no root.
+    return subprocess.Popen(
+        ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
+         'dbus-run-session', '--', flasher, *args],
+        env=flasher_env(display, bus, user_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+
+
+def run_flasher(flasher, display, bus, user_dir, args, timeout=240):
+    env = flasher_env(display, bus, user_dir)
     # Its own session bus (GApplication wants one), as nobody: no root.
     proc = subprocess.Popen(
         ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
@@ -253,3 +273,75 @@ def test_gui_app_too_small_device_is_refused(daemon, bus, polkit, loop_factory, 
                      '100.7\u00a0MB'], out
     assert polkit.checks() == []
     assert loop.sha256() == before
+
+
+@pytest.fixture
+def station_daemon(udevd, bus, client, polkit, tmp_path):  # noqa: F811
+    '''bmapd, started once udevd runs, so that it follows udevd's events.'''
+    d = h.Daemon(bus, client, str(tmp_path))
+    yield d
+    rc = d.stop()
+    print('---- bmapd log ----\n' + open(d.log_path).read())
+    assert rc in (0, None) or rc == -15, f'bmapd exited with {rc}'
+
+
+def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flasher,  # noqa: F811
+                              user_dir):
+    '''Station mode: the app arms a rule for two cards of one size; each
+    card inserted is flashed and shown with its result, the counter says
+    2 flashed, 0 failed, and the window closes once the rule is done.'''
+    raw = os.path.join(user_dir, 'board.img')
+    ranges = [(0, 64 * 1024), (1 * h.MiB, 512 * 1024), (7 * h.MiB, 1 * h.MiB)]
+    h.make_sparse_image(raw, 8 * h.MiB, ranges, seed='station')
+    h.bmaptool_create(raw, raw + '.bmap')
+    for path in (raw, raw + '.bmap'):
+        os.chmod(path, 0o644)
+    # Loop devices are not removable: the rule admits fixed disks, which
+    # asks for flash-system as well; both with a password.
+    polkit.set_challenge([h.ACTION_AUTO_FLASH, h.ACTION_FLASH_SYSTEM])
+
+    shots = os.path.join(user_dir, 'shots')
+    proc = start_flasher(flasher, xvfb.display, bus, user_dir,
+                         [raw, '--station', '--station-count', '2', '--match-fixed',
+                          '--match-size', str(STATION_CARD), '--verbose',
+                          '--screenshot-dir', shots, '--close-when-done'])
+    lines = []
+    reader_thread = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader_thread.start()
+    try:
+        h.wait_until(lambda: any(line.startswith('armed ') for line in lines), 60,
+                     'the station to arm its rule')
+        cards = [readers(STATION_CARD)]
+        h.wait_until(lambda: any(line.startswith(f'result {cards[0].node} ') for line in lines),
+                     120, 'the first card')
+        cards.append(readers(STATION_CARD))
+        rc = proc.wait(120)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        reader_thread.join(10)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        print(''.join(lines))
+        print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = [line.rstrip('\n') for line in lines]
+
+    for card in cards:
+        assert f'result {card.node} done Done and verified. The card can be removed.' in lines, \
+            card.node
+        for offset, length in ranges:
+            assert card.read(offset, length) == h.read_range(raw, offset, length), \
+                f'{card.node}: range at {offset} differs'
+    counters = [line for line in lines if line.startswith('counter ')]
+    assert counters[-1] == 'counter 2 0', counters
+    checks = polkit.checks()
+    assert [c[0] for c in checks] == [h.ACTION_AUTO_FLASH, h.ACTION_FLASH_SYSTEM], checks
+    assert all(c[2] & 1 for c in checks), 'AddAutoFlash did not allow interactive authorization'
+
+    path = os.path.join(shots, 'station.png')
+    assert os.path.exists(path), 'no station.png'
+    assert png_distinct_rows(path) > 20, 'station.png looks blank'
+    shutil.copy(path, os.path.join(screenshot_dir(), 'station.png'))
