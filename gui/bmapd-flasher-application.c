@@ -114,6 +114,16 @@ on_quit (GSimpleAction *action, GVariant *parameter, gpointer user_data)
     gtk_window_close (window);
 }
 
+/* Also reachable from outside (org.gtk.Actions on the session bus). */
+static void
+on_cancel_all (GSimpleAction *action, GVariant *parameter, gpointer user_data)
+{
+  GtkWindow *window = gtk_application_get_active_window (GTK_APPLICATION (user_data));
+
+  if (window != NULL)
+    bmapd_flasher_window_cancel_all (BMAPD_FLASHER_WINDOW (window));
+}
+
 static void
 bmapd_flasher_application_init (BmapdFlasherApplication *self)
 {
@@ -145,6 +155,7 @@ bmapd_flasher_application_init (BmapdFlasherApplication *self)
   };
   static const GActionEntry actions[] = {
     { "quit", on_quit, NULL, NULL, NULL, { 0 } },
+    { "cancel-all", on_cancel_all, NULL, NULL, NULL, { 0 } },
   };
   const char *quit_accels[] = { "<Control>q", NULL };
   const char *close_accels[] = { "<Control>w", NULL };

@@ -250,9 +250,13 @@ bmapd_flasher_job_call_failed (BmapdFlasherJob *self, const GError *error)
       message = stripped;
     }
   }
-  /* Every failure of the Flash call comes before the first byte. */
+  /* Every failure of the Flash call comes before the first byte. A job
+   * canceled while polkit asked fails the call with Cancelled: for the
+   * person it was canceled, not broken. */
   self->wrote = FALSE;
-  bmapd_flasher_job_finish (self, "failed", remote, message);
+  bmapd_flasher_job_finish (
+      self, g_strcmp0 (remote, "org.bmapd.bmapd1.Error.Cancelled") == 0 ? "canceled" : "failed",
+      remote, message);
 }
 
 BmapdFlasherJobState
@@ -364,6 +368,9 @@ bmapd_flasher_job_dup_result (BmapdFlasherJob *self)
     return g_strdup_printf ("%s %s", _ ("Canceled."), card);
   if (g_strcmp0 (self->error_name, "org.bmapd.bmapd1.Error.NotAuthorized") == 0)
     return g_strdup_printf ("%s %s", _ ("Permission to write to the card was not given."), card);
-  return g_strdup_printf ("%s %s",
-                          self->error_message != NULL ? self->error_message : _ ("Failed."), card);
+  if (self->error_message == NULL)
+    return g_strdup_printf ("%s %s", _ ("Failed."), card);
+  /* bmapd's messages are one sentence, mostly without its full stop. */
+  return g_strdup_printf ("%s%s %s", self->error_message,
+                          g_str_has_suffix (self->error_message, ".") ? "" : ".", card);
 }

@@ -1263,3 +1263,21 @@ bmapd_flasher_window_start_station (BmapdFlasherWindow *self, GVariant *match, g
   gtk_toggle_button_set_active (GTK_TOGGLE_BUTTON (self->station_toggle), TRUE);
   maybe_arm_now (self);
 }
+
+void
+bmapd_flasher_window_cancel_all (BmapdFlasherWindow *self)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
+
+  for (guint i = 0; i < self->jobs->len; i++)
+    bmapd_flasher_client_cancel (self->client, self->jobs->pdata[i]);
+  if (self->station != NULL) {
+    GListModel *jobs = bmapd_flasher_station_get_jobs (self->station);
+    guint n = g_list_model_get_n_items (jobs);
+
+    for (guint i = 0; i < n; i++) {
+      g_autoptr (BmapdFlasherJob) job = g_list_model_get_item (jobs, i);
+      bmapd_flasher_client_cancel (self->client, job);
+    }
+  }
+}

@@ -38,6 +38,10 @@ void bmapd_flasher_window_set_close_when_done (BmapdFlasherWindow *self, gboolea
  * and its cards have ended, after saving DIR/station.png. */
 void bmapd_flasher_window_start_station (BmapdFlasherWindow *self, GVariant *match, guint count);
 
+/* Cancels every flash of this window that is still going on, as the
+ * Cancel of each row does. */
+void bmapd_flasher_window_cancel_all (BmapdFlasherWindow *self);
+
 /* Saves what the window shows now as a PNG once the next frame is drawn. */
 void bmapd_flasher_window_save_screenshot (BmapdFlasherWindow *self, const char *path);
 

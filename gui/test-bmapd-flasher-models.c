@@ -313,7 +313,7 @@ test_job_failed_partial (void)
                             "Writing /dev/sdb at 4096: Input/output error");
   result = bmapd_flasher_job_dup_result (job);
   g_assert_cmpstr (result, ==,
-                   "Writing /dev/sdb at 4096: Input/output error The card holds a partial "
+                   "Writing /dev/sdb at 4096: Input/output error. The card holds a partial "
                    "image: flash it again before using it.");
 }
 
@@ -382,6 +382,22 @@ test_station (void)
 
   bmapd_flasher_station_fail (station, "not authorized");
   g_assert_cmpstr (bmapd_flasher_station_get_error (station), ==, "not authorized");
+}
+
+static void
+test_job_canceled_while_authorizing (void)
+{
+  g_autoptr (BmapdFlasherJob) job
+      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (GError) error = g_dbus_error_new_for_dbus_error (
+      "org.bmapd.bmapd1.Error.Cancelled", "job 1 was canceled by uid 1000 before it started");
+  g_autofree char *result = NULL;
+
+  bmapd_flasher_job_update (job, job_state ("authorizing"));
+  bmapd_flasher_job_call_failed (job, error);
+  g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_CANCELED);
+  result = bmapd_flasher_job_dup_result (job);
+  g_assert_cmpstr (result, ==, "Canceled. Nothing was written: the card is as it was.");
 }
 
 static char *
@@ -482,6 +498,7 @@ main (int argc, char *argv[])
   g_test_add_func ("/flasher/job/failed-partial", test_job_failed_partial);
   g_test_add_func ("/flasher/job/canceled-before-writing", test_job_canceled_before_writing);
   g_test_add_func ("/flasher/job/call-failed", test_job_call_failed);
+  g_test_add_func ("/flasher/job/canceled-while-authorizing", test_job_canceled_while_authorizing);
   g_test_add_func ("/flasher/station", test_station);
   g_test_add_func ("/flasher/image", test_image);
   return g_test_run ();

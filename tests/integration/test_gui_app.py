@@ -345,3 +345,74 @@ def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flashe
     assert os.path.exists(path), 'no station.png'
     assert png_distinct_rows(path) > 20, 'station.png looks blank'
     shutil.copy(path, os.path.join(screenshot_dir(), 'station.png'))
+
+
+class SessionBus:
+    '''A session bus of nobody's, so that the test can reach the app's
+    actions (org.gtk.Actions) as a desktop shell would.'''
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
+             'dbus-daemon', '--session', '--nofork', '--nopidfile', '--print-address=1'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={'PATH': '/usr/bin:/bin'})
+        self.address = self.proc.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError('the session dbus-daemon did not start')
+
+    def activate(self, action):
+        subprocess.run(['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
+                        'gdbus', 'call', '--address', self.address, '--dest', 'org.bmapd.Flasher',
+                        '--object-path', '/org/bmapd/Flasher', '--method',
+                        'org.gtk.Actions.Activate', action, '[]', '{}'],
+                       check=True, capture_output=True, timeout=30)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+def test_gui_app_cancel_while_authorizing(daemon, bus, polkit, loop_factory, xvfb, flasher,
+                                          user_dir):
+    '''Cancel while the password is being asked for: the job ends canceled,
+    the app says nothing was written, and the card is untouched.'''
+    _, image, _ = make_image(user_dir)
+    loop = loop_factory(128 * h.MiB)
+    before = loop.sha256()
+    polkit.set_challenge([h.ACTION_FLASH])
+    polkit.set_hold(True)  # the password dialog stays up
+    session = SessionBus()
+    env = dict(flasher_env(xvfb.display, bus, user_dir),
+               DBUS_SESSION_BUS_ADDRESS=session.address)
+    proc = subprocess.Popen(
+        ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups', flasher,
+         image, '--device', loop.node, '--flash', '--verbose', '--close-when-done'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    lines = []
+    reader_thread = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader_thread.start()
+    try:
+        h.wait_until(lambda: f'state {loop.node} authorizing\n' in lines and
+                     polkit.held_count() == 1, 60, 'the flash to wait for a password')
+        session.activate('cancel-all')
+        rc = proc.wait(60)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        reader_thread.join(10)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        session.stop()
+        polkit.set_hold(False)
+        print(''.join(lines))
+        print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    results = [line.rstrip('\n') for line in lines if line.startswith('result ')]
+    assert results == [f'result {loop.node} canceled Canceled. Nothing was written: the card '
+                       'is as it was.'], lines
+    assert loop.sha256() == before
