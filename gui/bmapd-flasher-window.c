@@ -257,6 +257,7 @@ on_job_changed (BmapdFlasherJob *job, BmapdFlasherWindow *self)
   }
   if (all_jobs_finished (self)) {
     gtk_widget_set_visible (self->another_button, TRUE);
+    gtk_widget_set_sensitive (self->station_toggle, TRUE);
     adw_preferences_group_set_description (ADW_PREFERENCES_GROUP (self->jobs_group),
                                            _ ("Finished."));
     if (self->shot_stage != 2) {
@@ -307,6 +308,8 @@ start_flash (BmapdFlasherWindow *self)
   adw_preferences_group_set_description (ADW_PREFERENCES_GROUP (self->jobs_group),
                                          _ ("The cards can be removed once they say so."));
   gtk_widget_set_visible (self->another_button, FALSE);
+  /* The progress page stays in sight until the flash has ended. */
+  gtk_widget_set_sensitive (self->station_toggle, FALSE);
   gtk_stack_set_visible_child_name (GTK_STACK (self->stack), "flash");
 
   g_hash_table_iter_init (&iter, self->selected);
