@@ -44,6 +44,9 @@ bmapd_flasher_device_init (BmapdFlasherDevice *self)
 static void
 bmapd_flasher_device_set_properties (BmapdFlasherDevice *self, GVariant *properties)
 {
+  /* Floating (a test's literal) or not (a proxy's): ours for the call. */
+  g_autoptr (GVariant) owned_properties
+      = properties != NULL ? g_variant_ref_sink (properties) : NULL;
   GVariantIter iter;
   const char *name;
   GVariant *value;
@@ -56,10 +59,11 @@ bmapd_flasher_device_set_properties (BmapdFlasherDevice *self, GVariant *propert
 BmapdFlasherDevice *
 bmapd_flasher_device_new (const char *object_path, GVariant *properties)
 {
-  BmapdFlasherDevice *self = g_object_new (BMAPD_FLASHER_TYPE_DEVICE, NULL);
+  BmapdFlasherDevice *self;
 
   g_return_val_if_fail (g_variant_is_of_type (properties, G_VARIANT_TYPE_VARDICT), NULL);
 
+  self = g_object_new (BMAPD_FLASHER_TYPE_DEVICE, NULL);
   self->object_path = g_strdup (object_path);
   bmapd_flasher_device_set_properties (self, properties);
   return self;
@@ -69,6 +73,8 @@ void
 bmapd_flasher_device_update (BmapdFlasherDevice *self, GVariant *changed,
                              const char *const *invalidated)
 {
+  /* Floating (a test's literal) or not (a proxy's): ours for the call. */
+  g_autoptr (GVariant) owned_changed = changed != NULL ? g_variant_ref_sink (changed) : NULL;
   g_return_if_fail (BMAPD_FLASHER_IS_DEVICE (self));
 
   if (changed != NULL)

@@ -161,6 +161,9 @@ set_fraction (BmapdFlasherJob *self, double fraction)
 void
 bmapd_flasher_job_update (BmapdFlasherJob *self, GVariant *properties)
 {
+  /* Floating (a test's literal) or not (a proxy's): ours for the call. */
+  g_autoptr (GVariant) owned_properties
+      = properties != NULL ? g_variant_ref_sink (properties) : NULL;
   g_auto (GVariantDict) dict;
   const char *state_name = NULL;
   const char *str = NULL;

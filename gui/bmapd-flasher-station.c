@@ -91,6 +91,9 @@ bmapd_flasher_station_is_armed (BmapdFlasherStation *self)
 void
 bmapd_flasher_station_update (BmapdFlasherStation *self, GVariant *properties)
 {
+  /* Floating (a test's literal) or not (a proxy's): ours for the call. */
+  g_autoptr (GVariant) owned_properties
+      = properties != NULL ? g_variant_ref_sink (properties) : NULL;
   g_auto (GVariantDict) dict;
 
   g_return_if_fail (BMAPD_FLASHER_IS_STATION (self));
