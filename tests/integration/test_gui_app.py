@@ -114,6 +114,8 @@ def flasher():
     path = find_flasher()
     if path is None:
         pytest.skip('bmapd-flasher is not built (meson option gui; needs gtk4 and libadwaita-1)')
+    if not shutil.which('bmaptool'):
+        pytest.skip('bmaptool is not installed (needed to make reference bmaps)')
     return path
 
 
