@@ -152,7 +152,9 @@ def make_image(directory):
 
 
 def flasher_env(display, bus, user_dir):
-    return {
+    # A sanitizer build's options, when the run asks for them.
+    sanitizers = {k: v for k, v in os.environ.items() if k in ('ASAN_OPTIONS', 'UBSAN_OPTIONS')}
+    return sanitizers | {
         'PATH': '/usr/bin:/bin',
         'HOME': os.path.join(user_dir, 'home'),
         'XDG_RUNTIME_DIR': os.path.join(user_dir, 'runtime'),
