@@ -540,6 +540,23 @@ def test_fingerprint_and_keyring_for_an_http_bmap(keys, image, tmp_path, site):
                    f"{site.url}/img.bmap", "no signature found")
 
 
+def test_signature_beside_a_bmap_behind_basic_auth(keys, image, tmp_path):
+    # The .asc is fetched with the bmap's credentials; messages leave the
+    # password out.
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    change_bmap(bmap, raw)
+    out = tmp_path / "out.img"
+    with http_server(tmp_path, auth="user:s3cret") as site:
+        url = site.url.replace("http://", "http://user:s3cret@") + "/img.gz"
+        proc = copy(keys, url, out)
+        paths = requested(site)
+    assert_refused(proc, out, f"{site.url.replace('http://', 'http://user@')}/img.bmap.asc",
+                   "BAD signature")
+    assert "s3cret" not in proc.stderr
+    assert "/img.bmap.asc" in paths
+
+
 def test_signature_beside_a_local_bmap_for_an_image_url(keys, image, tmp_path):
     raw, packed, bmap = image
     out = tmp_path / "out.img"
