@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 
 import pytest
-from url_servers import http_server
+from url_servers import Handler, http_server
 
 BMAPCTL = os.environ.get("BMAPCTL", "bmapctl")
 GPG = shutil.which("gpg")
@@ -555,6 +555,36 @@ def test_signature_beside_a_bmap_behind_basic_auth(keys, image, tmp_path):
                    "BAD signature")
     assert "s3cret" not in proc.stderr
     assert "/img.bmap.asc" in paths
+
+
+class SignatureStatusHandler(Handler):
+    """Answers every .asc with the server's signature_status."""
+
+    def do_GET(self):
+        if self.path.endswith(".asc"):
+            with self.server.lock:
+                self.server.requests.append((self.path, None, None))
+            self.send_error(self.server.signature_status)
+            return
+        super().do_GET()
+
+
+@pytest.mark.parametrize("status", [403, 410, 500])
+def test_signature_fetch_status_beside_an_http_bmap(keys, image, tmp_path, status):
+    # 404, 410 and 403 are "no signature there", as for the bmap; any other
+    # failure must not pass for an unsigned bmap.
+    raw, packed, bmap = image
+    out = tmp_path / "out.img"
+    with http_server(tmp_path, handler=SignatureStatusHandler, signature_status=status) as site:
+        proc = copy(keys, f"{site.url}/img.gz", out)
+        paths = requested(site)
+    assert "/img.bmap.asc" in paths
+    if status == 500:
+        assert_refused(proc, out, f"{site.url}/img.bmap.asc", "500")
+        assert "/img.bmap.sig" not in paths
+    else:
+        assert_copied(proc, raw, out)
+        assert "/img.bmap.sig" in paths
 
 
 def test_signature_beside_a_local_bmap_for_an_image_url(keys, image, tmp_path):
