@@ -49,8 +49,10 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CopyArgs, copy_args_clear)
 static void
 on_progress (const BmapProgress *p, gpointer user_data)
 {
-  bmapctl_progress_update (user_data, bmap_phase_to_string (p->phase), p->bytes_done,
-                           p->bytes_total, p->rate);
+  /* The whole copy's bytes, as bmapd's jobs show them: one bar through
+   * writing, syncing and verifying. */
+  bmapctl_progress_update (user_data, bmap_phase_to_string (p->phase), p->job_done, p->job_total,
+                           p->rate);
 }
 
 static void

@@ -64,6 +64,11 @@ struct _BmapdJob {
   char *caller;               /* unique name, with bind-to-caller */
   GPtrArray *cancel_requests; /* CancelRequest, replied when the job ends */
 
+  /* The writing phase's own bytes, for messages: BytesDone and BytesTotal
+   * cover the whole job. */
+  guint64 write_done;
+  guint64 write_total;
+
   gint64 last_signal_usec;
   gint64 last_properties_usec;
   gboolean properties_dirty;
@@ -404,18 +409,19 @@ apply_progress (BmapdJob *job, const BmapProgress *p)
 
   if (state_changed)
     set_state (job, state);
-  if (p->bytes_total > 0)
-    job->bytes_total = p->bytes_total;
-  job->bytes_done = p->bytes_done;
+  if (p->phase == BMAP_PHASE_WRITING) {
+    job->write_done = p->bytes_done;
+    job->write_total = p->bytes_total;
+  }
+  /* The engine's whole-job figures: one progress from start to end, never
+   * going back when a phase ends and the next starts. */
+  if (p->job_total > 0)
+    job->bytes_total = p->job_total;
+  job->bytes_done = MAX (job->bytes_done, p->job_done);
+  job->progress = MAX (job->progress, p->fraction);
   job->rate = p->rate;
-  job->progress
-      = job->bytes_total > 0 ? MIN (1.0, (double) job->bytes_done / job->bytes_total) : 0.0;
-  if (job->rate > 0 && job->bytes_total > job->bytes_done)
-    job->expected_end_time
-        = (guint64) g_get_real_time ()
-          + (guint64) ((double) (job->bytes_total - job->bytes_done) / job->rate * G_USEC_PER_SEC);
-  else
-    job->expected_end_time = 0;
+  if (p->expected_end_time > 0)
+    job->expected_end_time = p->expected_end_time;
   job->properties_dirty = TRUE;
 
   if (state_changed || now - job->last_signal_usec >= PROGRESS_SIGNAL_INTERVAL_USEC) {
@@ -467,14 +473,17 @@ describe_progress (BmapdJob *job)
     return g_strdup_printf ("after %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " bytes",
                             job->bytes_done, job->bytes_total);
   }
-  if (job->bytes_done == 0 && job->state == BMAPD_JOB_PREPARING)
+  if (job->write_done == 0 && job->state == BMAPD_JOB_PREPARING)
     return g_strdup_printf ("before writing; %s was not changed", job->device_node);
-  if (job->bytes_total == 0)
+  if (job->state == BMAPD_JOB_SYNCING || job->state == BMAPD_JOB_VERIFYING)
+    return g_strdup_printf ("while %s, after all %" G_GUINT64_FORMAT " bytes were written",
+                            job->state_str, job->write_done);
+  if (job->write_total == 0)
     return g_strdup_printf ("after %" G_GUINT64_FORMAT " bytes; %s holds a partial image",
-                            job->bytes_done, job->device_node);
+                            job->write_done, job->device_node);
   return g_strdup_printf ("after %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
                           " bytes; %s holds a partial image",
-                          job->bytes_done, job->bytes_total, job->device_node);
+                          job->write_done, job->write_total, job->device_node);
 }
 
 static void
@@ -586,6 +595,48 @@ describe_job (BmapdJob *job)
   return g_string_free (s, FALSE);
 }
 
+/* "Flashing "disk.img" onto /dev/sdb", the subject of the job's result. */
+static char *
+describe_job_for_people (BmapdJob *job)
+{
+  const char *image = job->description[0] != '\0' ? job->description : NULL;
+
+  if (job->operation == BMAPD_JOB_CREATE)
+    return image != NULL ? g_strdup_printf ("Creating the bmap of \"%s\"", image)
+                         : g_strdup ("Creating a bmap");
+  if (image != NULL)
+    return g_strdup_printf ("Flashing \"%s\" onto %s", image, job->device_node);
+  return g_strdup_printf ("Flashing an image onto %s", job->device_node);
+}
+
+/* The ErrorMessage a GUI shows as it is: one sentence that says what the
+ * job was and what became of it, "Flashing "disk.img" onto /dev/sdb
+ * failed: /dev/sdb: no space left at byte 4096: the image is larger than
+ * the target." @detail is the engine's or the canceller's account. */
+static char *
+result_sentence (BmapdJob *job, BmapdJobState state, const char *detail)
+{
+  g_autofree char *subject = describe_job_for_people (job);
+  g_autofree char *body = g_strstrip (g_strdup (detail != NULL ? detail : ""));
+  gsize len = strlen (body);
+
+  while (len > 0 && body[len - 1] == '.')
+    body[--len] = '\0';
+  if (state == BMAPD_JOB_DONE)
+    return g_strdup ("");
+  if (state == BMAPD_JOB_CANCELED) {
+    if (len == 0)
+      return g_strdup_printf ("%s was canceled.", subject);
+    if (g_str_has_prefix (body, "canceled "))
+      /* "canceled by uid 1000 (:1.42) after ...", from this file. */
+      return g_strdup_printf ("%s was %s.", subject, body);
+    return g_strdup_printf ("%s was canceled: %s.", subject, body);
+  }
+  if (len == 0)
+    return g_strdup_printf ("%s failed.", subject);
+  return g_strdup_printf ("%s failed: %s.", subject, body);
+}
+
 /* Reaches a final state: properties, the Finished signal, the log, the
  * pending Cancel calls, then the owner; removal after BMAPD_JOB_KEEP_USEC. */
 static void
@@ -605,7 +656,7 @@ finish_full (BmapdJob *job, BmapdJobState state, const char *error_name, const c
   g_free (job->error_name);
   job->error_name = g_strdup (error_name != NULL ? error_name : "");
   g_free (job->error_message);
-  job->error_message = g_strdup (error_message != NULL ? error_message : "");
+  job->error_message = result_sentence (job, state, error_message);
   if (state == BMAPD_JOB_DONE)
     job->progress = 1.0;
   job->rate = 0;
@@ -620,11 +671,12 @@ finish_full (BmapdJob *job, BmapdJobState state, const char *error_name, const c
   if (state == BMAPD_JOB_DONE)
     bmapd_log_job (LOG_INFO, BMAPD_MESSAGE_JOB_FINISHED, job->id, job->operation_str,
                    job->device_node, job->state_str, "%s: done, %" G_GUINT64_FORMAT " bytes", what,
-                   job->bytes_done);
+                   job->write_done);
   else
     bmapd_log_job (state == BMAPD_JOB_FAILED ? LOG_ERR : LOG_NOTICE, BMAPD_MESSAGE_JOB_FINISHED,
                    job->id, job->operation_str, job->device_node, job->state_str,
-                   "%s: %s: %s%s%s%s", what, job->state_str, job->error_message,
+                   "%s: %s: %s%s%s%s", what, job->state_str,
+                   error_message != NULL ? error_message : "",
                    job->error_name[0] != '\0' ? " (" : "", job->error_name,
                    job->error_name[0] != '\0' ? ")" : "");
 
@@ -1072,7 +1124,7 @@ bmapd_job_get_device_path (BmapdJob *job)
 guint64
 bmapd_job_get_bytes_done (BmapdJob *job)
 {
-  return job->bytes_done;
+  return job->write_done;
 }
 
 const char *

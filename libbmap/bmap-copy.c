@@ -630,6 +630,7 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
            BmapCopyResult *result, GError **error)
 {
   CopyJob job = { 0 };
+  guint64 write_work;
   guint64 final_size;
   gboolean ok;
 
@@ -651,9 +652,15 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
   if (bmap_error_set_if_cancelled (job.cancellable, error))
     return FALSE;
 
+  write_work = job.map != NULL ? bmap_map_get_mapped_bytes (job.map) : job.image_size;
   bmap_progress_reporter_init (&job.reporter, options->progress_func, options->progress_data,
-                               job.map != NULL ? bmap_map_get_mapped_bytes (job.map)
-                                               : job.image_size);
+                               write_work);
+  /* One bar for the whole copy: the sync and the reading back are part of
+   * it, each weighted by the bytes it moves. */
+  bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_SYNCING,
+                                   bmap_target_get_sync_work (target, write_work));
+  if (options->verify_written && job.map != NULL)
+    bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_VERIFYING, write_work);
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_PREPARING, 0, TRUE);
 
   /* Every check passed: from here on the target changes. */
@@ -667,13 +674,21 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
     return FALSE;
 
   final_size = job.map != NULL || job.image_size > 0 ? job.image_size : job.produced;
-  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING, job.bytes_done, TRUE);
+  if (write_work == 0) {
+    /* A stream of unknown size: now the whole is known. */
+    bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_WRITING, job.bytes_done);
+    bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_SYNCING,
+                                     bmap_target_get_sync_work (target, job.bytes_done));
+  }
+  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING, 0, TRUE);
   if (!bmap_target_finish (target, final_size, error))
     return FALSE;
+  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING,
+                                 job.reporter.work[BMAP_PHASE_SYNCING], TRUE);
 
   if (options->verify_written) {
-    if (!bmap_verify_fd (bmap_target_get_fd (target), job.name, job.map, options->progress_func,
-                         options->progress_data, options->cancellable, error))
+    if (!bmap_verify_fd_report (bmap_target_get_fd (target), job.name, job.map, &job.reporter,
+                                options->cancellable, error))
       return FALSE;
   }
 

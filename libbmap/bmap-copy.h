@@ -47,5 +47,10 @@ gboolean bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOption
 gboolean
 bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
                 gpointer progress_data, GCancellable *cancellable, GError **error);
+/* The same, reporting through @reporter as the last phase of a copy, so
+ * that the copy's progress goes on from where writing left it. */
+gboolean
+bmap_verify_fd_report (int fd, const char *name, const BmapMap *map, BmapProgressReporter *reporter,
+                       GCancellable *cancellable, GError **error);
 
 G_END_DECLS

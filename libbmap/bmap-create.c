@@ -325,7 +325,7 @@ bmap_create (int fd, const char *name, const BmapCreateOptions *options,
     g_mutex_init (&job.lock);
     g_cond_init (&job.cond);
 
-    reporter.last.bytes_total = bytes_total;
+    bmap_progress_reporter_set_work (&reporter, BMAP_PHASE_WRITING, bytes_total);
     bmap_progress_reporter_update (&reporter, BMAP_PHASE_WRITING, 0, TRUE);
     ok = hash_ranges (&job, n_threads, &reporter, error);
     g_mutex_clear (&job.lock);
@@ -342,7 +342,7 @@ bmap_create (int fd, const char *name, const BmapCreateOptions *options,
                         digests != NULL ? digests + (gsize) i * digest_len : NULL);
   }
 
-  reporter.last.bytes_total = bytes_total;
+  bmap_progress_reporter_set_work (&reporter, BMAP_PHASE_WRITING, bytes_total);
   bmap_progress_reporter_update (&reporter, BMAP_PHASE_WRITING, bytes_total, TRUE);
   return g_steal_pointer (&map);
 }

@@ -213,6 +213,17 @@ bmap_target_get_kind (BmapTarget *target)
   return target->kind;
 }
 
+guint64
+bmap_target_get_sync_work (BmapTarget *target, guint64 bytes_written)
+{
+  /* A block device has at most two writeback windows in flight when the
+   * copy ends; regular files are written mostly with O_DIRECT or left to
+   * the kernel's writeback, which bounds them about as much. */
+  if (target->kind == BMAP_TARGET_NULL)
+    return 0;
+  return MIN (bytes_written, 2 * WRITEBACK_WINDOW_MAX);
+}
+
 const char *
 bmap_target_get_name (BmapTarget *target)
 {

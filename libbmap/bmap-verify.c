@@ -40,8 +40,19 @@ gboolean
 bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
                 gpointer progress_data, GCancellable *cancellable, GError **error)
 {
-  g_autoptr (BmapHasher) hasher = NULL;
   BmapProgressReporter reporter;
+
+  bmap_progress_reporter_init (&reporter, progress_func, progress_data, 0);
+  bmap_progress_reporter_set_work (&reporter, BMAP_PHASE_VERIFYING,
+                                   bmap_map_get_mapped_bytes (map));
+  return bmap_verify_fd_report (fd, name, map, &reporter, cancellable, error);
+}
+
+gboolean
+bmap_verify_fd_report (int fd, const char *name, const BmapMap *map, BmapProgressReporter *reporter,
+                       GCancellable *cancellable, GError **error)
+{
+  g_autoptr (BmapHasher) hasher = NULL;
   gsize digest_len = bmap_checksum_type_get_length (map->range_checksum);
   guint64 done = 0;
   guint8 *buf = NULL;
@@ -57,9 +68,7 @@ bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc p
     g_error ("out of memory allocating the verify buffer");
 
   hasher = bmap_hasher_new (map->range_checksum);
-  bmap_progress_reporter_init (&reporter, progress_func, progress_data,
-                               bmap_map_get_mapped_bytes (map));
-  bmap_progress_reporter_update (&reporter, BMAP_PHASE_VERIFYING, 0, TRUE);
+  bmap_progress_reporter_update (reporter, BMAP_PHASE_VERIFYING, 0, TRUE);
 
   for (guint i = 0; ok && i < bmap_map_get_n_ranges (map); i++) {
     const BmapRange *range = bmap_map_get_range (map, i);
@@ -91,7 +100,7 @@ bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc p
       bmap_hasher_update (hasher, buf + skip, want);
       pos += want;
       done += want;
-      bmap_progress_reporter_update (&reporter, BMAP_PHASE_VERIFYING, done, FALSE);
+      bmap_progress_reporter_update (reporter, BMAP_PHASE_VERIFYING, done, FALSE);
     }
     if (!ok)
       break;
@@ -111,7 +120,7 @@ bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc p
     }
   }
   if (ok)
-    bmap_progress_reporter_update (&reporter, BMAP_PHASE_VERIFYING, done, TRUE);
+    bmap_progress_reporter_update (reporter, BMAP_PHASE_VERIFYING, done, TRUE);
 
   free (buf);
   close (rfd);

@@ -658,6 +658,68 @@ test_loop_device_mounted (Fixture *fx, gconstpointer data)
   g_assert_nonnull (strstr (error->message, dev));
 }
 
+static void
+record_progress (const BmapProgress *progress, gpointer user_data)
+{
+  g_array_append_val ((GArray *) user_data, *progress);
+}
+
+/* Writing, syncing and reading back are one progress: the whole job's
+ * bytes and fraction never go back when a phase ends, the phases come in
+ * order, and the last report is the whole job done. */
+static void
+test_progress_one_bar (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *out = g_build_filename (fx->dir, "out.img", NULL);
+  g_autoptr (GArray) reports = g_array_new (FALSE, FALSE, sizeof (BmapProgress));
+  g_autoptr (BmapSource) source = bmap_source_new_for_path (fx->image, &error);
+  g_autoptr (BmapMap) map = bmap_map_load_file (fx->bmap, &error);
+  g_autoptr (BmapTarget) target = bmap_target_open (out, &error);
+  BmapCopyOptions options = { 0 };
+  const BmapProgress *prev = NULL;
+  const BmapProgress *last;
+  guint64 mapped;
+  gboolean seen[BMAP_N_PHASES] = { FALSE };
+
+  g_assert_no_error (error);
+  mapped = bmap_map_get_mapped_bytes (map);
+  options.map = map;
+  options.verify = TRUE;
+  options.verify_written = TRUE;
+  options.progress_func = record_progress;
+  options.progress_data = reports;
+  g_assert_true (bmap_copy (source, target, &options, NULL, &error));
+  g_assert_no_error (error);
+
+  for (guint i = 0; i < reports->len; i++) {
+    const BmapProgress *p = &g_array_index (reports, BmapProgress, i);
+
+    seen[p->phase] = TRUE;
+    /* The whole job: writing and reading back the mapped bytes, and what
+     * the sync may have to write. */
+    g_assert_cmpuint (p->job_total, >=, 2 * mapped);
+    g_assert_cmpuint (p->job_total, <=, 3 * mapped);
+    g_assert_cmpuint (p->job_done, <=, p->job_total);
+    g_assert_cmpfloat (p->fraction, <=, 1.0);
+    if (prev != NULL) {
+      g_assert_cmpint (p->phase, >=, prev->phase);
+      g_assert_cmpuint (p->job_done, >=, prev->job_done);
+      g_assert_cmpfloat (p->fraction, >=, prev->fraction);
+    }
+    prev = p;
+  }
+  /* One sample cannot give a rate, nor an end time. */
+  g_assert_cmpuint (g_array_index (reports, BmapProgress, 0).rate, ==, 0);
+  g_assert_cmpuint (g_array_index (reports, BmapProgress, 0).expected_end_time, ==, 0);
+  for (guint phase = 0; phase < BMAP_N_PHASES; phase++)
+    g_assert_true (seen[phase]);
+  last = &g_array_index (reports, BmapProgress, reports->len - 1);
+  g_assert_cmpint (last->phase, ==, BMAP_PHASE_VERIFYING);
+  g_assert_cmpuint (last->job_done, ==, last->job_total);
+  g_assert_cmpfloat (last->fraction, ==, 1.0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -680,6 +742,7 @@ main (int argc, char **argv)
   ADD ("/copy/loop-device", test_loop_device);
   ADD ("/copy/loop-device-too-small", test_loop_device_too_small);
   ADD ("/copy/loop-device-mounted", test_loop_device_mounted);
+  ADD ("/copy/progress-one-bar", test_progress_one_bar);
 #undef ADD
   return g_test_run ();
 }
