@@ -52,9 +52,8 @@ prop_is_true (struct udev_device *dev, const char *name)
   return g_strcmp0 (udev_device_get_property_value (dev, name), "1") == 0;
 }
 
-/* udev's *_ENC values escape unsafe bytes as \xNN. */
-static char *
-decode_udev_string (const char *enc)
+char *
+bmapd_device_info_decode_udev_string (const char *enc)
 {
   GString *s = g_string_new (NULL);
 
@@ -83,7 +82,7 @@ describe (struct udev_device *dev, const char *enc_key, const char *key,
   const char *value;
 
   if (enc_key != NULL && (value = prop (dev, enc_key)) != NULL) {
-    char *decoded = decode_udev_string (value);
+    char *decoded = bmapd_device_info_decode_udev_string (value);
     if (decoded != NULL && decoded[0] != '\0')
       return decoded;
     g_free (decoded);
@@ -228,6 +227,81 @@ is_offered (struct udev_device *dev, char **why_not)
   return TRUE;
 }
 
+char *
+bmapd_device_info_format_size (guint64 size)
+{
+  static const char *const units[] = { "kB", "MB", "GB", "TB", "PB" };
+  double value = (double) size / 1000.0;
+  guint unit = 0;
+
+  if (size < 1000)
+    return g_strdup_printf ("%u bytes", (guint) size);
+  while (value >= 1000.0 && unit + 1 < G_N_ELEMENTS (units)) {
+    value /= 1000.0;
+    unit++;
+  }
+  /* One decimal below ten, as udisks2: "7.9 GB", "32 GB". */
+  return g_strdup_printf ("%.*f %s", value < 10.0 ? 1 : 0, value, units[unit]);
+}
+
+/* What a person calls the disk, the way udisks2 names drives: vendor and
+ * model ("SanDisk Ultra"), else what kind of disk it is, then the size of
+ * its medium. */
+static char *
+make_display_name (const BmapdDeviceInfo *info, struct udev_device *mmc)
+{
+  g_autoptr (GString) name = g_string_new (NULL);
+
+  /* Some models repeat the vendor: "SanDisk SanDisk Ultra". */
+  if (info->vendor[0] != '\0'
+      && g_ascii_strncasecmp (info->model, info->vendor, strlen (info->vendor)) != 0)
+    g_string_append (name, info->vendor);
+  if (info->model[0] != '\0') {
+    if (name->len > 0)
+      g_string_append_c (name, ' ');
+    g_string_append (name, info->model);
+  }
+  if (name->len == 0) {
+    if (g_str_has_prefix (info->name, "loop"))
+      g_string_append (name, "Loop Device");
+    else if (mmc != NULL && sysattr_is (mmc, "type", "SD"))
+      g_string_append (name, "SD Card");
+    else if (mmc != NULL)
+      g_string_append (name, "eMMC");
+    else if (info->removable)
+      g_string_append (name, "Removable Drive");
+    else
+      g_string_append (name, "Disk");
+  }
+  if (info->size > 0) {
+    g_autofree char *size = bmapd_device_info_format_size (info->size);
+    g_string_append_printf (name, " %s", size);
+  }
+  return g_string_free (g_steal_pointer (&name), FALSE);
+}
+
+/* A freedesktop icon name, chosen as udisks2 chooses drive icons; themes
+ * fall back from "drive-harddisk-usb" to "drive-harddisk". */
+static const char *
+choose_icon_name (struct udev_device *dev, const BmapdDeviceInfo *info, struct udev_device *mmc)
+{
+  if (mmc != NULL)
+    return sysattr_is (mmc, "type", "SD") ? "media-flash-sd" : "media-flash";
+  if (prop_is_true (dev, "ID_DRIVE_FLASH_SD") || prop_is_true (dev, "ID_DRIVE_MEDIA_FLASH_SD"))
+    return "media-flash-sd";
+  if (prop_is_true (dev, "ID_DRIVE_THUMB"))
+    return "media-removable";
+  if (has_removable_drive_flags (dev))
+    return "media-flash";
+  if (g_str_equal (info->bus, "usb"))
+    return info->removable ? "drive-removable-media-usb" : "drive-harddisk-usb";
+  if (info->removable)
+    return "drive-removable-media";
+  if (!g_str_equal (info->bus, "virtual") && sysattr_is (dev, "queue/rotational", "0"))
+    return "drive-harddisk-solidstate";
+  return "drive-harddisk";
+}
+
 BmapdDeviceInfo *
 bmapd_device_info_new (struct udev_device *dev, BmapdDiskUsage *usage, char **why_not)
 {
@@ -298,6 +372,10 @@ bmapd_device_info_new (struct udev_device *dev, BmapdDiskUsage *usage, char **wh
   info->holders = list_holders (dev, info->partitions);
   info->busy = info->mount_points[0] != NULL || info->holders[0] != NULL;
 
+  info->display_name = make_display_name (info, mmc);
+  info->icon_name = g_strdup (choose_icon_name (dev, info, mmc));
+  info->contents = bmapd_device_contents_read (dev);
+
   return g_steal_pointer (&info);
 }
 
@@ -317,6 +395,9 @@ bmapd_device_info_copy (const BmapdDeviceInfo *info)
   copy->mount_points = g_strdupv (info->mount_points);
   copy->holders = g_strdupv (info->holders);
   copy->partitions = g_strdupv (info->partitions);
+  copy->display_name = g_strdup (info->display_name);
+  copy->icon_name = g_strdup (info->icon_name);
+  copy->contents = bmapd_device_contents_copy (info->contents);
   return copy;
 }
 
@@ -336,6 +417,9 @@ bmapd_device_info_free (BmapdDeviceInfo *info)
   g_strfreev (info->mount_points);
   g_strfreev (info->holders);
   g_strfreev (info->partitions);
+  g_free (info->display_name);
+  g_free (info->icon_name);
+  g_clear_pointer (&info->contents, g_ptr_array_unref);
   g_free (info);
 }
 
@@ -363,6 +447,10 @@ bmapd_device_info_diff (const BmapdDeviceInfo *a, const BmapdDeviceInfo *b)
   CMP_VAL (media_present, "MediaPresent");
   CMP_VAL (busy, "Busy");
   CMP_VAL (diskseq, "DiskSeq");
+  CMP_STR (display_name, "DisplayName");
+  CMP_STR (icon_name, "IconName");
+  if (!bmapd_device_contents_equal (a->contents, b->contents))
+    g_ptr_array_add (changed, (gpointer) "Contents");
 #undef CMP_STR
 #undef CMP_VAL
   return changed;

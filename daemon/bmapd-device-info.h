@@ -5,6 +5,7 @@
 #include <libudev.h>
 #include <sys/types.h>
 
+#include "bmapd-device-contents.h"
 #include "bmapd-disk-usage.h"
 
 G_BEGIN_DECLS
@@ -32,6 +33,10 @@ typedef struct {
   char **mount_points; /* filesystems on the disk, "[SWAP]" for swap; never NULL */
   char **holders;      /* devices stacked on the disk or its partitions; never NULL */
   char **partitions;   /* kernel names of its partitions, "sdb1"; never NULL */
+  /* For people: "SanDisk Ultra 32 GB", and a freedesktop icon name. */
+  char *display_name;
+  char *icon_name;
+  GPtrArray *contents; /* BmapdDeviceContent; never NULL */
 } BmapdDeviceInfo;
 
 /* Reads @dev. Returns NULL when it is not a disk we offer as a target
@@ -49,6 +54,14 @@ GPtrArray *bmapd_device_info_diff (const BmapdDeviceInfo *a, const BmapdDeviceIn
 /* A medium appeared: the device is new with a medium, or it got one, or
  * its medium was swapped (diskseq changed). The hook auto-flash rules use. */
 gboolean bmapd_device_info_media_inserted (const BmapdDeviceInfo *old, const BmapdDeviceInfo *info);
+
+/* udev's *_ENC values escape unsafe bytes as \xNN: the string they stand
+ * for, stripped, or NULL when it is not UTF-8. */
+char *bmapd_device_info_decode_udev_string (const char *enc);
+
+/* "32 GB", "7.9 GB", "512 MB": sizes the way drives are sold, as udisks2
+ * shows them. */
+char *bmapd_device_info_format_size (guint64 size);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapdDeviceInfo, bmapd_device_info_free)
 

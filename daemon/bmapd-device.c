@@ -19,6 +19,72 @@ struct _BmapdDevice {
 
 #define INFO_OFFSET(field) (offsetof (BmapdDevice, info) + offsetof (BmapdDeviceInfo, field))
 
+static int
+append_string_entry (sd_bus_message *reply, const char *key, const char *value)
+{
+  return sd_bus_message_append (reply, "{sv}", key, "s", value);
+}
+
+static int
+append_content (sd_bus_message *reply, const BmapdDeviceContent *c)
+{
+  int r;
+
+  r = sd_bus_message_open_container (reply, 'a', "{sv}");
+  if (r >= 0)
+    r = append_string_entry (reply, "name", c->name);
+  if (r >= 0)
+    r = append_string_entry (reply, "node", c->node);
+  if (r >= 0)
+    r = sd_bus_message_append (reply, "{sv}", "number", "u", c->number);
+  if (r >= 0)
+    r = sd_bus_message_append (reply, "{sv}", "offset", "t", c->offset);
+  if (r >= 0)
+    r = sd_bus_message_append (reply, "{sv}", "size", "t", c->size);
+  if (r >= 0)
+    r = append_string_entry (reply, "label", c->label);
+  if (r >= 0)
+    r = append_string_entry (reply, "type", c->type);
+  if (r >= 0)
+    r = append_string_entry (reply, "usage", c->usage);
+  if (r >= 0)
+    r = append_string_entry (reply, "version", c->version);
+  if (r >= 0)
+    r = append_string_entry (reply, "uuid", c->uuid);
+  if (r >= 0)
+    r = append_string_entry (reply, "partition-name", c->part_name);
+  if (r >= 0)
+    r = sd_bus_message_open_container (reply, 'e', "sv");
+  if (r >= 0)
+    r = sd_bus_message_append (reply, "s", "mount-points");
+  if (r >= 0)
+    r = sd_bus_message_open_container (reply, 'v', "as");
+  if (r >= 0)
+    r = sd_bus_message_append_strv (reply, c->mount_points);
+  if (r >= 0)
+    r = sd_bus_message_close_container (reply);
+  if (r >= 0)
+    r = sd_bus_message_close_container (reply);
+  if (r >= 0)
+    r = sd_bus_message_close_container (reply);
+  return r;
+}
+
+static int
+get_contents (sd_bus *bus, const char *path, const char *interface, const char *property,
+              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+  BmapdDevice *device = userdata;
+  int r;
+
+  r = sd_bus_message_open_container (reply, 'a', "a{sv}");
+  for (guint i = 0; r >= 0 && i < device->info.contents->len; i++)
+    r = append_content (reply, g_ptr_array_index (device->info.contents, i));
+  if (r >= 0)
+    r = sd_bus_message_close_container (reply);
+  return r;
+}
+
 static const sd_bus_vtable device_vtable[] = {
   SD_BUS_VTABLE_START (0),
   SD_BUS_PROPERTY ("Node", "s", NULL, INFO_OFFSET (node), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -42,6 +108,11 @@ static const sd_bus_vtable device_vtable[] = {
                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
   SD_BUS_PROPERTY ("Job", "o", NULL, offsetof (BmapdDevice, job_path),
                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("DisplayName", "s", NULL, INFO_OFFSET (display_name),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("IconName", "s", NULL, INFO_OFFSET (icon_name),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("Contents", "aa{sv}", get_contents, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
   SD_BUS_VTABLE_END,
 };
 
@@ -87,6 +158,9 @@ info_move_into (BmapdDeviceInfo *dest, BmapdDeviceInfo *src)
   g_strfreev (dest->mount_points);
   g_strfreev (dest->holders);
   g_strfreev (dest->partitions);
+  g_free (dest->display_name);
+  g_free (dest->icon_name);
+  g_clear_pointer (&dest->contents, g_ptr_array_unref);
   *dest = *src;
   g_free (src);
 }

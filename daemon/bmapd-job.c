@@ -90,7 +90,8 @@ struct _BmapdJob {
   GMutex mailbox_lock;
   BmapProgress mailbox_progress;
   gboolean mailbox_progress_pending;
-  guint mailbox_phases; /* 1 << BmapPhase of every phase reported since the last read */
+  guint mailbox_phases;         /* 1 << BmapPhase of every phase reported since the last read */
+  BmapProgress mailbox_writing; /* the last report of the writing phase */
   gboolean mailbox_done;
   GError *mailbox_error;
   int event_fd;
@@ -211,6 +212,8 @@ on_engine_progress (const BmapProgress *progress, gpointer user_data)
   job->mailbox_progress = *progress;
   job->mailbox_progress_pending = TRUE;
   job->mailbox_phases |= 1u << progress->phase;
+  if (progress->phase == BMAP_PHASE_WRITING)
+    job->mailbox_writing = *progress;
   g_mutex_unlock (&job->mailbox_lock);
   mailbox_post (job);
 }
@@ -409,10 +412,6 @@ apply_progress (BmapdJob *job, const BmapProgress *p)
 
   if (state_changed)
     set_state (job, state);
-  if (p->phase == BMAP_PHASE_WRITING) {
-    job->write_done = p->bytes_done;
-    job->write_total = p->bytes_total;
-  }
   /* The engine's whole-job figures: one progress from start to end, never
    * going back when a phase ends and the next starts. */
   if (p->job_total > 0)
@@ -493,7 +492,9 @@ finish_from_worker (BmapdJob *job, GError *error)
   g_autofree char *message = NULL;
 
   if (error == NULL) {
-    job->bytes_done = MAX (job->bytes_done, job->bytes_total);
+    /* Done is all of it, even when the total was never known. */
+    job->bytes_total = MAX (job->bytes_total, job->bytes_done);
+    job->bytes_done = job->bytes_total;
     finish (job, BMAPD_JOB_DONE, NULL, NULL);
     return;
   }
@@ -549,6 +550,10 @@ on_mailbox (sd_event_source *source, int fd, uint32_t revents, void *user_data)
   job->mailbox_progress_pending = FALSE;
   phases = job->mailbox_phases;
   job->mailbox_phases = 0;
+  /* Kept apart: a later phase's report may have replaced the last
+   * writing one before the loop read it. */
+  job->write_done = job->mailbox_writing.bytes_done;
+  job->write_total = job->mailbox_writing.bytes_total;
   done = job->mailbox_done;
   error = g_steal_pointer (&job->mailbox_error);
   g_mutex_unlock (&job->mailbox_lock);
@@ -657,8 +662,15 @@ finish_full (BmapdJob *job, BmapdJobState state, const char *error_name, const c
   job->error_name = g_strdup (error_name != NULL ? error_name : "");
   g_free (job->error_message);
   job->error_message = result_sentence (job, state, error_message);
-  if (state == BMAPD_JOB_DONE)
+  if (state == BMAPD_JOB_DONE) {
+    /* The last Progress signal says the whole job is done, even when the
+     * engine's last report came too soon after the one before to be sent. */
     job->progress = 1.0;
+    r = sd_bus_emit_signal (job->bus, job->path, BMAPD_JOB_INTERFACE, "Progress", "ttt",
+                            job->bytes_done, job->bytes_total, job->rate);
+    if (r < 0)
+      bmapd_log (LOG_WARNING, "Progress signal of %s: %s", job->path, g_strerror (-r));
+  }
   job->rate = 0;
   job->expected_end_time = 0;
   emit_properties (job, names);

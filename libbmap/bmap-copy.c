@@ -680,6 +680,8 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
     bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_SYNCING,
                                      bmap_target_get_sync_work (target, job.bytes_done));
   }
+  /* The writing phase's last word: every byte it wrote. */
+  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_WRITING, job.bytes_done, TRUE);
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING, 0, TRUE);
   if (!bmap_target_finish (target, final_size, error))
     return FALSE;
