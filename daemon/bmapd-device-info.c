@@ -252,8 +252,9 @@ make_display_name (const BmapdDeviceInfo *info, struct udev_device *mmc)
 {
   g_autoptr (GString) name = g_string_new (NULL);
 
-  /* Some models repeat the vendor: "SanDisk SanDisk Ultra". */
-  if (info->vendor[0] != '\0'
+  /* Some models repeat the vendor: "SanDisk SanDisk Ultra"; libata puts
+   * "ATA" where SCSI has the vendor. */
+  if (info->vendor[0] != '\0' && !g_str_equal (info->vendor, "ATA")
       && g_ascii_strncasecmp (info->model, info->vendor, strlen (info->vendor)) != 0)
     g_string_append (name, info->vendor);
   if (info->model[0] != '\0') {
