@@ -407,6 +407,8 @@ apply_progress (BmapdJob *job, const BmapProgress *p)
 {
   BmapdJobState state = state_for_phase (p->phase);
   gboolean state_changed = state != job->state;
+  /* A rate (and so a time left) that just became known goes out at once. */
+  gboolean rate_appeared = job->rate == 0 && p->rate > 0;
   gint64 now = g_get_monotonic_time ();
   int r;
 
@@ -419,18 +421,23 @@ apply_progress (BmapdJob *job, const BmapProgress *p)
   job->bytes_done = MAX (job->bytes_done, p->job_done);
   job->progress = MAX (job->progress, p->fraction);
   job->rate = p->rate;
-  if (p->expected_end_time > 0)
+  /* Taken with the rate it comes from, so that no end time is shown
+   * before a rate was (a report may be replaced by the next phase's before
+   * the loop reads it); kept while the next phase's rate is unknown. */
+  if (p->rate > 0 && p->expected_end_time > 0)
     job->expected_end_time = p->expected_end_time;
   job->properties_dirty = TRUE;
 
-  if (state_changed || now - job->last_signal_usec >= PROGRESS_SIGNAL_INTERVAL_USEC) {
+  if (state_changed || rate_appeared
+      || now - job->last_signal_usec >= PROGRESS_SIGNAL_INTERVAL_USEC) {
     r = sd_bus_emit_signal (job->bus, job->path, BMAPD_JOB_INTERFACE, "Progress", "ttt",
                             job->bytes_done, job->bytes_total, job->rate);
     if (r < 0)
       bmapd_log (LOG_WARNING, "Progress signal of %s: %s", job->path, g_strerror (-r));
     job->last_signal_usec = now;
   }
-  if (state_changed || now - job->last_properties_usec >= PROGRESS_PROPERTIES_INTERVAL_USEC) {
+  if (state_changed || rate_appeared
+      || now - job->last_properties_usec >= PROGRESS_PROPERTIES_INTERVAL_USEC) {
     emit_progress_properties (job, state_changed);
   } else if (job->flush_source == NULL) {
     /* Values held back now still go out within the interval, even when the
