@@ -24,6 +24,9 @@ typedef enum {
 struct _BmapctlProgress {
   Mode mode;
   char *last_state;
+  /* The bar shown so far: it never goes back, even if an older bmapd
+   * reports each phase from 0. */
+  double fraction;
   gint64 last_print_us;
   gboolean line_shown;
   int last_percent;
@@ -95,19 +98,19 @@ terminal_width (void)
   return 80;
 }
 
-/* "writing  42%  1.2 GiB of 2.9 GiB  150.3 MiB/s  0:09 left" */
+/* "writing  42%  1.2 GiB of 2.9 GiB  150.3 MiB/s  0:09 left": the whole
+ * job's bytes (bmapd's BytesDone/BytesTotal), the current phase's rate. */
 static char *
-describe (const char *state, guint64 done, guint64 total, guint64 rate)
+describe (const char *state, double fraction, guint64 done, guint64 total, guint64 rate)
 {
   g_autoptr (GString) line = g_string_new (NULL);
   g_autofree char *done_str = bmapctl_format_size (done);
 
   g_string_append_printf (line, "%-9s", state);
   if (total > 0) {
-    guint64 clamped = MIN (done, total);
     g_autofree char *total_str = bmapctl_format_size (total);
 
-    g_string_append_printf (line, " %3u%%  %s of %s", (guint) (clamped * 100 / total), done_str,
+    g_string_append_printf (line, " %3u%%  %s of %s", (guint) (fraction * 100), done_str,
                             total_str);
   } else if (done > 0) {
     g_string_append_printf (line, "  %s", done_str);
@@ -173,6 +176,8 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
     g_free (progress->last_state);
     progress->last_state = g_strdup (state);
   }
+  if (total > 0)
+    progress->fraction = MAX (progress->fraction, (double) MIN (done, total) / (double) total);
   if (progress->psplash_pipe != NULL && percent >= 0)
     psplash_update (progress, percent);
 
@@ -183,11 +188,11 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       g_autoptr (GString) json = g_string_new ("{\"state\":");
 
       bmapctl_json_append_string (json, state);
-      g_string_append_printf (
-          json,
-          ",\"bytes_done\":%" G_GUINT64_FORMAT ",\"bytes_total\":%" G_GUINT64_FORMAT
-          ",\"rate\":%" G_GUINT64_FORMAT ",\"progress\":%.4f",
-          done, total, rate, total > 0 ? (double) MIN (done, total) / total : 0.0);
+      g_string_append_printf (json,
+                              ",\"bytes_done\":%" G_GUINT64_FORMAT
+                              ",\"bytes_total\":%" G_GUINT64_FORMAT ",\"rate\":%" G_GUINT64_FORMAT
+                              ",\"progress\":%.4f",
+                              done, total, rate, progress->fraction);
       if (fetched_func != NULL)
         g_string_append_printf (json, ",\"bytes_downloaded\":%" G_GUINT64_FORMAT, fetched_func ());
       g_string_append (json, "}\n");
@@ -198,7 +203,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
     case MODE_TERMINAL: {
       guint width = terminal_width ();
 
-      line = describe (state, done, total, rate);
+      line = describe (state, progress->fraction, done, total, rate);
       if (strlen (line) >= width)
         line[width - 1] = '\0';
       fprintf (stderr, "\r\033[K%s", line);
@@ -210,7 +215,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       if (!state_changed && now - progress->last_print_us < PLAIN_INTERVAL_US)
         return;
       progress->last_print_us = now;
-      line = describe (state, done, total, rate);
+      line = describe (state, progress->fraction, done, total, rate);
       fprintf (stderr, "%s\n", line);
       fflush (stderr);
       return;
