@@ -637,12 +637,18 @@ result_sentence (BmapdJob *job, BmapdJobState state, const char *detail)
   if (state == BMAPD_JOB_DONE)
     return g_strdup ("");
   if (state == BMAPD_JOB_CANCELED) {
+    const char *how = body;
+
+    /* "job 3 was canceled by ... before it started": the subject already
+     * says which job. */
+    if (g_str_has_prefix (how, "job ") && strstr (how, " was canceled ") != NULL)
+      how = strstr (how, " was canceled ") + strlen (" was ");
     if (len == 0)
       return g_strdup_printf ("%s was canceled.", subject);
-    if (g_str_has_prefix (body, "canceled "))
+    if (g_str_has_prefix (how, "canceled "))
       /* "canceled by uid 1000 (:1.42) after ...", from this file. */
-      return g_strdup_printf ("%s was %s.", subject, body);
-    return g_strdup_printf ("%s was canceled: %s.", subject, body);
+      return g_strdup_printf ("%s was %s.", subject, how);
+    return g_strdup_printf ("%s was canceled: %s.", subject, how);
   }
   if (len == 0)
     return g_strdup_printf ("%s failed.", subject);

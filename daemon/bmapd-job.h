@@ -111,6 +111,7 @@ BmapdJobOperation bmapd_job_get_operation (BmapdJob *job);
 const char *bmapd_job_get_device_node (BmapdJob *job);
 uid_t bmapd_job_get_uid (BmapdJob *job);
 const char *bmapd_job_get_device_path (BmapdJob *job);
+/* The bytes the job wrote (hashed, for create), not BytesDone's whole-job work. */
 guint64 bmapd_job_get_bytes_done (BmapdJob *job);
 /* Empty unless the job failed. */
 const char *bmapd_job_get_error_name (BmapdJob *job);
