@@ -674,12 +674,15 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
     return FALSE;
 
   final_size = job.map != NULL || job.image_size > 0 ? job.image_size : job.produced;
-  if (write_work == 0) {
-    /* A stream of unknown size: now the whole is known. */
+  /* A stream of unknown size: now the whole is known. */
+  if (write_work == 0)
     bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_WRITING, job.bytes_done);
-    bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_SYNCING,
-                                     bmap_target_get_sync_work (target, job.bytes_done));
-  }
+  /* What the sync really has to write, no more than was planned for it:
+   * the bar only moves on. */
+  bmap_progress_reporter_set_work (
+      &job.reporter, BMAP_PHASE_SYNCING,
+      MIN (bmap_target_get_sync_work (target, job.bytes_done),
+           write_work > 0 ? job.reporter.work[BMAP_PHASE_SYNCING] : G_MAXUINT64));
   /* The writing phase's last word: every byte it wrote. */
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_WRITING, job.bytes_done, TRUE);
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING, 0, TRUE);

@@ -216,11 +216,14 @@ bmap_target_get_kind (BmapTarget *target)
 guint64
 bmap_target_get_sync_work (BmapTarget *target, guint64 bytes_written)
 {
-  /* A block device has at most two writeback windows in flight when the
-   * copy ends; regular files are written mostly with O_DIRECT or left to
-   * the kernel's writeback, which bounds them about as much. */
   if (target->kind == BMAP_TARGET_NULL)
     return 0;
+  /* A block device's windows not waited for yet are what the sync
+   * writes; before anything was written, at most two full windows.
+   * Regular files are written mostly with O_DIRECT or left to the
+   * kernel's writeback, which bounds them about as much. */
+  if (target->kind == BMAP_TARGET_BLOCK_DEVICE && target->wb_end > 0)
+    return MIN (bytes_written, target->wb_prev_bytes + target->wb_bytes);
   return MIN (bytes_written, 2 * WRITEBACK_WINDOW_MAX);
 }
 

@@ -32,8 +32,9 @@ void bmap_target_set_cancellable (BmapTarget *target, GCancellable *cancellable)
 BmapTargetKind bmap_target_get_kind (BmapTarget *target);
 const char *bmap_target_get_name (BmapTarget *target);
 int bmap_target_get_fd (BmapTarget *target);
-/* How many of @bytes_written the final sync may still have to write: what
- * the progress counts for it. */
+/* How many of @bytes_written the final sync has to write, what the
+ * progress counts for it: before the copy writes, a bound; once it has
+ * written, on a block device, the bytes not yet written back. */
 guint64 bmap_target_get_sync_work (BmapTarget *target, guint64 bytes_written);
 /* Size of a block device in bytes; 0 for files and /dev/null. */
 guint64 bmap_target_get_size (BmapTarget *target);

@@ -54,17 +54,20 @@ def test_progress_covers_every_phase_and_never_goes_back(daemon, client, polkit,
     client.iterate(0.2)
 
     # The whole job: writing and reading back the mapped bytes, and the
-    # sync of what was still in the page cache (all of it, for 1.6 MiB).
+    # sync of what was not written back yet: planned as all of it (1.6 MiB
+    # is less than two writeback windows), the real share once known.
     mapped = mapped_bytes(image)
     props = client.get_all(job, h.JOB_IFACE)
-    assert props['BytesTotal'] == 3 * mapped
+    assert 2 * mapped <= props['BytesTotal'] <= 3 * mapped
     assert props['BytesDone'] == props['BytesTotal'] and props['Progress'] == 1.0
 
     signals = client.job_signals(job, 'Progress')
     assert signals, 'no Progress signal'
     done = [s[0] for s in signals]
     assert done == sorted(done), f'bytes_done went back: {done}'
-    assert {s[1] for s in signals} == {3 * mapped}, 'the total changed'
+    totals = [s[1] for s in signals]
+    assert totals[0] == 3 * mapped, 'the plan: writing, syncing and verifying every byte'
+    assert totals == sorted(totals, reverse=True), f'the total grew: {totals}'
     assert signals[-1][0] == signals[-1][1], 'the last Progress signal is not the end'
 
     changes = job_properties_changed(client, job)
