@@ -49,6 +49,8 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CopyArgs, copy_args_clear)
 static void
 on_progress (const BmapProgress *p, gpointer user_data)
 {
+  if (p->phase == BMAP_PHASE_WRITING)
+    bmapctl_progress_set_written (user_data, p->bytes_done, p->bytes_total);
   /* The whole copy's bytes, as bmapd's jobs show them: one bar through
    * writing, syncing and verifying. */
   bmapctl_progress_update (user_data, bmap_phase_to_string (p->phase), p->job_done, p->job_total,

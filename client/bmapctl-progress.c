@@ -30,6 +30,8 @@ struct _BmapctlProgress {
   gint64 last_print_us;
   gboolean line_shown;
   int last_percent;
+  guint64 written; /* bmapctl_progress_set_written(), 0 when not told */
+  guint64 write_total;
   char *psplash_pipe;
   int last_psplash_percent;
 };
@@ -159,17 +161,28 @@ psplash_update (BmapctlProgress *progress, int percent)
 }
 
 void
+bmapctl_progress_set_written (BmapctlProgress *progress, guint64 written, guint64 write_total)
+{
+  progress->written = written;
+  progress->write_total = write_total;
+}
+
+void
 bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 done, guint64 total,
                          guint64 rate)
 {
   gint64 now = g_get_monotonic_time ();
   gboolean state_changed = g_strcmp0 (state, progress->last_state) != 0;
+  /* bmaptool's "copied" counts the writing phase: its own bytes when known,
+   * else the whole job's, which are the written ones until writing ends. */
+  guint64 copied = progress->write_total > 0 ? progress->written : done;
+  guint64 to_copy = progress->write_total > 0 ? progress->write_total : total;
   /* Like bmaptool, a percentage once something was written. */
-  gboolean writing = g_str_equal (state, "writing") && total > 0 && done > 0;
+  gboolean writing = g_str_equal (state, "writing") && to_copy > 0 && copied > 0;
   /* Reports are rate-limited: the last one while writing may say less than
    * 100 %, but syncing or verifying means every block was written. */
   gboolean written = g_str_equal (state, "syncing") || g_str_equal (state, "verifying");
-  int percent = writing ? (int) (MIN (done, total) * 100 / total) : written ? 100 : -1;
+  int percent = writing ? (int) (MIN (copied, to_copy) * 100 / to_copy) : written ? 100 : -1;
   g_autofree char *line = NULL;
 
   if (state_changed) {

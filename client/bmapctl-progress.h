@@ -19,6 +19,10 @@ void bmapctl_progress_free (BmapctlProgress *progress);
  * known. */
 void bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 done,
                               guint64 total, guint64 rate);
+/* The writing phase's own bytes, where the caller knows them (in-process
+ * copies): bmaptool's "N% copied" lines and psplash count only those, as
+ * bmaptool does; through bmapd they count the whole job. */
+void bmapctl_progress_set_written (BmapctlProgress *progress, guint64 written, guint64 write_total);
 /* Bytes downloaded so far, shown after every progress line while @func is
  * set (NULL stops): bmapctl fetching a URL shows its side of the copy. */
 void bmapctl_progress_show_fetched (guint64 (*func) (void));
