@@ -99,6 +99,20 @@ def xml_docstrings():
     return out
 
 
+def xml_comment_option_keys(method):
+    '''The quoted keys the gtk-doc comment of @method lists with a type:
+    "bmap" (h), "serial", "vendor", "model" (s).'''
+    with open(h.interface_xml_path()) as f:
+        text = f.read()
+    m = re.search(r'<!--((?:(?!-->).)*)-->\s*<method name="' + method + '"', text, re.S)
+    assert m, f'no comment before {method}'
+    keys = set()
+    for group in re.finditer(r'((?:"[a-z][a-z-]*", )*"[a-z][a-z-]*") \([a-z{}]+[,):]',
+                             m.group(1)):
+        keys.update(k.strip('"') for k in group.group(1).split(', '))
+    return keys
+
+
 def test_reference_matches_the_xml():
     reference, _ = parse_reference(reference_text())
     xml = contract()
@@ -121,12 +135,18 @@ def test_reference_lists_the_options_the_xml_documents():
         ('AddAutoFlash', 'options'): ('AddAutoFlash', 'Options'),
         ('AddAutoFlash', 'match'): ('AddAutoFlash', 'Match keys'),
     }
+    documented = {}
     for (method, arg), (ref_method, title) in pairs.items():
         doc = docs.get(('org.bmapd.bmapd1.Manager', method, arg))
         assert doc, f'{method} @{arg} has no DocString in the XML'
         listed = options.get(('org.bmapd.bmapd1.Manager', ref_method), {}).get(title)
         assert listed, f'API.md lists no "{title}" for {method}'
         assert xml_option_keys(doc) == listed, f'{method} @{arg}: XML and API.md differ'
+        documented.setdefault(method, set()).update(listed)
+    # The XML's comments (what gdbus-codegen shows for the method) too.
+    for method, keys in documented.items():
+        assert xml_comment_option_keys(method) == keys, \
+            f'{method}: the XML comment and its DocString/API.md list other keys'
 
 
 def test_daemon_exports_what_the_reference_says(daemon, client, polkit, tmp_path, fds):
