@@ -902,6 +902,13 @@ manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error
     request_fail (req, error);
     return 1;
   }
+  if (req->nobmap && (req->flash_flags & (BMAPD_FLASH_DISCARD | BMAPD_FLASH_ZERO_UNMAPPED))) {
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "\"%s\" needs a bmap (the ranges it does not map), and \"nobmap\" was given",
+                 req->flash_flags & BMAPD_FLASH_DISCARD ? "discard" : "zero-unmapped");
+    request_fail (req, error);
+    return 1;
+  }
   if (req->bmap_fd < 0 && !req->nobmap) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
                  "no bmap was given: pass \"bmap\" (a file descriptor), or \"nobmap\" to copy "

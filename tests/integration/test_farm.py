@@ -10,6 +10,7 @@ a FUSE export's BlockBackend in query-blockstats, only a node's
 wr_highest_offset.)'''
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import tempfile
 import pytest
 
 import bmapd_harness as h
+from test_cli import bmapctl  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.loop
 
@@ -289,3 +291,74 @@ def test_relocate_gpt_without_gpt(daemon, client, polkit, loop, image, fds):
     props = flash(client, dev, image, fds, relocate_gpt=True)
     assert 'no GPT' in props['Result'], props['Result']
     assert_holds_image(loop, image)
+
+
+# ---- bmapctl -----------------------------------------------------------------
+
+
+def test_bmapctl_minimize_writes_through_bmapd(daemon, client, polkit, loop, image, bmapctl):
+    '''bmapctl passes --minimize-writes on; its progress counts the bytes
+    checked and written, its result says what was found in place.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    bmapctl('copy', '--bmap', image['bmap'], image['path'], loop.node, check=0)
+    scribble(loop, 7 * h.MiB, b'\x00' * 4096)
+
+    before = written_bytes(loop)
+    proc = bmapctl('--json', 'copy', '--minimize-writes', '--bmap', image['bmap'], image['path'],
+                   loop.node, check=0)
+    assert written_bytes(loop) - before == 4096
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    updates = [line for line in lines if 'state' in line]
+    assert updates[-1]['bytes_checked'] == mapped_bytes(image), updates
+    assert updates[-1]['bytes_written'] == 4096, updates
+    result = lines[-1]
+    assert result['result'] == 'done'
+    assert result['bytes_written'] == 4096
+    assert result['bytes_skipped'] == mapped_bytes(image) - 4096
+    assert 'found in place, not written' in result['notes'], result
+
+    proc = bmapctl('copy', '--minimize-writes', '--bmap', image['bmap'], image['path'],
+                   loop.node, check=0)
+    assert 'checked 1.6 MiB, wrote 0 bytes' in proc.stderr, proc.stderr
+    assert 'found in place, not written' in proc.stderr, proc.stderr
+    assert_holds_image(loop, image)
+
+
+def test_bmapctl_options_through_bmapd(daemon, client, polkit, loop, gpt_image, bmapctl):
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    proc = bmapctl('copy', '--zero-unmapped', '--discard', '--relocate-gpt', '--verify-written',
+                   '--bmap', gpt_image['bmap'], gpt_image['path'], loop.node, check=0)
+    assert 'unmapped zeroed' in proc.stderr and 'unmapped discarded' in proc.stderr, proc.stderr
+    assert 'backup GPT relocated' in proc.stderr, proc.stderr
+    assert 'No errors detected' in sfdisk_verify(loop.node)
+
+
+def test_bmapctl_local_minimize_writes(loop, image, bmapctl):
+    '''In-process (--local) the same options do the same.'''
+    bmapctl('--local', 'copy', '--bmap', image['bmap'], image['path'], loop.node, check=0)
+    before = written_bytes(loop)
+    proc = bmapctl('--local', 'copy', '--minimize-writes', '--zero-unmapped', '--bmap',
+                   image['bmap'], image['path'], loop.node, check=0)
+    assert 'found in place, not written' in proc.stderr, proc.stderr
+    # Only the zeros of the unmapped ranges were written, no mapped byte.
+    assert written_bytes(loop) - before <= image['size'] - mapped_bytes(image)
+    for offset, length in unmapped_ranges(image):
+        assert loop.read(offset, length) == bytes(length)
+    assert_holds_image(loop, image)
+
+
+def test_bmapctl_refuses_unmapped_options_without_bmap(loop, image, bmapctl):
+    proc = bmapctl('--local', 'copy', '--nobmap', '--discard', image['path'], loop.node)
+    assert proc.returncode == 2 and '--discard needs a bmap' in proc.stderr, proc.stderr
+
+
+def test_flash_refuses_unmapped_options_without_bmap(daemon, client, polkit, loop, image, fds):
+    polkit.set_allowed([h.ACTION_FLASH])
+    dev = client.wait_device(loop.node)
+    with pytest.raises(h.DBusCallError) as e:
+        client.flash(dev, fds(image['path']), nobmap=True, zero_unmapped=True)
+    assert e.value.name == h.ERROR + 'InvalidArgument'
+    assert '"zero-unmapped" needs a bmap' in str(e.value)
+    assert loop.read(2 * h.MiB, 4096) == b'\xaa' * 4096
