@@ -95,9 +95,13 @@ verify_table (int fd, const char *name, GError **error)
   }
   g_string_truncate (messages, 0);
   rc = fdisk_verify_disklabel (cxt);
-  if (rc != 0) {
+  if (rc < 0) {
+    bmap_error_set_errno (error, -rc, "%s: cannot check the relocated GPT", name);
+    return FALSE;
+  }
+  if (rc > 0) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
-                 "%s: the relocated GPT does not verify (%d problems: %s)", name, MAX (rc, 1),
+                 "%s: the relocated GPT does not verify (%d problems: %s)", name, rc,
                  messages->str);
     return FALSE;
   }
