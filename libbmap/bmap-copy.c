@@ -799,20 +799,32 @@ append_note (GString *notes, const char *format, ...)
   va_end (args);
 }
 
+/* "1.5 MiB", with a plain space: the words go to logs and D-Bus
+ * properties that scripts grep. */
+static char *
+format_size (guint64 bytes)
+{
+  g_autofree char *text = g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+  GString *size = g_string_new (text);
+
+  g_string_replace (size, "\u00a0", " ", 0);
+  return g_string_free (size, FALSE);
+}
+
 char *
 bmap_copy_result_describe (const BmapCopyResult *result)
 {
   g_autoptr (GString) notes = g_string_new (NULL);
 
   if (result->bytes_checked > 0) {
-    g_autofree char *skipped = g_format_size_full (result->bytes_skipped, G_FORMAT_SIZE_IEC_UNITS);
-    g_autofree char *checked = g_format_size_full (result->bytes_checked, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *skipped = format_size (result->bytes_skipped);
+    g_autofree char *checked = format_size (result->bytes_checked);
 
     append_note (notes, "%s of %s found in place, not written", skipped, checked);
   }
   switch (result->discard) {
     case BMAP_DISCARD_DONE: {
-      g_autofree char *size = g_format_size_full (result->bytes_discarded, G_FORMAT_SIZE_IEC_UNITS);
+      g_autofree char *size = format_size (result->bytes_discarded);
 
       append_note (notes, "%s unmapped discarded", size);
       break;
@@ -822,7 +834,7 @@ bmap_copy_result_describe (const BmapCopyResult *result)
                    g_strerror (result->discard_errno));
       break;
     case BMAP_DISCARD_TIMED_OUT: {
-      g_autofree char *size = g_format_size_full (result->bytes_discarded, G_FORMAT_SIZE_IEC_UNITS);
+      g_autofree char *size = format_size (result->bytes_discarded);
 
       append_note (notes, "discard stopped after %u s, %s unmapped discarded",
                    (guint) (BMAP_DISCARD_TIME_LIMIT_US / G_USEC_PER_SEC), size);
@@ -833,7 +845,7 @@ bmap_copy_result_describe (const BmapCopyResult *result)
       break;
   }
   if (result->bytes_zeroed > 0) {
-    g_autofree char *size = g_format_size_full (result->bytes_zeroed, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *size = format_size (result->bytes_zeroed);
 
     append_note (notes, "%s unmapped zeroed", size);
   }

@@ -646,6 +646,42 @@ test_relocate_without_gpt (Fixture *fx, gconstpointer data)
   g_assert_cmpint (result.gpt, ==, BMAP_GPT_NO_GPT);
 }
 
+/* ---- what the result says -------------------------------------------- */
+
+static void
+test_describe (void)
+{
+  BmapCopyResult result = { 0 };
+  g_autofree char *none = bmap_copy_result_describe (&result);
+  g_autofree char *refused = NULL;
+  g_autofree char *timed_out = NULL;
+  g_autofree char *all = NULL;
+
+  /* A plain copy has nothing to add. */
+  g_assert_null (none);
+
+  result.discard = BMAP_DISCARD_REFUSED;
+  result.discard_errno = EOPNOTSUPP;
+  refused = bmap_copy_result_describe (&result);
+  g_assert_cmpstr (refused, ==,
+                   "unmapped ranges not discarded: the device refused (Operation not supported)");
+
+  result.discard = BMAP_DISCARD_TIMED_OUT;
+  result.bytes_discarded = 3 * MiB;
+  timed_out = bmap_copy_result_describe (&result);
+  g_assert_cmpstr (timed_out, ==, "discard stopped after 20 s, 3.0 MiB unmapped discarded");
+
+  result.bytes_checked = 4 * MiB;
+  result.bytes_skipped = 3 * MiB;
+  result.discard = BMAP_DISCARD_DONE;
+  result.bytes_zeroed = 1 * MiB;
+  result.gpt = BMAP_GPT_RELOCATED;
+  all = bmap_copy_result_describe (&result);
+  g_assert_cmpstr (all, ==,
+                   "3.0 MiB of 4.0 MiB found in place, not written; 3.0 MiB unmapped discarded; "
+                   "1.0 MiB unmapped zeroed; backup GPT relocated to the end of the device");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -666,5 +702,6 @@ main (int argc, char **argv)
   ADD ("/gpt/loop-relocate", test_loop_relocate_gpt);
   ADD ("/gpt/no-gpt", test_relocate_without_gpt);
 #undef ADD
+  g_test_add_func ("/result/describe", test_describe);
   return g_test_run ();
 }
