@@ -161,6 +161,20 @@ def test_interrupted_flash_resumed(daemon, client, polkit, loop_factory, big_ima
     assert_holds_image(loop, big_image)
 
 
+def test_reflash_with_zero_unmapped_is_byte_identical(daemon, client, polkit, loop, image, fds):
+    '''minimize-writes and zero-unmapped together: the card reads back as
+    the image, byte for byte, holes included.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    dev = client.wait_device(loop.node)
+    flash(client, dev, image, fds)
+    scribble(loop, 1 * h.MiB + 4096, b'\x01' * 4096)
+    assert loop.sha256(image['size']) != h.file_sha256(image['path'])
+
+    props = flash(client, dev, image, fds, minimize_writes=True, zero_unmapped=True)
+    assert props['BytesWritten'] == 4096
+    assert loop.sha256(image['size']) == h.file_sha256(image['path'])
+
+
 # ---- unmapped ranges ---------------------------------------------------------
 
 
