@@ -217,8 +217,15 @@ def loop_on_ramfs(tmp_path, size=16 * h.MiB):
         yield loop
     finally:
         if loop is not None:
+            name = loop.name
+            # losetup -d waits for the device's last holder (udev probing
+            # it after bmapd closed it): the file is busy until then.
             loop.detach()
-        subprocess.run(['umount', mnt], check=False)
+            with contextlib.suppress(TimeoutError):
+                h.wait_until(lambda: not os.path.exists(f'/sys/block/{name}/loop/backing_file'),
+                             30, f'{name} to let go of its file on ramfs')
+        if subprocess.run(['umount', mnt], check=False, capture_output=True).returncode != 0:
+            subprocess.run(['umount', '-l', mnt], check=False)
 
 
 def test_discard_refused(daemon, client, polkit, image, fds, tmp_path):
