@@ -312,6 +312,9 @@ static const PropSpec job_props[] = {
   JOB ("StartedByUid", 'u', started_by_uid),
   JOB ("ErrorName", 's', error_name),
   JOB ("ErrorMessage", 's', error_message),
+  JOB ("BytesChecked", 't', bytes_checked),
+  JOB ("BytesWritten", 't', bytes_written),
+  JOB ("Result", 's', result),
 };
 #undef JOB
 
@@ -377,6 +380,7 @@ bmapctl_job_free (BmapctlJob *job)
   g_free (job->state);
   g_free (job->error_name);
   g_free (job->error_message);
+  g_free (job->result);
   g_free (job);
 }
 

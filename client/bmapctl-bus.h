@@ -82,6 +82,9 @@ typedef struct {
   guint32 started_by_uid;
   char *error_name;
   char *error_message;
+  guint64 bytes_checked; /* minimize-writes */
+  guint64 bytes_written;
+  char *result;
 } BmapctlJob;
 
 typedef struct {

@@ -34,6 +34,8 @@ struct _BmapctlProgress {
   guint64 write_total;
   char *psplash_pipe;
   int last_psplash_percent;
+  guint64 io_checked; /* bmapctl_progress_set_io(): minimize-writes' counts */
+  guint64 io_written;
 };
 
 static guint64 (*fetched_func) (void);
@@ -100,10 +102,18 @@ terminal_width (void)
   return 80;
 }
 
+void
+bmapctl_progress_set_io (BmapctlProgress *progress, guint64 checked, guint64 written)
+{
+  progress->io_checked = checked;
+  progress->io_written = written;
+}
+
 /* "writing  42%  1.2 GiB of 2.9 GiB  150.3 MiB/s  0:09 left": the whole
- * job's bytes (bmapd's BytesDone/BytesTotal), the current phase's rate. */
+ * job's bytes (bmapd's BytesDone/BytesTotal), the current phase's rate;
+ * with minimize-writes "  checked 1.1 GiB, wrote 36 MiB". */
 static char *
-describe (const char *state, double fraction, guint64 done, guint64 total, guint64 rate)
+describe (BmapctlProgress *progress, const char *state, guint64 done, guint64 total, guint64 rate)
 {
   g_autoptr (GString) line = g_string_new (NULL);
   g_autofree char *done_str = bmapctl_format_size (done);
@@ -112,7 +122,7 @@ describe (const char *state, double fraction, guint64 done, guint64 total, guint
   if (total > 0) {
     g_autofree char *total_str = bmapctl_format_size (total);
 
-    g_string_append_printf (line, " %3u%%  %s of %s", (guint) (fraction * 100), done_str,
+    g_string_append_printf (line, " %3u%%  %s of %s", (guint) (progress->fraction * 100), done_str,
                             total_str);
   } else if (done > 0) {
     g_string_append_printf (line, "  %s", done_str);
@@ -135,6 +145,12 @@ describe (const char *state, double fraction, guint64 done, guint64 total, guint
     g_autofree char *fetched = bmapctl_format_size (fetched_func ());
 
     g_string_append_printf (line, "  (%s downloaded)", fetched);
+  }
+  if (progress->io_checked > 0) {
+    g_autofree char *checked = bmapctl_format_size (progress->io_checked);
+    g_autofree char *written = bmapctl_format_size (progress->io_written);
+
+    g_string_append_printf (line, "  checked %s, wrote %s", checked, written);
   }
   return g_string_free (g_steal_pointer (&line), FALSE);
 }
@@ -208,6 +224,10 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
                               done, total, rate, progress->fraction);
       if (fetched_func != NULL)
         g_string_append_printf (json, ",\"bytes_downloaded\":%" G_GUINT64_FORMAT, fetched_func ());
+      if (progress->io_checked > 0)
+        g_string_append_printf (
+            json, ",\"bytes_checked\":%" G_GUINT64_FORMAT ",\"bytes_written\":%" G_GUINT64_FORMAT,
+            progress->io_checked, progress->io_written);
       g_string_append (json, "}\n");
       fputs (json->str, stdout);
       fflush (stdout);
@@ -216,7 +236,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
     case MODE_TERMINAL: {
       guint width = terminal_width ();
 
-      line = describe (state, progress->fraction, done, total, rate);
+      line = describe (progress, state, done, total, rate);
       if (strlen (line) >= width)
         line[width - 1] = '\0';
       fprintf (stderr, "\r\033[K%s", line);
@@ -228,7 +248,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       if (!state_changed && now - progress->last_print_us < PLAIN_INTERVAL_US)
         return;
       progress->last_print_us = now;
-      line = describe (state, progress->fraction, done, total, rate);
+      line = describe (progress, state, done, total, rate);
       fprintf (stderr, "%s\n", line);
       fflush (stderr);
       return;

@@ -72,6 +72,7 @@ typedef struct {
   gboolean nobmap;
   gboolean verify;
   gboolean verify_written;
+  BmapdFlashFlags flash_flags;
   gboolean unmount;
   gboolean bind_to_caller;
   gboolean has_diskseq;
@@ -304,6 +305,18 @@ read_fd_option (sd_bus_message *m, const char *key, const char *what, BmapdFdMod
 }
 
 static gboolean
+read_flash_flag (sd_bus_message *m, const char *key, BmapdFlashFlags flag, Request *req,
+                 GError **error)
+{
+  gboolean value = FALSE;
+
+  if (!bmapd_bus_read_bool (m, key, &value, error))
+    return FALSE;
+  req->flash_flags = value ? req->flash_flags | flag : req->flash_flags & ~flag;
+  return TRUE;
+}
+
+static gboolean
 parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
 {
   Request *req = user_data;
@@ -318,6 +331,14 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
     return bmapd_bus_read_bool (m, key, &req->verify, error);
   if (g_str_equal (key, "verify-written"))
     return bmapd_bus_read_bool (m, key, &req->verify_written, error);
+  if (g_str_equal (key, "minimize-writes"))
+    return read_flash_flag (m, key, BMAPD_FLASH_MINIMIZE_WRITES, req, error);
+  if (g_str_equal (key, "discard"))
+    return read_flash_flag (m, key, BMAPD_FLASH_DISCARD, req, error);
+  if (g_str_equal (key, "zero-unmapped"))
+    return read_flash_flag (m, key, BMAPD_FLASH_ZERO_UNMAPPED, req, error);
+  if (g_str_equal (key, "relocate-gpt"))
+    return read_flash_flag (m, key, BMAPD_FLASH_RELOCATE_GPT, req, error);
   if (g_str_equal (key, "unmount"))
     return bmapd_bus_read_bool (m, key, &req->unmount, error);
   if (g_str_equal (key, "bind-to-caller"))
@@ -330,7 +351,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
-               "verify-written, diskseq, unmount, bind-to-caller, description)",
+               "verify-written, minimize-writes, discard, zero-unmapped, relocate-gpt, diskseq, "
+               "unmount, bind-to-caller, description)",
                key);
   return FALSE;
 }
@@ -572,6 +594,7 @@ request_open_and_start (Request *req)
   bmapd_job_set_flash (req->job, g_steal_pointer (&req->source), req->image_fd,
                        g_steal_pointer (&req->map), g_steal_pointer (&target), req->verify,
                        req->verify_written, bytes_total);
+  bmapd_job_set_flash_flags (req->job, req->flash_flags);
   req->image_fd = -1;
   if (!bmapd_job_start (req->job, &error)) {
     request_fail (req, error);
@@ -876,6 +899,13 @@ manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error
   if (req->bmap_fd >= 0 && req->nobmap) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "both \"bmap\" and \"nobmap\" were given; pass one of them");
+    request_fail (req, error);
+    return 1;
+  }
+  if (req->nobmap && (req->flash_flags & (BMAPD_FLASH_DISCARD | BMAPD_FLASH_ZERO_UNMAPPED))) {
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "\"%s\" needs a bmap (the ranges it does not map), and \"nobmap\" was given",
+                 req->flash_flags & BMAPD_FLASH_DISCARD ? "discard" : "zero-unmapped");
     request_fail (req, error);
     return 1;
   }

@@ -32,6 +32,11 @@ typedef struct {
   double fraction; /* 0..1, never decreasing; 0 while @job_total is 0 */
   /* Microseconds since the epoch; 0 until the rate means something. */
   guint64 expected_end_time;
+  /* Writing only what differs (minimize-writes): bytes compared with what
+   * the target held, and bytes actually written. Without it bytes_checked
+   * stays 0 and bytes_written counts every byte written. */
+  guint64 bytes_checked;
+  guint64 bytes_written;
 } BmapProgress;
 
 /* Called from the thread that runs the operation, at most about ten times
@@ -75,6 +80,9 @@ void bmap_progress_reporter_init (BmapProgressReporter *reporter, BmapProgressFu
  * are not changed any more: what they did is done. */
 void
 bmap_progress_reporter_set_work (BmapProgressReporter *reporter, BmapPhase phase, guint64 bytes);
+/* Sets the checked and written counts the next report carries. */
+void bmap_progress_reporter_set_io (BmapProgressReporter *reporter, guint64 bytes_checked,
+                                    guint64 bytes_written);
 /* Reports when 100 ms passed since the last report, or @force. */
 void bmap_progress_reporter_update (BmapProgressReporter *reporter, BmapPhase phase,
                                     guint64 bytes_done, gboolean force);
