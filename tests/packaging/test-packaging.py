@@ -137,6 +137,17 @@ def test_unit_contract():
     assert unit_value(u, "Service", "Restart") == "on-failure"
 
 
+def test_unit_not_enabled_at_boot():
+    """The unit has no [Install] section: D-Bus activation starts it, and a
+    distribution that enables units with one would start bmapd at every boot."""
+    u = read_unit(UNIT)
+    install = [(k, v) for s, k, v in u if s == "Install"]
+    assert not install, f"[Install] {install}: bmapd is D-Bus activated, not enabled at boot"
+    with open(UNIT) as f:
+        assert not re.search(r"^\s*\[Install\]", f.read(), re.M), \
+            "an empty [Install] section is left"
+
+
 def test_unit_sandbox_keeps_what_bmapd_needs():
     """Hardening that would silently break the daemon is not there."""
     u = read_unit(UNIT)
@@ -699,6 +710,7 @@ def test_install_paths():
 
 TESTS = [
     test_unit_contract,
+    test_unit_not_enabled_at_boot,
     test_unit_sandbox_keeps_what_bmapd_needs,
     test_unit_verify,
     test_unit_exposure,
