@@ -704,6 +704,32 @@ def test_install_paths():
         # Debian's systemd.pc puts /usr's units in /lib/systemd/system.
         if not (prefix == "/usr" and dest == "/lib/systemd/system/bmapd.service"):
             assert dest.startswith(prefix.rstrip("/") + "/"), f"{dest} is outside {prefix}"
+    # Shell completion, where each shell looks: pkg-config's directory for
+    # bash and fish (under this prefix), zsh's site-functions.
+    datadir = os.path.join(prefix, build_options()["datadir"])
+    completion = {
+        src("data", "bmapctl.bash-completion"): ("bash-completion", "bash-completion/completions",
+                                                 "bmapctl"),
+        src("data", "zsh", "_bmapctl"): (None, "zsh/site-functions", "_bmapctl"),
+        src("data", "fish", "bmapctl.fish"): ("fish", "fish/vendor_completions.d", "bmapctl.fish"),
+    }
+    zsh_option = build_options().get("zshcompletiondir", "")
+    for source, (pc, folder, name) in completion.items():
+        dest = installed.get(source)
+        if pc is None and zsh_option:
+            assert dest == (None if zsh_option == "no" else os.path.join(zsh_option, name)), \
+                f"{source} goes to {dest}, -Dzshcompletiondir={zsh_option}"
+            continue
+        assert dest, f"{source} is not installed"
+        where = os.path.join(datadir, folder)
+        if pc and shutil.which("pkg-config"):
+            r = subprocess.run(["pkg-config", "--variable=completionsdir",
+                                f"--define-variable=datadir={datadir}", pc],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                where = r.stdout.strip()
+        assert dest == os.path.join(where, name), f"{source} goes to {dest}, not {where}"
+        assert dest.startswith(prefix.rstrip("/") + "/"), f"{dest} is outside {prefix}"
     # Rules are the administrator's choice: never installed active.
     assert not any("/rules.d/" in d for d in installed.values()), "a rules file is active"
 
