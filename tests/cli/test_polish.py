@@ -359,3 +359,31 @@ def test_demo_installs_only_the_runtime_selection():
                                    capture_output=True, text=True).stdout.strip()
         assert package in runtime or essential == "yes", \
             f"the demo runs {program} from {package}, which --runtime does not install"
+
+
+# --------------------------------------------------------------- bmapctl
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_usage_line_names_the_command_once(command):
+    usage = help_text(command).splitlines()[1].strip()
+    assert re.fullmatch(rf"bmapctl {re.escape(command)} \[OPTION…\]( \S.*)?", usage), usage
+    assert usage.count("[OPTION…]") == 1 and usage.count(command) == 1, usage
+
+
+@pytest.mark.parametrize("command", ["devices", "jobs", "monitor"])
+def test_local_is_refused_where_only_bmapd_answers(command):
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS="unix:path=/nonexistent/bus")
+    r = subprocess.run([BMAPCTL, "--local", command], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "--local cannot be used" in r.stderr
+    assert "use --local" not in r.stderr
+
+
+def test_no_bus_error_suggests_local():
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS="unix:path=/nonexistent/bus")
+    r = subprocess.run([BMAPCTL, "jobs"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    assert "cannot connect to the system bus" in r.stderr
+    assert "--local" not in r.stderr
