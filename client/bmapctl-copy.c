@@ -425,6 +425,12 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   target = bmap_target_open (dest, &error);
   if (target == NULL)
     return bmapctl_report_error (options, error);
+  if (bt->kind == BMAPCTL_TARGET_BLOCK_DEVICE && !bt->partition && !bmapctl_is_bmaptool ()) {
+    g_autofree char *summary = bmapctl_disk_summary (dest, bt->devnum);
+
+    if (summary != NULL)
+      bmapctl_info (options, "erasing %s", summary);
+  }
 
   bmapctl_bmaptool_copy_begin (
       options, map, remote != NULL ? bmapctl_url_source_get_bmap_name (remote) : bmap_path, image,

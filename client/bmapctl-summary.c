@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <sys/sysmacros.h>
 
 #include "bmapctl-summary.h"
 
@@ -227,7 +228,7 @@ char *
 bmapctl_device_summary (sd_bus *bus, const BmapctlDevice *device)
 {
   g_autoptr (GString) s = g_string_new (device->node);
-  g_autoptr (GArray) parts = read_contents (bus, device->path);
+  g_autoptr (GArray) parts = bus != NULL ? read_contents (bus, device->path) : NULL;
   g_autofree char *display = NULL;
   g_autofree char *size = bmapctl_format_size (device->size);
   gboolean from_contents = parts != NULL;
@@ -270,4 +271,42 @@ bmapctl_device_summary (sd_bus *bus, const BmapctlDevice *device)
     }
   }
   return g_string_free (g_steal_pointer (&s), FALSE);
+}
+
+static char *
+read_sysfs_string (const char *dir, const char *file)
+{
+  g_autofree char *path = g_build_filename (dir, file, NULL);
+  g_autofree char *text = NULL;
+
+  if (!g_file_get_contents (path, &text, NULL, NULL))
+    return NULL;
+  return g_strdup (g_strstrip (text));
+}
+
+char *
+bmapctl_disk_summary (const char *node, dev_t devnum)
+{
+  g_autofree char *link = g_strdup_printf ("/sys/dev/block/%u:%u", major (devnum), minor (devnum));
+  g_autofree char *dir = realpath (link, NULL);
+  g_autofree char *name = NULL;
+  g_autofree char *device_dir = NULL;
+  BmapctlDevice device = { 0 };
+  guint64 sectors = 0;
+  char *summary;
+
+  if (dir == NULL)
+    return NULL;
+  name = g_path_get_basename (dir);
+  device_dir = g_build_filename (dir, "device", NULL);
+  if (read_sysfs_u64 (dir, "size", &sectors))
+    device.size = sectors * 512;
+  device.node = (char *) node;
+  device.name = name;
+  device.vendor = read_sysfs_string (device_dir, "vendor");
+  device.model = read_sysfs_string (device_dir, "model");
+  summary = bmapctl_device_summary (NULL, &device);
+  g_free (device.vendor);
+  g_free (device.model);
+  return summary;
 }

@@ -387,3 +387,33 @@ def test_no_bus_error_suggests_local():
     assert r.returncode == 1
     assert "cannot connect to the system bus" in r.stderr
     assert "--local" not in r.stderr
+
+
+def test_local_copy_says_what_it_erases(tmp_path):
+    """In-process onto a whole disk (--local): the same one line, from sysfs."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
+        pytest.skip("needs root and loop devices")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import loop_partitions
+    finally:
+        sys.path.pop(0)
+    backing = tmp_path / "disk.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
+    try:
+        node = loop_partitions.attach_partitioned(backing, 2048, 16384)
+    except OSError as e:
+        pytest.skip(str(e))
+    try:
+        image = tmp_path / "small.img"
+        image.write_bytes(b"\x42" * 65536)
+        r = subprocess.run([BMAPCTL, "--local", "copy", "--nobmap", str(image), node],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        assert r.returncode == 0, r.stderr
+        name = os.path.basename(node)
+        lines = [l for l in r.stderr.splitlines() if l.startswith("bmapctl: erasing ")]
+        assert lines == [f"bmapctl: erasing {node} (16.0 MiB): 1 partition: {name}p1 8.0 MiB"], \
+            r.stderr
+    finally:
+        loop_partitions.detach(node)
