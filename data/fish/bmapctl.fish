@@ -82,16 +82,16 @@ complete -c bmapctl -n $c -l bmap -r -F -d 'The bmap of the image'
 complete -c bmapctl -n $c -l nobmap -d 'Write every block of the image, no bmap'
 complete -c bmapctl -n $c -l no-verify -d "Do not check the bmap's checksums while writing"
 complete -c bmapctl -n $c -l verify-written -d 'Read the written blocks back and check them'
+complete -c bmapctl -n $c -l bmap-sig -r -F -d "The bmap's detached signature"
+complete -c bmapctl -n $c -l no-sig-verify -d "Do not check the bmap's signature"
+complete -c bmapctl -n $c -l fingerprint -x -d 'The bmap must be signed by the key with this fingerprint'
+complete -c bmapctl -n $c -l keyring -r -F -d 'Check the signature against the keys in FILE only'
 set -l c "__fish_seen_subcommand_from copy flash"
 complete -c bmapctl -n $c -l removable-device -d 'Refuse to write unless DEST is a removable block device'
 complete -c bmapctl -n $c -l unmount -d "Unmount the device's mounted partitions first"
 complete -c bmapctl -n $c -l detach -d 'Start the job in bmapd and return at once'
 complete -c bmapctl -n $c -l daemon -d 'Write a block device through bmapd only, never in-process'
 complete -c bmapctl -n $c -l psplash-pipe -r -F -d 'Also write the progress to this psplash FIFO'
-complete -c bmapctl -n $c -l bmap-sig -r -F -d 'Not supported: bmap signatures are not checked'
-complete -c bmapctl -n $c -l no-sig-verify -d 'Accepted for bmaptool compatibility'
-complete -c bmapctl -n $c -l fingerprint -x -d 'The bmap must be signed by the key with this fingerprint'
-complete -c bmapctl -n $c -l keyring -r -F -d 'Check the signature against the keys in FILE only'
 complete -c bmapctl -n "__bmapctl_at_arg copy 0; or __bmapctl_at_arg flash 0" -F
 complete -c bmapctl -n "__bmapctl_at_arg copy 1; or __bmapctl_at_arg flash 1" -F -a '(__bmapctl_devices)'
 
