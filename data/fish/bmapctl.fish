@@ -87,6 +87,10 @@ complete -c bmapctl -n $c -l no-sig-verify -d "Do not check the bmap's signature
 complete -c bmapctl -n $c -l fingerprint -x -d 'The bmap must be signed by the key with this fingerprint'
 complete -c bmapctl -n $c -l keyring -r -F -d 'Check the signature against the keys in FILE only'
 set -l c "__fish_seen_subcommand_from copy flash"
+complete -c bmapctl -n $c -l minimize-writes -d 'Read DEST first and write only the blocks that differ'
+complete -c bmapctl -n $c -l discard -d 'After writing, discard the ranges the bmap does not map'
+complete -c bmapctl -n $c -l zero-unmapped -d 'After writing, make the unmapped ranges read back as zeros'
+complete -c bmapctl -n $c -l relocate-gpt -d "After writing, move a GPT's backup to the end of a larger device"
 complete -c bmapctl -n $c -l removable-device -d 'Refuse to write unless DEST is a removable block device'
 complete -c bmapctl -n $c -l unmount -d "Unmount the device's mounted partitions first"
 complete -c bmapctl -n $c -l detach -d 'Start the job in bmapd and return at once'
