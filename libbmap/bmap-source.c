@@ -194,6 +194,23 @@ bmap_input_skip_zero_padding (BmapInput *in, const char *format, GError **error)
   }
 }
 
+gboolean
+bmap_input_consume_reported (BmapInput *in, gsize given, guint64 left, const char *format,
+                             GError **error)
+{
+  if (given > bmap_input_avail (in) || left > given) {
+    g_autofree char *detail
+        = g_strdup_printf ("the decoder reports %" G_GUINT64_FORMAT
+                           " bytes of input left of the %" G_GSIZE_FORMAT " it was given",
+                           left, given);
+
+    bmap_input_set_corrupt (in, format, detail, error);
+    return FALSE;
+  }
+  in->pos += given - (gsize) left;
+  return TRUE;
+}
+
 void
 bmap_input_set_truncated (BmapInput *in, const char *format, GError **error)
 {
