@@ -790,14 +790,15 @@ bmap_map_load_data (const char *data, gsize len, const char *name, GError **erro
                  name, len, BMAP_FORMAT_MAX_FILE_SIZE / (1024 * 1024));
     return NULL;
   }
+  /* Before anything looks at @data, which may be NULL when empty. */
+  if (len == 0) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP, "%s: the file is empty", name);
+    return NULL;
+  }
   doctype_line = prolog_doctype_line (data, len);
   if (doctype_line > 0) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
                  "%s: line %d: DOCTYPE declarations are not allowed in a bmap", name, doctype_line);
-    return NULL;
-  }
-  if (len == 0) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP, "%s: the file is empty", name);
     return NULL;
   }
 
