@@ -736,7 +736,11 @@ bmap_source_read (BmapSource *source, void *buf, gsize len, GError **error)
   else
     n = decoded_read (source, buf, len, &source->failure);
   if (n < 0) {
-    g_assert (source->failure != NULL);
+    /* A decoder that fails without saying why still fails, with a message. */
+    if (source->failure == NULL)
+      g_set_error (&source->failure, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                   "%s: decoding the %s data failed", source->name,
+                   bmap_compression_to_string (source->compression));
     g_propagate_error (error, g_error_copy (source->failure));
     return -1;
   }
