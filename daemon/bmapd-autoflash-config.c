@@ -418,6 +418,13 @@ load_match (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder, 
   g_autofree char *bus = get_value (file, "Match", "Bus");
   gboolean given = FALSE;
 
+  /* They become D-Bus strings (the rule's Match property). */
+  if (bus != NULL && !g_utf8_validate (bus, -1, NULL)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: [Match] Bus: not valid UTF-8",
+                 file->path);
+    return FALSE;
+  }
+
   if (bus != NULL) {
     g_auto (GStrv) parts = g_strsplit_set (bus, ";, \t", -1);
     g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
@@ -435,6 +442,11 @@ load_match (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder, 
     char **field = G_STRUCT_MEMBER_P (match, globs[i].offset);
 
     *field = get_value (file, "Match", globs[i].key);
+    if (*field != NULL && !g_utf8_validate (*field, -1, NULL)) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                   "%s: [Match] %s: not valid UTF-8", file->path, globs[i].key);
+      return FALSE;
+    }
     if (*field != NULL)
       g_variant_builder_add (builder, "{sv}", globs[i].dbus_key, g_variant_new_string (*field));
   }
