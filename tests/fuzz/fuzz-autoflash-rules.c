@@ -9,15 +9,13 @@
 
 #include "bmap-error.h"
 #include "bmapd-autoflash-config.h"
+#include "fuzz-common.h"
 
-int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
-
-static void
-die (const char *what, const char *detail)
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  fprintf (stderr, "fuzz-autoflash-rules: %s%s%s\n", what, detail != NULL ? ": " : "",
-           detail != NULL ? detail : "");
-  abort ();
+  fuzz_init ();
+  return 0;
 }
 
 int
@@ -32,20 +30,20 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
                                             &bmap_path, &error);
   if (spec == NULL) {
     if (error == NULL || error->domain != BMAP_ERROR || error->code != BMAP_ERROR_INVALID_ARGUMENT)
-      die ("parsing failed without an InvalidArgument error",
-           error != NULL ? error->message : NULL);
+      fuzz_die ("parsing failed without an InvalidArgument error",
+                error != NULL ? error->message : NULL);
     return 0;
   }
   if (image_path == NULL || !g_path_is_absolute (image_path))
-    die ("a rule was parsed without an absolute Image=", image_path);
+    fuzz_die ("a rule was parsed without an absolute Image=", image_path);
   if (bmap_path != NULL && (!g_path_is_absolute (bmap_path) || spec->nobmap))
-    die ("a rule was parsed with a relative Bmap= or with NoBmap", bmap_path);
+    fuzz_die ("a rule was parsed with a relative Bmap= or with NoBmap", bmap_path);
   if (spec->match_variant == NULL || spec->options_variant == NULL || spec->description == NULL
       || !g_utf8_validate (spec->description, -1, NULL))
-    die ("a parsed rule misses its properties", NULL);
+    fuzz_die ("a parsed rule misses its properties", NULL);
   if (spec->match.has_min_size && spec->match.has_max_size
       && spec->match.min_size > spec->match.max_size)
-    die ("a parsed rule has MinSize above MaxSize", NULL);
+    fuzz_die ("a parsed rule has MinSize above MaxSize", NULL);
   if (!bmapd_autoflash_spec_check (spec, &error))
     g_clear_error (&error);
   /* What bmapctl and the D-Bus properties show. */

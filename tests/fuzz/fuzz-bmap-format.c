@@ -10,16 +10,7 @@
 
 #include "bmap-error.h"
 #include "bmap-format.h"
-
-int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
-
-static void
-die (const char *what, const char *detail)
-{
-  fprintf (stderr, "fuzz-bmap-format: %s%s%s\n", what, detail != NULL ? ": " : "",
-           detail != NULL ? detail : "");
-  abort ();
-}
+#include "fuzz-common.h"
 
 /* Mutations break the bmap's own checksum, and the parser then stops before
  * it looks at anything else. So for inputs of even length, the stored file
@@ -74,20 +65,27 @@ check_same (const BmapMap *a, const BmapMap *b)
 
   if (a->image_size != b->image_size || a->block_size != b->block_size
       || a->blocks_count != b->blocks_count || a->mapped_blocks_count != b->mapped_blocks_count)
-    die ("the written bmap has other sizes or counts", NULL);
+    fuzz_die ("the written bmap has other sizes or counts", NULL);
   if (a->range_checksum != BMAP_CHECKSUM_NONE && a->range_checksum != b->range_checksum)
-    die ("the written bmap has another range checksum type", NULL);
+    fuzz_die ("the written bmap has another range checksum type", NULL);
   if (bmap_map_get_n_ranges (a) != bmap_map_get_n_ranges (b))
-    die ("the written bmap has another number of ranges", NULL);
+    fuzz_die ("the written bmap has another number of ranges", NULL);
   for (guint i = 0; i < bmap_map_get_n_ranges (a); i++) {
     const BmapRange *ra = bmap_map_get_range (a, i);
     const BmapRange *rb = bmap_map_get_range (b, i);
 
     if (ra->first != rb->first || ra->last != rb->last)
-      die ("the written bmap has another range", NULL);
+      fuzz_die ("the written bmap has another range", NULL);
     if (memcmp (ra->digest, rb->digest, digest_len) != 0)
-      die ("the written bmap has another range checksum", NULL);
+      fuzz_die ("the written bmap has another range checksum", NULL);
   }
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  fuzz_init ();
+  return 0;
 }
 
 int
@@ -106,17 +104,17 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   map = bmap_map_load_data (copy, size, "fuzz.bmap", &error);
   if (map == NULL) {
     if (error == NULL || error->domain != BMAP_ERROR || error->message == NULL)
-      die ("bmap_map_load_data() failed without a BmapError", NULL);
+      fuzz_die ("bmap_map_load_data() failed without a BmapError", NULL);
     return 0;
   }
   if (error != NULL)
-    die ("bmap_map_load_data() succeeded and set an error", error->message);
+    fuzz_die ("bmap_map_load_data() succeeded and set an error", error->message);
 
   xml = bmap_map_to_xml (map, &len);
   map2 = bmap_map_load_data (xml, len, "rewritten.bmap", &error2);
   if (map2 == NULL) {
     fprintf (stderr, "%.*s\n", (int) MIN (len, 4096), xml);
-    die ("the written bmap does not load", error2->message);
+    fuzz_die ("the written bmap does not load", error2->message);
   }
   check_same (map, map2);
   return 0;

@@ -22,12 +22,11 @@
 
 #include "bmap-error.h"
 #include "bmap-source.h"
+#include "fuzz-common.h"
 
 #define OUTPUT_CAP (1024 * 1024)
 /* What a pipe holds without a reader: the input is written before reading. */
 #define PIPE_MAX (60 * 1024)
-
-int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
 
 static const struct {
   const guint8 *magic;
@@ -49,14 +48,6 @@ static const gsize read_sizes[16] = {
   1, 2, 3, 7, 16, 100, 511, 4096, 4097, 65536, 65537, 131072, 1 << 20, 3 << 20, 1 << 22, 5,
 };
 
-static void
-die (const char *what, const char *detail)
-{
-  fprintf (stderr, "fuzz-source: %s%s%s\n", what, detail != NULL ? ": " : "",
-           detail != NULL ? detail : "");
-  abort ();
-}
-
 static gboolean
 write_all (int fd, const guint8 *buf, gsize len)
 {
@@ -77,11 +68,18 @@ static void
 check_error (const GError *error, const char *what)
 {
   if (error == NULL || error->message == NULL)
-    die (what, "failed without an error");
+    fuzz_die (what, "failed without an error");
   if (error->domain != BMAP_ERROR
       || (error->code != BMAP_ERROR_BAD_IMAGE && error->code != BMAP_ERROR_LIMIT
           && error->code != BMAP_ERROR_UNSUPPORTED))
-    die (what, error->message);
+    fuzz_die (what, error->message);
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  fuzz_init ();
+  return 0;
 }
 
 int
@@ -109,25 +107,25 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
 
   if (use_pipe) {
     if (pipe2 (fds, O_CLOEXEC) < 0)
-      die ("pipe2", g_strerror (errno));
+      fuzz_die ("pipe2", g_strerror (errno));
     fd = fds[0];
   } else {
     fd = memfd_create ("fuzz-image", MFD_CLOEXEC);
     if (fd < 0)
-      die ("memfd_create", g_strerror (errno));
+      fuzz_die ("memfd_create", g_strerror (errno));
     fds[1] = fd;
   }
   if (formats[fmt].len > 0
       && (stream_len < formats[fmt].len
           || memcmp (stream, formats[fmt].magic, formats[fmt].len) != 0)
       && !write_all (fds[1], formats[fmt].magic, formats[fmt].len))
-    die ("write", g_strerror (errno));
+    fuzz_die ("write", g_strerror (errno));
   if (!write_all (fds[1], stream, stream_len))
-    die ("write", g_strerror (errno));
+    fuzz_die ("write", g_strerror (errno));
   if (use_pipe)
     close (fds[1]);
   else if (lseek (fd, 0, SEEK_SET) < 0)
-    die ("lseek", g_strerror (errno));
+    fuzz_die ("lseek", g_strerror (errno));
 
   source = bmap_source_new (fd, TRUE, "fuzz-image", &error);
   if (source == NULL) {
@@ -144,16 +142,16 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
       /* A broken stream stays broken. */
       g_clear_error (&error);
       if (bmap_source_read (source, buf, 1, &error) != -1)
-        die ("a read after an error succeeded", NULL);
+        fuzz_die ("a read after an error succeeded", NULL);
       return 0;
     }
     if (n == 0)
       break;
     if ((gsize) n > chunk)
-      die ("bmap_source_read returned more than asked for", NULL);
+      fuzz_die ("bmap_source_read returned more than asked for", NULL);
     total += (gsize) n;
   }
   if (total < OUTPUT_CAP && bmap_source_read (source, buf, chunk, &error) != 0)
-    die ("a read after the end did not return 0", error != NULL ? error->message : NULL);
+    fuzz_die ("a read after the end did not return 0", error != NULL ? error->message : NULL);
   return 0;
 }

@@ -22,21 +22,12 @@
 #include "bmap-error.h"
 #include "bmap-format.h"
 #include "bmap-xz-blocks.h"
+#include "fuzz-common.h"
 
 #define OUTPUT_CAP (8 * 1024 * 1024)
 #define BLOCK_SIZE 4096
 /* A wanted bit stands for this many blocks of the image. */
 #define SPAN_BLOCKS 16
-
-int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
-
-static void
-die (const char *what, const char *detail)
-{
-  fprintf (stderr, "fuzz-xz-index: %s%s%s\n", what, detail != NULL ? ": " : "",
-           detail != NULL ? detail : "");
-  abort ();
-}
 
 static void
 put_crc32 (guint8 *at, const guint8 *over, gsize len)
@@ -70,10 +61,10 @@ static void
 check_error (const GError *error, const char *what)
 {
   if (error == NULL || error->message == NULL)
-    die (what, "failed without an error");
+    fuzz_die (what, "failed without an error");
   if (error->domain != BMAP_ERROR
       || (error->code != BMAP_ERROR_BAD_IMAGE && error->code != BMAP_ERROR_LIMIT))
-    die (what, error->message);
+    fuzz_die (what, error->message);
 }
 
 /* Reads or skips @len bytes; FALSE at an error or the end. */
@@ -94,11 +85,18 @@ advance (BmapXzBlocks *xb, guint8 *buf, guint64 len, gboolean read, guint64 *tot
     if (n == 0)
       return FALSE;
     if ((gsize) n > want)
-      die ("more than asked for", NULL);
+      fuzz_die ("more than asked for", NULL);
     len -= (guint64) n;
     *total += (guint64) n;
   }
   return *total < OUTPUT_CAP;
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  fuzz_init ();
+  return 0;
 }
 
 int
@@ -123,9 +121,9 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
 
   fd = memfd_create ("fuzz-xz", MFD_CLOEXEC);
   if (fd < 0)
-    die ("memfd_create", g_strerror (errno));
+    fuzz_die ("memfd_create", g_strerror (errno));
   if (write (fd, copy, len) != (gssize) len)
-    die ("write", g_strerror (errno));
+    fuzz_die ("write", g_strerror (errno));
 
   xb = bmap_xz_blocks_new (fd, "fuzz.xz");
   if (xb == NULL) {
