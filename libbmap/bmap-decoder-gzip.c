@@ -182,6 +182,10 @@ backend_step (GzipDecoder *dec, guint8 *out, gsize out_len, gsize *consumed, gsi
                    dec->in->name);
       return FALSE;
     default:
+      /* zlib's counts stay right after an error: the offset is where it
+       * stopped, when they are consistent. */
+      (void) take_counts (dec, avail, zs->next_in, zs->avail_in, out, out_len, zs->next_out,
+                          zs->avail_out, consumed, produced, NULL);
       bmap_input_set_corrupt (dec->in, "gzip", zs->msg != NULL ? zs->msg : zError (ret), error);
       return FALSE;
   }
