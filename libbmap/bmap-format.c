@@ -237,7 +237,9 @@ structured_error_cb (void *user_data, xmlErrorPtr err)
 
 /* The few messages libxml2 prints through xmlGenericError() itself, in
  * pieces: kept as the error when no structured one came first. */
-static void G_GNUC_PRINTF (2, 3) generic_error_cb (void *user_data, const char *format, ...)
+G_GNUC_PRINTF (2, 3)
+static void
+generic_error_cb (void *user_data, const char *format, ...)
 {
   Parser *p = user_data;
   va_list args;
