@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target: every decoder, through the public source API as bmapd
- * and bmapctl use it.
+ * and bmapctl use it (and the tar and zip layer above them).
  *
  * Input: one control byte, then the compressed stream. The control byte's
  * low 3 bits pick the format, whose magic number is put in front of the
- * stream unless it starts with it already (so any stream reaches the
- * decoder it is meant for); bit 3 feeds it through a pipe instead of a
+ * stream unless it starts with a known magic already (so any stream reaches
+ * the decoder it is meant for); bit 3 feeds it through a pipe instead of a
  * memfd (a regular file: xz then goes through its block index); bits 4-7
  * pick how much each read asks for, from 1 byte up, so that decoders are
  * stopped and resumed at every kind of place. Decoded output is capped,
@@ -41,8 +41,21 @@ static const struct {
   { (const guint8 *) "\x28\xb5\x2f\xfd", 4 },
   { (const guint8 *) "\x04\x22\x4d\x18", 4 },
   { (const guint8 *) "\x02\x21\x4c\x18", 4 }, /* lz4 legacy */
-  { (const guint8 *) "\x50\x2a\x4d\x18", 4 }, /* a skippable frame first */
+  { (const guint8 *) "\x89LZO\0\r\n\x1a\n", 9 },
 };
+
+static gboolean
+has_known_magic (const guint8 *p, gsize len)
+{
+  /* A skippable frame (zstd and lz4) may lead either. */
+  if (len >= 4 && (p[0] & 0xf0) == 0x50 && p[1] == 0x2a && p[2] == 0x4d && p[3] == 0x18)
+    return TRUE;
+  for (gsize i = 1; i < G_N_ELEMENTS (formats); i++) {
+    if (len >= formats[i].len && memcmp (p, formats[i].magic, formats[i].len) == 0)
+      return TRUE;
+  }
+  return FALSE;
+}
 
 static const gsize read_sizes[16] = {
   1, 2, 3, 7, 16, 100, 511, 4096, 4097, 65536, 65537, 131072, 1 << 20, 3 << 20, 1 << 22, 5,
@@ -115,9 +128,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
       fuzz_die ("memfd_create", g_strerror (errno));
     fds[1] = fd;
   }
-  if (formats[fmt].len > 0
-      && (stream_len < formats[fmt].len
-          || memcmp (stream, formats[fmt].magic, formats[fmt].len) != 0)
+  if (formats[fmt].len > 0 && !has_known_magic (stream, stream_len)
       && !write_all (fds[1], formats[fmt].magic, formats[fmt].len))
     fuzz_die ("write", g_strerror (errno));
   if (!write_all (fds[1], stream, stream_len))
