@@ -14,6 +14,7 @@
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
 #include "bmapctl-signature.h"
+#include "bmapctl-summary.h"
 #include "bmapctl-target.h"
 #include "bmapctl-url.h"
 #include "libbmap.h"
@@ -73,7 +74,8 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
   if (options->json) {
     g_autoptr (GString) json = g_string_new ("{\"result\":\"done\",\"image\":");
 
-    bmapctl_json_append_string (json, image);
+    /* As it always was: "from standard input" for -. */
+    bmapctl_json_append_string (json, g_str_equal (image, "-") ? "from standard input" : image);
     bmapctl_json_append_member (json, "destination", dest);
     g_string_append_printf (
         json,
@@ -96,9 +98,13 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
     g_autofree char *rate = bmapctl_format_size (
         seconds > 0 ? (guint64) ((double) result->bytes_written / seconds) : 0);
 
-    g_autofree char *of_image = result->image_size > 0
-                                    ? g_strdup_printf ("of the %s image %s", size, image)
-                                    : g_strdup_printf ("from %s", image);
+    gboolean from_stdin = g_str_equal (image, "-");
+    g_autofree char *of_image
+        = result->image_size > 0
+              ? g_strdup_printf (from_stdin ? "of the %s image from standard input"
+                                            : "of the %s image %s",
+                                 size, image)
+              : g_strdup_printf ("from %s", from_stdin ? "standard input" : image);
 
     fprintf (stderr, "bmapctl: wrote %s %s to %s in %.1f s (%s/s)%s%s%s%s\n", written, of_image,
              dest, seconds, rate, result->verified ? "; checksums verified" : "",
@@ -235,6 +241,14 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     return bmapctl_report_error (options, error);
   }
 
+  /* What is about to be erased, in one line before anything is asked or
+   * written; never a question, so scripts do not hang. */
+  if (!bmapctl_is_bmaptool ()) {
+    g_autofree char *summary = bmapctl_device_summary (bus, device);
+
+    bmapctl_info (options, "erasing %s", summary);
+  }
+
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
     /* bmapctl fetches, bmapd reads a pipe: the daemon never goes online. */
     remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, check_url_bmap, &check, NULL,
@@ -258,13 +272,12 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     bmap_bytes = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, &error);
     if (bmap_bytes == NULL)
       return bmapctl_report_error (options, error);
-    /* bmaptool's lines need what it says. */
-    if (bmapctl_is_bmaptool ()) {
-      map = bmap_map_load_data (g_bytes_get_data (bmap_bytes, NULL), g_bytes_get_size (bmap_bytes),
-                                bmap_path, &error);
-      if (map == NULL)
-        return bmapctl_report_error (options, error);
-    }
+    /* bmapd parses the bmap again, but its errors could not name the file,
+     * and bmaptool's lines need what it says. */
+    map = bmap_map_load_data (g_bytes_get_data (bmap_bytes, NULL), g_bytes_get_size (bmap_bytes),
+                              bmap_path, &error);
+    if (map == NULL)
+      return bmapctl_report_error (options, error);
   }
 
   if (remote != NULL) {
@@ -343,8 +356,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
                                map != NULL ? map->mapped_blocks_count * map->block_size
                                            : job->bytes_done,
                                (double) elapsed / G_USEC_PER_SEC);
-    print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
-                  job->result, elapsed);
+    print_result (options, image, dest, &result, job->result, elapsed);
   }
   return status;
 }
@@ -417,6 +429,12 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   target = bmap_target_open (dest, &error);
   if (target == NULL)
     return bmapctl_report_error (options, error);
+  if (bt->kind == BMAPCTL_TARGET_BLOCK_DEVICE && !bt->partition && !bmapctl_is_bmaptool ()) {
+    g_autofree char *summary = bmapctl_disk_summary (dest, bt->devnum);
+
+    if (summary != NULL)
+      bmapctl_info (options, "erasing %s", summary);
+  }
 
   bmapctl_bmaptool_copy_begin (
       options, map, remote != NULL ? bmapctl_url_source_get_bmap_name (remote) : bmap_path, image,
@@ -464,8 +482,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                                          : result.image_size,
                              (double) elapsed / G_USEC_PER_SEC);
   notes = bmap_copy_result_describe (&result);
-  print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
-                notes, elapsed);
+  print_result (options, image, dest, &result, notes, elapsed);
   return BMAPCTL_EXIT_OK;
 }
 

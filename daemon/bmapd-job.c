@@ -279,7 +279,11 @@ worker_flash (BmapdJob *job, GError **error)
      * where Cancel can interrupt the wait. */
     if (!wait_readable_or_cancelled (job, job->image_fd, error))
       return FALSE;
-    job->source = bmap_source_new_full (job->image_fd, TRUE, "image", job->cancellable, error);
+    /* The source's name is in the engine's errors: the caller's name for
+     * the image, not a placeholder. */
+    job->source = bmap_source_new_full (
+        job->image_fd, TRUE, job->description[0] != '\0' ? job->description : "the image",
+        job->cancellable, error);
     job->image_fd = -1; /* taken by the source, even on failure */
     if (job->source == NULL)
       return FALSE;

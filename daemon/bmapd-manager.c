@@ -458,6 +458,14 @@ check_device (Request *req, const BmapdDeviceInfo *info, GError **error)
   return TRUE;
 }
 
+/* The image as the engine's errors name it: the caller's description
+ * (its file name, for bmapctl), not a placeholder. */
+static const char *
+request_image_name (const Request *req)
+{
+  return req->description != NULL && req->description[0] != '\0' ? req->description : "the image";
+}
+
 static char *
 join_mount_points (char **mount_points)
 {
@@ -511,10 +519,18 @@ request_after_auth (Request *req)
   if (fresh->mount_points[0] != NULL) {
     if (!req->unmount) {
       g_autofree char *list = join_mount_points (fresh->mount_points);
-      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
-                   "%s is in use: mounted at %s (unmount it first, or pass the \"unmount\" "
-                   "option)",
-                   fresh->node, list);
+
+      /* Nobody unmounts / to flash the disk under it. */
+      if (g_strv_contains ((const char *const *) fresh->mount_points, "/"))
+        g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                     "%s is in use: mounted at %s; it holds the running system and cannot be "
+                     "flashed from it",
+                     fresh->node, list);
+      else
+        g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                     "%s is in use: mounted at %s (unmount it first, or pass the \"unmount\" "
+                     "option)",
+                     fresh->node, list);
       request_fail (req, error);
       return;
     }
@@ -774,7 +790,7 @@ request_flash_checked_fds (Request *req, GBytes *bmap_data)
    * compressed, and an uncompressed one has a known size. A pipe is only
    * read by the worker, which may wait for its writer. */
   if (S_ISREG (req->image_st.st_mode)) {
-    req->source = bmap_source_new (req->image_fd, TRUE, "image", &error);
+    req->source = bmap_source_new (req->image_fd, TRUE, request_image_name (req), &error);
     req->image_fd = -1;
     if (req->source == NULL) {
       request_fail (req, error);
@@ -1027,7 +1043,7 @@ card_check (Request *req, GError **error)
     return FALSE;
   }
   if (S_ISREG (req->image_st.st_mode)) {
-    req->source = bmap_source_new (req->image_fd, TRUE, "image", error);
+    req->source = bmap_source_new (req->image_fd, TRUE, request_image_name (req), error);
     req->image_fd = -1;
     if (req->source == NULL)
       return FALSE;

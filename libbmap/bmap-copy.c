@@ -108,7 +108,7 @@ range_digest_matches (CopyJob *job, guint idx, BmapHasher *hasher, GError **erro
   bmap_checksum_to_hex (got, len, got_hex);
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_CHECKSUM_MISMATCH,
                "%s: checksum mismatch in blocks %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT
-               " of image %s: expected %s, got %s; %s now holds a partial image",
+               " of %s: expected %s, got %s; %s now holds a partial image",
                job->name, range->first, range->last, bmap_source_get_name (job->source), want_hex,
                got_hex, job->name);
   return FALSE;
