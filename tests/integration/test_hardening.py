@@ -405,3 +405,39 @@ def test_autoflash_takes_a_device_waiting_for_polkit(udev_daemon, client, polkit
     finally:
         pipe.stop()
         reader.remove()
+
+
+@pytest.mark.parametrize('daemon_config', ['[Daemon]\nMaxJobs=1\n'])
+def test_bmapctl_copies_wait_their_turn(daemon, bus, client, polkit, loop_factory, image):
+    '''With MaxJobs=1 and a job running, two "bmapctl copy" onto two other
+    devices: each shows its job "queued", follows it to the end, and none
+    gets Limit.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    exe = os.environ.get('BMAPCTL') or os.path.join(os.path.dirname(os.path.dirname(h.HERE)),
+                                                    'build', 'client', 'bmapctl')
+    if not os.path.exists(exe):
+        pytest.skip('bmapctl is not built (set BMAPCTL)')
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
+    loops = [loop_factory() for _ in range(3)]
+    devs = [client.wait_device(lo.node) for lo in loops]
+    pipe = h.SlowPipe(h.pattern('first', 2 * h.MiB), **SLOW).start()
+    try:
+        first = client.flash(devs[0], pipe.read_fd, nobmap=True)
+        pipe.close_read()
+        client.wait_state(first, ('writing',))
+        procs = [subprocess.Popen([exe, 'copy', '--bmap', image['bmap'], image['path'],
+                                   lo.node], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for lo in loops[1:]]
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        pipe.stop()
+    assert client.wait_finished(first)[0] == 'done'
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        lines = [line.split()[0] for line in err.splitlines() if line.strip()]
+        assert lines[0] == 'queued', err
+        assert 'done' in lines
+    for lo in loops[1:]:
+        for offset, length in image['ranges']:
+            assert lo.read(offset, length) == h.read_range(image['path'], offset, length)
