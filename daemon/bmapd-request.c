@@ -364,6 +364,14 @@ request_open_device (BmapdRequest *req)
     bmapd_request_fail (req, error);
     return;
   }
+  if (info->system && !req->asked_flash_system) {
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                 "%s became a system disk after authorization (flash-system was not asked); "
+                 "nothing was written",
+                 info->node);
+    bmapd_request_fail (req, error);
+    return;
+  }
   fd = open (info->node, O_WRONLY | O_EXCL | O_CLOEXEC | O_NOCTTY);
   if (fd < 0 && errno == EBUSY) {
     if (info->mount_points[0] != NULL) {
