@@ -145,15 +145,10 @@ const char *
 bmapd_job_state_to_string (BmapdJobState state)
 {
   static const char *const names[] = {
-    [BMAPD_JOB_AUTHORIZING] = "authorizing",
-    [BMAPD_JOB_QUEUED] = "queued",
-    [BMAPD_JOB_PREPARING] = "preparing",
-    [BMAPD_JOB_WRITING] = "writing",
-    [BMAPD_JOB_SYNCING] = "syncing",
-    [BMAPD_JOB_VERIFYING] = "verifying",
-    [BMAPD_JOB_DONE] = "done",
-    [BMAPD_JOB_FAILED] = "failed",
-    [BMAPD_JOB_CANCELED] = "canceled",
+    [BMAPD_JOB_QUEUED] = "queued",       [BMAPD_JOB_PREPARING] = "preparing",
+    [BMAPD_JOB_WRITING] = "writing",     [BMAPD_JOB_SYNCING] = "syncing",
+    [BMAPD_JOB_VERIFYING] = "verifying", [BMAPD_JOB_DONE] = "done",
+    [BMAPD_JOB_FAILED] = "failed",       [BMAPD_JOB_CANCELED] = "canceled",
   };
   return names[state];
 }
@@ -922,7 +917,7 @@ bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who)
   g_free (job->stopped_by);
   job->stopped_by = g_strdup (who != NULL ? who : "");
 
-  if (job->state == BMAPD_JOB_AUTHORIZING || job->state == BMAPD_JOB_QUEUED) {
+  if (job->state == BMAPD_JOB_QUEUED) {
     g_autoptr (GError) error = NULL;
     BmapdJobState state = BMAPD_JOB_FAILED;
 
@@ -988,7 +983,7 @@ void
 bmapd_job_fail_early (BmapdJob *job, BmapdJobState state, const char *error_name,
                       const char *error_message)
 {
-  g_return_if_fail (job->state == BMAPD_JOB_AUTHORIZING || job->state == BMAPD_JOB_QUEUED);
+  g_return_if_fail (job->state == BMAPD_JOB_QUEUED);
   job->abort_func = NULL;
   /* Nobody saw the job start: no reason to keep it around. */
   finish_full (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message, 0);
@@ -998,7 +993,7 @@ void
 bmapd_job_fail_before_start (BmapdJob *job, BmapdJobState state, const char *error_name,
                              const char *error_message)
 {
-  g_return_if_fail (job->state == BMAPD_JOB_AUTHORIZING || job->state == BMAPD_JOB_QUEUED);
+  g_return_if_fail (job->state == BMAPD_JOB_QUEUED);
   job->abort_func = NULL;
   finish (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message);
 }

@@ -18,8 +18,7 @@ G_BEGIN_DECLS
 #define BMAPD_JOB_KEEP_USEC (60 * G_USEC_PER_SEC)
 
 typedef enum {
-  BMAPD_JOB_AUTHORIZING, /* not exported any more: jobs are made once authorized */
-  BMAPD_JOB_QUEUED,      /* authorized, waiting for a place under MaxJobs */
+  BMAPD_JOB_QUEUED, /* authorized, holding its device, waiting for its turn */
   BMAPD_JOB_PREPARING,
   BMAPD_JOB_WRITING,
   BMAPD_JOB_SYNCING,
@@ -50,8 +49,9 @@ typedef enum {
 typedef struct _BmapdJob BmapdJob;
 
 typedef void (*BmapdJobFunc) (BmapdJob *job, gpointer user_data);
-/* Called when the job is stopped while still authorizing: the owner of
- * the pending request ends it (bmapd_job_fail_early()). */
+/* Called when the job is stopped while still queued and its call not yet
+ * answered: the owner of the pending request ends it
+ * (bmapd_job_fail_early()). */
 typedef void (*BmapdJobAbortFunc) (BmapdJob *job, BmapdJobState state, const GError *error,
                                    gpointer user_data);
 
