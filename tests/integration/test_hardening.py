@@ -210,7 +210,12 @@ for i in range(16):
                               h.GLib.Variant('(ha{{sv}}a{{sv}})',
                                              (0, {{}}, {{'bmap': h.GLib.Variant('h', 1)}})),
                               [image.fileno(), r]))
-c.iterate(2)
+# The refusals come at once; give the others a moment to show they wait.
+try:
+    h.wait_until(lambda: sum(1 for b in boxes if b) >= 20, 30, 'the refusals')
+except Exception:
+    pass
+c.iterate(0.5)
 print('REFUSED', json.dumps([reply_of(b) for b in boxes if b]), flush=True)
 print('PENDING', sum(1 for b in boxes if not b), flush=True)
 sys.stdin.read()
