@@ -286,13 +286,14 @@ start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
   card->start_usec = g_get_monotonic_time ();
   card->autoflash = autoflash;
   bmapd_autoflash_rule_card_started (rule);
-  flash.image_fd = bmapd_image_open_reader (spec->image, &error);
-  if (flash.image_fd < 0) {
+  /* Opened again and sniffed on a thread (a FUSE file may block): the job
+   * comes to on_card_job(). */
+  flash.image = bmapd_image_copy (spec->image, &error);
+  if (flash.image == NULL) {
     card_ended (autoflash, card, NULL, error);
     return;
   }
   flash.map = bmapd_autoflash_spec_copy_map (spec);
-  /* The image is sniffed on a thread: the job comes to on_card_job(). */
   bmapd_manager_flash_card (autoflash->manager, &flash, on_card_job, card);
 }
 

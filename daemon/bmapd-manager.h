@@ -7,6 +7,7 @@
 
 #include "bmapd-config.h"
 #include "bmapd-device-registry.h"
+#include "bmapd-image.h"
 #include "bmapd-job.h"
 #include "bmapd-limits.h"
 
@@ -45,9 +46,9 @@ typedef void (*BmapdManagerJobFunc) (BmapdManager *manager, BmapdJob *job, gpoin
 /* What an auto-flash card's job needs. */
 typedef struct {
   const char *device_name;
-  guint64 diskseq; /* the medium the card was seen with: MediaChanged otherwise */
-  int image_fd;    /* taken; a regular file or a pipe, at the image's start */
-  BmapMap *map;    /* taken; NULL copies every block */
+  guint64 diskseq;   /* the medium the card was seen with: MediaChanged otherwise */
+  BmapdImage *image; /* taken: a copy of the rule's (bmapd_image_copy()) */
+  BmapMap *map;      /* taken; NULL copies every block */
   gboolean verify;
   gboolean verify_written;
   const char *description;

@@ -32,6 +32,7 @@ struct _BmapdRequest {
 
   /* Options */
   char *device_name;
+  BmapdImage *card_image; /* a card's: opened again on the reader thread */
   int image_fd;
   int bmap_fd;
   int out_fd;
@@ -61,6 +62,7 @@ struct _BmapdRequest {
 /* What the reader thread works on; it frees it when the loop gave up. */
 typedef struct {
   BmapdJobOperation operation;
+  BmapdImage *card_image;
   int image_fd;
   int bmap_fd;
   int out_fd;
@@ -84,6 +86,7 @@ bmapd_request_free (BmapdRequest *req)
   bmapd_unmount_free (req->unmount_op);
   sd_event_source_disable_unref (req->defer_source);
   sd_bus_track_unref (req->track);
+  g_clear_pointer (&req->card_image, bmapd_image_free);
   if (req->image_fd >= 0)
     close (req->image_fd);
   if (req->bmap_fd >= 0)
@@ -185,6 +188,7 @@ on_job_abort (BmapdJob *job, BmapdJobState state, const GError *error, gpointer 
 static void
 request_work_free (RequestWork *work)
 {
+  g_clear_pointer (&work->card_image, bmapd_image_free);
   if (work->image_fd >= 0)
     close (work->image_fd);
   if (work->bmap_fd >= 0)
@@ -217,6 +221,13 @@ request_work_run (gpointer data, GCancellable *cancellable, GError **error)
     return TRUE;
   }
 
+  /* A card's descriptor of its own on the rule's image. */
+  if (work->card_image != NULL) {
+    work->image_fd = bmapd_image_open_reader (work->card_image, error);
+    g_clear_pointer (&work->card_image, bmapd_image_free);
+    if (work->image_fd < 0)
+      return FALSE;
+  }
   if (work->bmap_fd >= 0) {
     g_autoptr (GBytes) bytes = NULL;
     gsize len = 0;
@@ -694,6 +705,7 @@ request_start_reading (BmapdRequest *req)
   RequestWork *work = g_new0 (RequestWork, 1);
 
   work->operation = req->operation;
+  work->card_image = g_steal_pointer (&req->card_image);
   work->image_fd = g_steal_fd (&req->image_fd);
   work->bmap_fd = g_steal_fd (&req->bmap_fd);
   work->out_fd = g_steal_fd (&req->out_fd);
@@ -936,7 +948,7 @@ bmapd_request_start_card (BmapdManager *manager, const BmapdCardFlash *card,
   req->card_data = user_data;
   req->uid = card->uid;
   req->device_name = g_strdup (card->device_name);
-  req->image_fd = card->image_fd;
+  req->card_image = card->image;
   req->map = card->map;
   req->verify = card->verify;
   req->verify_written = card->verify_written;
