@@ -283,6 +283,7 @@ struct _BmapdFdWorker {
   sd_event_source *io_source;
   sd_event_source *timer_source;
   char *what;
+  char *timeout_key;
   guint timeout_sec;
   BmapdFdWorkDoneFunc done;
   gpointer user_data;
@@ -359,9 +360,13 @@ on_worker_timeout (sd_event_source *source, uint64_t usec, void *user_data)
   if (finished)
     return 0; /* its eventfd is pending: on_worker_done() reports it */
   worker_stop_watching (worker);
-  g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-               "%s: the caller's descriptors gave no answer within %u s (RequestTimeoutSec=%u)",
-               worker->what, worker->timeout_sec, worker->timeout_sec);
+  if (worker->timeout_key != NULL)
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: the caller's descriptors gave no answer within %u s (%s=%u)", worker->what,
+                 worker->timeout_sec, worker->timeout_key, worker->timeout_sec);
+  else
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_IO, "%s: not done after %u s", worker->what,
+                 worker->timeout_sec);
   worker->done (NULL, error, worker->user_data);
   return 0;
 }
@@ -370,6 +375,16 @@ BmapdFdWorker *
 bmapd_fd_worker_start (sd_event *event, const char *what, guint timeout_sec, BmapdFdWorkFunc func,
                        gpointer work, GDestroyNotify work_free, BmapdFdWorkDoneFunc done,
                        gpointer user_data, GError **error)
+{
+  return bmapd_fd_worker_start_full (event, what, timeout_sec, "RequestTimeoutSec", func, work,
+                                     work_free, done, user_data, error);
+}
+
+BmapdFdWorker *
+bmapd_fd_worker_start_full (sd_event *event, const char *what, guint timeout_sec,
+                            const char *timeout_key, BmapdFdWorkFunc func, gpointer work,
+                            GDestroyNotify work_free, BmapdFdWorkDoneFunc done, gpointer user_data,
+                            GError **error)
 {
   g_autoptr (BmapdFdWorker) worker = g_new0 (BmapdFdWorker, 1);
   WorkerShared *shared = g_new0 (WorkerShared, 1);
@@ -386,6 +401,7 @@ bmapd_fd_worker_start (sd_event *event, const char *what, guint timeout_sec, Bma
   shared->event_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
   worker->shared = shared;
   worker->what = g_strdup (what);
+  worker->timeout_key = g_strdup (timeout_key);
   worker->timeout_sec = timeout_sec;
   worker->done = done;
   worker->user_data = user_data;
@@ -436,5 +452,6 @@ bmapd_fd_worker_free (BmapdFdWorker *worker)
     close (shared->event_fd);
   shared_unref (shared);
   g_free (worker->what);
+  g_free (worker->timeout_key);
   g_free (worker);
 }

@@ -65,6 +65,13 @@ typedef void (*BmapdFdWorkDoneFunc) (gpointer work, const GError *error, gpointe
 BmapdFdWorker *bmapd_fd_worker_start (sd_event *event, const char *what, guint timeout_sec,
                                       BmapdFdWorkFunc func, gpointer work, GDestroyNotify work_free,
                                       BmapdFdWorkDoneFunc done, gpointer user_data, GError **error);
+/* The same, for work that is not a caller's: past the deadline, IO "not
+ * done after N s" rather than InvalidArgument naming @timeout_key. */
+BmapdFdWorker *
+bmapd_fd_worker_start_full (sd_event *event, const char *what, guint timeout_sec,
+                            const char *timeout_key, BmapdFdWorkFunc func, gpointer work,
+                            GDestroyNotify work_free, BmapdFdWorkDoneFunc done, gpointer user_data,
+                            GError **error);
 /* Stops waiting: @done is not called afterwards; a thread still running is
  * cancelled and left to finish on its own. */
 void bmapd_fd_worker_free (BmapdFdWorker *worker);
