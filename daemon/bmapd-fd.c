@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -156,6 +158,30 @@ bmapd_fd_read_regular (int fd, gsize limit, const char *what, GError **error)
     return NULL;
   }
   return g_bytes_new_take (g_steal_pointer (&buf), done);
+}
+
+gboolean
+bmapd_fd_check_diskseq (int fd, const char *node, guint64 expected, GError **error)
+{
+  guint64 diskseq = 0;
+
+  if (expected == 0)
+    return TRUE; /* the device has none to compare */
+  if (ioctl (fd, BLKGETDISKSEQ, &diskseq) < 0) {
+    /* Before Linux 5.15: unknown; the device was read again instead. */
+    if (errno == ENOTTY || errno == EINVAL)
+      return TRUE;
+    bmap_error_set_errno (error, errno, "%s: BLKGETDISKSEQ", node);
+    return FALSE;
+  }
+  if (diskseq != expected) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_MEDIA_CHANGED,
+                 "the medium in %s changed: diskseq %" G_GUINT64_FORMAT
+                 " was checked, the opened device has %" G_GUINT64_FORMAT "; nothing was written",
+                 node, expected, diskseq);
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /* Waits until @fd is readable; FALSE with Cancelled when @cancellable

@@ -45,6 +45,12 @@ GBytes *bmapd_fd_read_all (int fd, gsize limit, const char *what, GCancellable *
 gboolean
 bmapd_fd_wait_readable (int fd, const char *what, GCancellable *cancellable, GError **error);
 
+/* The medium behind an opened block device is the one checked
+ * (@expected, 0: none to compare): a medium swapped between the check and
+ * open(), or while a job waited, has another diskseq (MediaChanged).
+ * Without BLKGETDISKSEQ (before Linux 5.15): TRUE, unknown. */
+gboolean bmapd_fd_check_diskseq (int fd, const char *node, guint64 expected, GError **error);
+
 /* Work on a caller's descriptors, run on a thread of its own so that
  * nothing a caller does (a pipe never closed, a byte read back, a FUSE
  * file that never answers, an image that takes long to parse) stalls the

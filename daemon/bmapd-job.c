@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bmapd-fd.h"
 #include "bmapd-job.h"
 #include "bmapd-log.h"
 #include "bmapd-polkit.h"
@@ -72,9 +73,10 @@ struct _BmapdJob {
 
   /* The work, set before the worker starts and owned by it until it ends. */
   BmapdSource *source;
-  int image_fd;
+  int image_fd; /* create */
   BmapMap *map;
   BmapTarget *target;
+  guint64 diskseq; /* of the medium checked, 0 when none */
   gboolean verify;
   gboolean verify_written;
   int out_fd;
@@ -226,6 +228,10 @@ worker_flash (BmapdJob *job, GError **error)
   BmapSource *source;
   gboolean ok;
 
+  /* Queued for a while: still the medium that was checked? */
+  if (!bmapd_fd_check_diskseq (bmap_target_get_fd (job->target), job->device_node, job->diskseq,
+                               error))
+    return FALSE;
   /* A pipe is read from here on: its writer may have waited for the job. */
   source = bmapd_source_open (job->source, job->cancellable, error);
   if (source == NULL)
@@ -826,9 +832,10 @@ bmapd_job_set_abort_func (BmapdJob *job, BmapdJobAbortFunc func, gpointer user_d
 
 void
 bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, BmapTarget *target,
-                     gboolean verify, gboolean verify_written, guint64 bytes_total)
+                     guint64 diskseq, gboolean verify, gboolean verify_written, guint64 bytes_total)
 {
   job->source = source;
+  job->diskseq = diskseq;
   job->map = map;
   job->target = target;
   job->verify = verify;

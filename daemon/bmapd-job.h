@@ -70,9 +70,12 @@ void bmapd_job_set_handlers (BmapdJob *job, BmapdJobFunc finished, BmapdJobFunc 
                              gpointer user_data);
 void bmapd_job_set_abort_func (BmapdJob *job, BmapdJobAbortFunc func, gpointer user_data);
 
-/* The work: all arguments are taken. @map NULL copies every block. */
+/* The work: all arguments are taken. @map NULL copies every block.
+ * @diskseq: the medium checked (0: none); the worker checks the device's
+ * again before its first write, however long the job was queued. */
 void bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, BmapTarget *target,
-                          gboolean verify, gboolean verify_written, guint64 bytes_total);
+                          guint64 diskseq, gboolean verify, gboolean verify_written,
+                          guint64 bytes_total);
 void bmapd_job_set_create (BmapdJob *job, int image_fd, int out_fd, BmapChecksumType checksum,
                            guint64 bytes_total);
 

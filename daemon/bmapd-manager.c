@@ -84,9 +84,11 @@ update_activity (BmapdManager *manager)
       n++;
   }
   /* A call waiting for its data or for polkit has no job yet: bmapd is not
-   * idle either. */
-  if (manager->requests != NULL)
-    n += manager->requests->len;
+   * idle either. One with a job counts as its job. */
+  for (guint i = 0; manager->requests != NULL && i < manager->requests->len; i++) {
+    if (!bmapd_request_has_job (g_ptr_array_index (manager->requests, i)))
+      n++;
+  }
   if (n != manager->n_active) {
     manager->n_active = n;
     if (manager->activity_func != NULL)
@@ -189,8 +191,16 @@ start_queued (BmapdManager *manager)
 void
 bmapd_manager_queue_job (BmapdManager *manager, BmapdJob *job)
 {
+  g_autoptr (GError) error = NULL;
+
   if (!bmapd_job_is_active (job))
     return;
+  /* A queued job would never start. */
+  if (!bmapd_manager_check_accepting (manager, &error)) {
+    bmapd_job_fail_before_start (job, BMAPD_JOB_FAILED, bmap_error_code_to_dbus_name (error->code),
+                                 error->message);
+    return;
+  }
   g_queue_push_tail (manager->queue, job);
   if (count_running (manager) >= manager->config.max_jobs)
     bmapd_log (LOG_INFO, "job %u queued: %u jobs are running (MaxJobs=%u)", bmapd_job_get_id (job),
@@ -241,7 +251,7 @@ bmapd_manager_add_job (BmapdManager *manager, BmapdJobOperation operation, const
     g_hash_table_insert (manager->busy, g_strdup (device_name), job);
     bmapd_device_set_job (device, bmapd_job_get_path (job));
   }
-  update_activity (manager);
+  /* No update_activity (): the job takes over its request's count. */
   return job;
 }
 

@@ -3,8 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -310,30 +308,6 @@ read_again (BmapdRequest *req, const char *when, GError **error)
   return g_steal_pointer (&fresh);
 }
 
-/* The medium behind the opened descriptor is the one checked: a medium
- * swapped between the check and open() has another diskseq. */
-static gboolean
-check_fd_diskseq (int fd, const BmapdDeviceInfo *info, GError **error)
-{
-  guint64 diskseq = 0;
-
-  if (ioctl (fd, BLKGETDISKSEQ, &diskseq) < 0) {
-    /* Before Linux 5.15: unknown; the device was read again instead. */
-    if (errno == ENOTTY || errno == EINVAL)
-      return TRUE;
-    bmap_error_set_errno (error, errno, "%s: BLKGETDISKSEQ", info->node);
-    return FALSE;
-  }
-  if (info->diskseq != 0 && diskseq != info->diskseq) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_MEDIA_CHANGED,
-                 "the medium in %s changed: diskseq %" G_GUINT64_FORMAT
-                 " was checked, the opened device has %" G_GUINT64_FORMAT "; nothing was written",
-                 info->node, info->diskseq, diskseq);
-    return FALSE;
-  }
-  return TRUE;
-}
-
 static char *
 join_mount_points (char **mount_points)
 {
@@ -414,7 +388,7 @@ request_open_device (BmapdRequest *req)
     bmapd_request_fail (req, error);
     return;
   }
-  if (!check_fd_diskseq (fd, info, &error)) {
+  if (!bmapd_fd_check_diskseq (fd, info->node, info->diskseq, &error)) {
     close (fd);
     bmapd_request_fail (req, error);
     return;
@@ -432,7 +406,8 @@ request_open_device (BmapdRequest *req)
   /* BytesTotal: what will be written, when it is known before decoding. */
   bytes_total = req->map != NULL ? bmap_map_get_mapped_bytes (req->map) : req->image_size;
   bmapd_job_set_flash (req->job, g_steal_pointer (&req->source), g_steal_pointer (&req->map),
-                       g_steal_pointer (&target), req->verify, req->verify_written, bytes_total);
+                       g_steal_pointer (&target), info->diskseq, req->verify, req->verify_written,
+                       bytes_total);
   request_queue_job (req);
 }
 
