@@ -13,6 +13,7 @@
 #include "bmapctl-follow.h"
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
+#include "bmapctl-signature.h"
 #include "bmapctl-target.h"
 #include "bmapctl-url.h"
 #include "libbmap.h"
@@ -28,6 +29,8 @@ typedef struct {
   gboolean daemon;
   char *bmap_sig;
   gboolean no_sig_verify;
+  char *fingerprint;
+  char *keyring;
   char *psplash_pipe;
 } CopyArgs;
 
@@ -36,6 +39,8 @@ copy_args_clear (CopyArgs *args)
 {
   g_free (args->bmap);
   g_free (args->bmap_sig);
+  g_free (args->fingerprint);
+  g_free (args->keyring);
   g_free (args->psplash_pipe);
 }
 
@@ -83,9 +88,16 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
   }
 }
 
+static BmapctlSignatureArgs
+signature_args (const CopyArgs *args)
+{
+  return (BmapctlSignatureArgs){ args->bmap_sig, args->no_sig_verify, args->fingerprint,
+                                 args->keyring };
+}
+
 static int
 build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *device, int image_fd,
-                  int bmap_fd, const CopyArgs *args, const char *description)
+                  int bmap_fd, int sig_fd, const CopyArgs *args, const char *description)
 {
   int r = sd_bus_message_new_method_call (bus, call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                           BMAPD_MANAGER_IFACE, "Flash");
@@ -96,6 +108,8 @@ build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *devic
     r = sd_bus_message_open_container (*call, SD_BUS_TYPE_ARRAY, "{sv}");
   if (r >= 0 && bmap_fd >= 0)
     r = sd_bus_message_append (*call, "{sv}", "bmap", "h", bmap_fd);
+  if (r >= 0 && sig_fd >= 0)
+    r = sd_bus_message_append (*call, "{sv}", "bmap-signature", "h", sig_fd);
   if (r >= 0 && args->nobmap)
     r = sd_bus_message_append (*call, "{sv}", "nobmap", "b", 1);
   /* diskseq: the medium written is the one the user saw listed. */
@@ -134,10 +148,13 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   g_autoptr (BmapctlUrlSource) remote = NULL;
   g_autoptr (BmapMap) map = NULL;
   g_autofree char *bmap_path = NULL;
+  g_autoptr (GBytes) bmap_bytes = NULL;
+  g_autoptr (GBytes) signature = NULL;
+  BmapctlSignatureArgs sig_args = signature_args (args);
   g_autofree char *description = NULL;
   const char *dest = target->path;
   BmapctlDevice *device;
-  int image_fd, bmap_fd = -1;
+  int image_fd, bmap_fd = -1, sig_fd = -1;
   gint64 start;
   GPid agent;
   int status, r;
@@ -173,9 +190,14 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     bmap_path = find_bmap (options, args, image, &error);
     if (bmap_path == NULL)
       return bmapctl_report_error (options, error);
-    /* bmapd reads the bmap itself; bmaptool's lines need what it says. */
+    /* Its signature is checked here; bmapd gets the bytes verified. */
+    bmap_bytes = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, &error);
+    if (bmap_bytes == NULL)
+      return bmapctl_report_error (options, error);
+    /* bmaptool's lines need what it says. */
     if (bmapctl_is_bmaptool ()) {
-      map = bmap_map_load_file (bmap_path, &error);
+      map = bmap_map_load_data (g_bytes_get_data (bmap_bytes, NULL), g_bytes_get_size (bmap_bytes),
+                                bmap_path, &error);
       if (map == NULL)
         return bmapctl_report_error (options, error);
     }
@@ -204,9 +226,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     description = g_path_get_basename (image);
   }
   if (remote == NULL && bmap_path != NULL) {
-    bmap_fd = open (bmap_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    bmap_fd = bmapctl_signature_memfds (bmap_bytes, signature, &sig_fd, &error);
     if (bmap_fd < 0) {
-      bmap_error_set_errno (&error, errno, "%s", bmap_path);
       if (image_fd != STDIN_FILENO)
         close (image_fd);
       return bmapctl_report_error (options, error);
@@ -215,13 +236,16 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
 
   /* The matches go in before the call, so no signal of the job is missed. */
   follower = bmapctl_follower_new (bus, options, &error);
-  r = follower != NULL ? build_flash_call (bus, &call, device, image_fd, bmap_fd, args, description)
-                       : 0;
+  r = follower != NULL
+          ? build_flash_call (bus, &call, device, image_fd, bmap_fd, sig_fd, args, description)
+          : 0;
   /* The message holds duplicates of the descriptors. */
   if (image_fd != STDIN_FILENO)
     close (image_fd);
   if (bmap_fd >= 0)
     close (bmap_fd);
+  if (sig_fd >= 0)
+    close (sig_fd);
   if (follower == NULL)
     return bmapctl_report_error (options, error);
   if (r < 0) {
@@ -311,7 +335,9 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                    "%s: the bmap is the image itself", bmap_path);
       return bmapctl_report_error (options, error);
     }
-    map = bmap_map_load_file (bmap_path, &error);
+    BmapctlSignatureArgs sig_args = signature_args (args);
+
+    map = bmapctl_signature_load_map (options, &sig_args, bmap_path, &error);
     if (map == NULL)
       return bmapctl_report_error (options, error);
     g_debug ("using bmap %s (version %u.%u, %u ranges)", bmap_path, map->version_major,
@@ -441,9 +467,13 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
     { "daemon", 0, 0, G_OPTION_ARG_NONE, &args.daemon,
       "Write a block device through bmapd only, never in-process", NULL },
     { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap_sig,
-      "Not supported: bmap signatures are not checked (see --no-sig-verify)", "FILE" },
+      "The bmap's detached signature (default: BMAP.asc or BMAP.sig if there)", "FILE" },
     { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_sig_verify,
-      "Accepted for bmaptool compatibility: signatures are never checked", NULL },
+      "Do not check the bmap's signature", NULL },
+    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.fingerprint,
+      "The bmap must be signed by the key with this fingerprint", "FPR" },
+    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.keyring,
+      "Check the signature against the keys in FILE only, not the GnuPG home", "FILE" },
     { "psplash-pipe", 0, 0, G_OPTION_ARG_FILENAME, &args.psplash_pipe,
       "Also write the progress to this psplash FIFO (PROGRESS N)", "FIFO" },
     { NULL },
@@ -478,12 +508,16 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
     return bmapctl_usage_error (command, "--verify-written needs a bmap (it has the checksums)");
   if (args.daemon && options->local)
     return bmapctl_usage_error (command, "--daemon and --local exclude each other");
-  if (args.bmap_sig != NULL) {
-    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
-                 "%s: bmap signatures are not supported; check it with gpg --verify and run "
-                 "again without --bmap-sig",
-                 args.bmap_sig);
-    return bmapctl_report_error (options, error);
+  {
+    BmapctlSignatureArgs sig_args = signature_args (&args);
+    const char *conflict = bmapctl_signature_check_args (&sig_args, args.nobmap);
+
+    if (conflict != NULL)
+      return bmapctl_usage_error (command, "%s", conflict);
+    if (!args.nobmap && (bmapctl_url_is_url (argv[1]) || bmapctl_url_is_url (args.bmap))
+        && !bmapctl_signature_check_url_copy (&sig_args, args.bmap, bmapctl_url_is_url (args.bmap),
+                                              &error))
+      return bmapctl_report_error (options, error);
   }
   options->psplash_pipe = args.psplash_pipe;
 

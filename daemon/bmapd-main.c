@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "bmap-error.h"
+#include "bmap-signature.h"
 #include "bmapd-autoflash-config.h"
 #include "bmapd-autoflash.h"
 #include "bmapd-config.h"
@@ -16,6 +17,7 @@
 #include "bmapd-log.h"
 #include "bmapd-manager.h"
 #include "bmapd-sd.h"
+#include "bmapd-trusted-keys.h"
 
 #define DEFAULT_CONFIG_FILE SYSCONFDIR "/bmapd/bmapd.conf"
 /* After SIGTERM, how long the jobs have to end. Every wait of a worker wakes
@@ -320,6 +322,7 @@ main (int argc, char **argv)
   g_autofree char *bus_address = NULL;
   g_autofree char *config_path = NULL;
   g_autofree char *autoflash_dir = NULL;
+  g_autofree char *trusted_keys_dir = NULL;
   gint idle_timeout = -1;
   gboolean version = FALSE;
   gboolean debug = FALSE;
@@ -332,6 +335,8 @@ main (int argc, char **argv)
       "Read the configuration from FILE (default " DEFAULT_CONFIG_FILE ")", "FILE" },
     { "autoflash-dir", 0, 0, G_OPTION_ARG_FILENAME, &autoflash_dir,
       "Read auto-flash rules from DIR/*.conf (default " BMAPD_AUTOFLASH_DEFAULT_DIR ")", "DIR" },
+    { "trusted-keys-dir", 0, 0, G_OPTION_ARG_FILENAME, &trusted_keys_dir,
+      "Trust the bmap signing keys in DIR (default " BMAPD_TRUSTED_KEYS_DEFAULT_DIR ")", "DIR" },
     { "idle-timeout", 0, 0, G_OPTION_ARG_INT, &idle_timeout,
       "Exit after SECONDS without jobs, 0 never (overrides IdleTimeoutSec=)", "SECONDS" },
     { "debug", 0, 0, G_OPTION_ARG_NONE, &debug, "Log debug messages", NULL },
@@ -366,6 +371,13 @@ main (int argc, char **argv)
     return 2;
   }
   bmapd_log_init (debug || g_getenv ("BMAPD_DEBUG") != NULL);
+  if (trusted_keys_dir != NULL)
+    bmapd_trusted_keys_set_dir (trusted_keys_dir);
+  /* GPGME wants its first call on the main thread, before the workers. */
+  if (!bmap_signature_init (&error)) {
+    bmapd_log (LOG_WARNING, "%s; signed bmaps will be reported untrusted", error->message);
+    g_clear_error (&error);
+  }
 
   daemon.config_explicit = config_path != NULL;
   daemon.config_path = g_strdup (config_path != NULL ? config_path : DEFAULT_CONFIG_FILE);

@@ -16,7 +16,9 @@
 #include "bmapd-request.h"
 #include "bmapd-sd.h"
 #include "bmapd-source.h"
+#include "bmapd-trusted-keys.h"
 #include "bmapd-unmount.h"
+#include "bmap-signature.h"
 #include "libbmap.h"
 
 struct _BmapdRequest {
@@ -33,6 +35,7 @@ struct _BmapdRequest {
   BmapdImage *card_image; /* a card's: opened again on the reader thread */
   int image_fd;
   int bmap_fd;
+  int sig_fd; /* "bmap-signature" */
   int out_fd;
   gboolean nobmap;
   gboolean verify;
@@ -50,6 +53,8 @@ struct _BmapdRequest {
   guint64 image_size; /* 0 when unknown before decoding */
   BmapdDeviceInfo *snapshot;
   gboolean asked_flash_system;
+  BmapdTrustedKeysCheck *sig_check;
+  BmapdSignatureResult *signature; /* NULL without "bmap-signature" */
   BmapdPolkitCheck *check;
   BmapdUnmount *unmount_op;
   BmapdJob *job;
@@ -63,8 +68,11 @@ typedef struct {
   BmapdImage *card_image;
   int image_fd;
   int bmap_fd;
+  int sig_fd;
   int out_fd;
   BmapMap *map;
+  GBytes *bmap;      /* its bytes, kept for the signature check */
+  GBytes *signature; /* read from sig_fd */
   BmapdSource *source;
   guint64 image_size;
   BmapdLimitsTicket *ticket;
@@ -80,6 +88,8 @@ bmapd_request_free (BmapdRequest *req)
   if (req == NULL)
     return;
   bmapd_fd_worker_free (req->worker);
+  bmapd_trusted_keys_check_free (req->sig_check);
+  bmapd_signature_result_free (req->signature);
   bmapd_polkit_check_free (req->check);
   bmapd_unmount_free (req->unmount_op);
   sd_event_source_disable_unref (req->defer_source);
@@ -89,6 +99,8 @@ bmapd_request_free (BmapdRequest *req)
     close (req->image_fd);
   if (req->bmap_fd >= 0)
     close (req->bmap_fd);
+  if (req->sig_fd >= 0)
+    close (req->sig_fd);
   if (req->out_fd >= 0)
     close (req->out_fd);
   g_clear_pointer (&req->map, bmap_map_free);
@@ -112,6 +124,7 @@ request_new (BmapdManager *manager, BmapdJobOperation operation, sd_bus_message 
   req->call = call != NULL ? sd_bus_message_ref (call) : NULL;
   req->image_fd = -1;
   req->bmap_fd = -1;
+  req->sig_fd = -1;
   req->out_fd = -1;
   req->verify = TRUE;
   req->checksum = BMAP_CHECKSUM_SHA256;
@@ -191,9 +204,13 @@ request_work_free (RequestWork *work)
     close (work->image_fd);
   if (work->bmap_fd >= 0)
     close (work->bmap_fd);
+  if (work->sig_fd >= 0)
+    close (work->sig_fd);
   if (work->out_fd >= 0)
     close (work->out_fd);
   g_clear_pointer (&work->map, bmap_map_free);
+  g_clear_pointer (&work->bmap, g_bytes_unref);
+  g_clear_pointer (&work->signature, g_bytes_unref);
   g_clear_pointer (&work->source, bmapd_source_free);
   bmapd_limits_ticket_unref (work->ticket);
   g_free (work);
@@ -237,6 +254,17 @@ request_work_run (gpointer data, GCancellable *cancellable, GError **error)
     text = g_bytes_get_data (bytes, &len);
     work->map = bmap_map_load_data (text, len, "bmap", error);
     if (work->map == NULL)
+      return FALSE;
+    if (work->sig_fd >= 0)
+      work->bmap = g_steal_pointer (&bytes);
+  }
+  if (work->sig_fd >= 0) {
+    /* A clearsigned bmap is as large as the bmap, plus its armor. */
+    if (!bmapd_fd_check_type (work->sig_fd, "bmap-signature", TRUE, NULL, error))
+      return FALSE;
+    work->signature = bmapd_fd_read_regular (
+        work->sig_fd, BMAPD_MAX_BMAP_SIZE + BMAP_SIGNATURE_MAX_FILE_SIZE, "bmap-signature", error);
+    if (work->signature == NULL)
       return FALSE;
   }
   /* Takes the descriptor, even on failure. */
@@ -426,20 +454,52 @@ on_unmounted (const GError *error, gpointer user_data)
 
 static void on_flash_authorized (const sd_bus_error *error, gpointer user_data);
 
+/* bmap.signature (none, trusted, untrusted) and, when trusted, bmap.signer
+ * (the key's fingerprint) for polkit rules. Trusted only when the signed
+ * bmap decides every byte written: its ranges have checksums and they are
+ * checked while writing. */
+static void
+add_signature_details (BmapdRequest *req, GPtrArray *details)
+{
+  BmapdSignatureState state = BMAPD_SIGNATURE_NONE;
+
+  if (req->signature != NULL) {
+    state = req->signature->state;
+    if (state == BMAPD_SIGNATURE_TRUSTED
+        && (!req->verify || req->map == NULL || req->map->range_checksum == BMAP_CHECKSUM_NONE)) {
+      bmapd_log (LOG_INFO, "bmap signed by trusted key %s, but %s: reported untrusted",
+                 req->signature->signer,
+                 !req->verify ? "\"verify\" is off" : "its ranges carry no checksums");
+      state = BMAPD_SIGNATURE_UNTRUSTED;
+    }
+  }
+  g_ptr_array_add (details, (gpointer) "bmap.signature");
+  g_ptr_array_add (details, (gpointer) bmapd_signature_state_to_string (state));
+  if (state == BMAPD_SIGNATURE_TRUSTED) {
+    g_ptr_array_add (details, (gpointer) "bmap.signer");
+    g_ptr_array_add (details, req->signature->signer);
+  }
+}
+
 static void
 ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
 {
   g_autoptr (GError) error = NULL;
   const char *action = info->system ? BMAPD_ACTION_FLASH_SYSTEM : BMAPD_ACTION_FLASH;
   const char *removable = info->removable ? "true" : "false";
-  const char *details[] = { "device",      info->node,  "drive.vendor",    info->vendor,
-                            "drive.model", info->model, "drive.serial",    info->serial,
-                            "drive.bus",   info->bus,   "drive.removable", removable,
-                            NULL };
+  const char *fixed[] = { "device",      info->node,  "drive.vendor",    info->vendor,
+                          "drive.model", info->model, "drive.serial",    info->serial,
+                          "drive.bus",   info->bus,   "drive.removable", removable };
+  g_autoptr (GPtrArray) details = g_ptr_array_new ();
 
+  for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
+    g_ptr_array_add (details, (gpointer) fixed[i]);
+  add_signature_details (req, details);
+  g_ptr_array_add (details, NULL);
   req->asked_flash_system = info->system;
   req->check = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
-                                       action, details, on_flash_authorized, req, &error);
+                                       action, (const char *const *) details->pdata,
+                                       on_flash_authorized, req, &error);
   if (req->check == NULL)
     bmapd_request_fail (req, error);
 }
@@ -612,12 +672,66 @@ request_check_device (BmapdRequest *req, GError **error)
   return TRUE;
 }
 
+/* Flash: the files are read (and a signature checked): the device checks,
+ * then polkit. */
+static void
+request_flash_files_read (BmapdRequest *req)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!request_check_device (req, &error)) {
+    bmapd_request_fail (req, error);
+    return;
+  }
+  /* An auto-flash rule's cards are covered by the rule's authorization. */
+  if (req->call == NULL) {
+    request_authorized (req);
+    return;
+  }
+  ask_polkit_flash (req, req->snapshot);
+}
+
+/* ---- the signature hook ---- */
+
+static void
+on_signature_checked (const BmapdSignatureResult *result, gpointer user_data)
+{
+  BmapdRequest *req = user_data;
+
+  req->signature = g_new0 (BmapdSignatureResult, 1);
+  req->signature->state = result->state;
+  req->signature->signer = g_strdup (result->signer);
+  req->signature->signer_name = g_strdup (result->signer_name);
+  bmapd_trusted_keys_check_free (g_steal_pointer (&req->sig_check));
+  request_flash_files_read (req);
+}
+
+/* "bmap-signature" is checked against the trusted keys on a thread of its
+ * own before polkit is asked; a check given up on keeps the caller's
+ * place until its thread ends, as the reader thread does. */
+static void
+request_check_signature (BmapdRequest *req, GBytes *bmap, GBytes *signature)
+{
+  g_autoptr (GError) error = NULL;
+  BmapdLimitsTicket *hold = req->ticket != NULL ? bmapd_limits_ticket_ref (req->ticket) : NULL;
+
+  req->sig_check = bmapd_trusted_keys_check_new (
+      bmapd_manager_get_event (req->manager), bmap, signature, hold,
+      (GDestroyNotify) bmapd_limits_ticket_unref, on_signature_checked, req, &error);
+  if (req->sig_check == NULL)
+    bmapd_request_fail (req, error);
+}
+
+/* ---- the reader thread's result ---- */
+
 static void
 on_work_done (gpointer data, const GError *error, gpointer user_data)
 {
   BmapdRequest *req = user_data;
   RequestWork *work = data;
   g_autoptr (GError) local_error = NULL;
+  g_autoptr (GBytes) bmap = NULL;
+  g_autoptr (GBytes) signature = NULL;
 
   if (error != NULL) {
     /* The deadline: the thread keeps the caller's place until it ends. */
@@ -631,6 +745,9 @@ on_work_done (gpointer data, const GError *error, gpointer user_data)
     req->image_fd = g_steal_fd (&work->image_fd);
   if (work->out_fd >= 0)
     req->out_fd = g_steal_fd (&work->out_fd);
+  bmap = g_steal_pointer (&work->bmap);
+  signature = g_steal_pointer (&work->signature);
+  /* Frees @work when the thread has let go already. */
   bmapd_fd_worker_free (g_steal_pointer (&req->worker));
 
   if (req->operation == BMAPD_JOB_CREATE) {
@@ -641,16 +758,11 @@ on_work_done (gpointer data, const GError *error, gpointer user_data)
       bmapd_request_fail (req, local_error);
     return;
   }
-  if (!request_check_device (req, &local_error)) {
-    bmapd_request_fail (req, local_error);
+  if (signature != NULL) {
+    request_check_signature (req, bmap, signature);
     return;
   }
-  /* An auto-flash rule's cards are covered by the rule's authorization. */
-  if (req->call == NULL) {
-    request_authorized (req);
-    return;
-  }
-  ask_polkit_flash (req, req->snapshot);
+  request_flash_files_read (req);
 }
 
 /* Hands the descriptors (and a card's map) to a reader thread. */
@@ -683,6 +795,7 @@ request_start_reading (BmapdRequest *req)
   work->card_image = g_steal_pointer (&req->card_image);
   work->image_fd = g_steal_fd (&req->image_fd);
   work->bmap_fd = g_steal_fd (&req->bmap_fd);
+  work->sig_fd = g_steal_fd (&req->sig_fd);
   work->out_fd = g_steal_fd (&req->out_fd);
   work->map = g_steal_pointer (&req->map);
   work->ticket = req->ticket != NULL ? bmapd_limits_ticket_ref (req->ticket) : NULL;
@@ -731,6 +844,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
 
   if (g_str_equal (key, "bmap"))
     return read_fd_option (m, key, "bmap", BMAPD_FD_READ, &req->bmap_fd, error);
+  if (g_str_equal (key, "bmap-signature"))
+    return read_fd_option (m, key, "bmap-signature", BMAPD_FD_READ, &req->sig_fd, error);
   if (g_str_equal (key, "nobmap"))
     return bmapd_bus_read_bool (m, key, &req->nobmap, error);
   if (g_str_equal (key, "verify"))
@@ -748,8 +863,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
     return bmapd_bus_read_basic (m, key, 't', &req->diskseq, error);
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-               "unknown Flash option \"%s\" (known: bmap, nobmap, verify, verify-written, "
-               "diskseq, unmount, bind-to-caller, description)",
+               "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
+               "verify-written, diskseq, unmount, bind-to-caller, description)",
                key);
   return FALSE;
 }
@@ -834,6 +949,11 @@ parse_flash (BmapdRequest *req, sd_bus_message *m, GError **error)
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
                  "no bmap was given: pass \"bmap\" (a file descriptor), or \"nobmap\" to copy "
                  "every block of the image");
+    return FALSE;
+  }
+  if (req->sig_fd >= 0 && req->bmap_fd < 0) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "\"bmap-signature\" was given without a bmap; it signs the bmap");
     return FALSE;
   }
   /* A device that is not there needs no reading of the files. */

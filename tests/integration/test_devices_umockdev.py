@@ -252,7 +252,8 @@ def test_polkit_action_and_details(fake_daemon, client, polkit, tmp_path, fds):
     assert action == h.ACTION_FLASH
     assert details == {'device': '/dev/sdx', 'drive.vendor': 'Generic',
                        'drive.model': 'STORAGE DEVICE', 'drive.serial': '000000000819',
-                       'drive.bus': 'usb', 'drive.removable': 'true'}
+                       'drive.bus': 'usb', 'drive.removable': 'true',
+                       'bmap.signature': 'none'}
 
 
 def test_system_disk_needs_flash_system(fake_daemon, client, polkit, tmp_path, fds):

@@ -11,7 +11,7 @@ import bmapd_harness as h
 from conftest import run_as_nobody
 
 DETAIL_KEYS = {'device', 'drive.vendor', 'drive.model', 'drive.serial', 'drive.bus',
-               'drive.removable'}
+               'drive.removable', 'bmap.signature'}
 
 
 def job_events(client, member):
@@ -48,6 +48,7 @@ def test_allowed_with_subject_details_and_flags(daemon, client, polkit, loop, im
     assert details['device'] == loop.node
     assert details['drive.bus'] == 'virtual'
     assert details['drive.removable'] == 'false'
+    assert details['bmap.signature'] == 'none'  # no "bmap-signature" passed
     assert flags == 0  # the call did not allow interaction
 
 

@@ -112,6 +112,7 @@ INTROSPECTION = src("dbus", "org.bmapd.bmapd1.xml")
 POLKIT_POLICY = src("polkit", "org.bmapd.bmapd1.policy")
 POLKIT_RULES = src("polkit", "50-bmapd-plugdev.rules")
 POLKIT_LAB_RULES = src("polkit", "50-bmapd-lab.rules")
+POLKIT_SIGNED_RULES = src("polkit", "50-bmapd-signed.rules")
 CONFIG_EXAMPLE = src("data", "bmapd.conf")
 
 
@@ -334,6 +335,9 @@ JSON.stringify(results);
 
 USB_STICK = {"device": "/dev/sdb", "drive.bus": "usb", "drive.removable": "true"}
 SYSTEM_DISK = {"device": "/dev/nvme0n1", "drive.bus": "nvme", "drive.removable": "false"}
+# The signed-bmap rule's placeholder key, as bmapd reports a trusted one.
+RELEASE_SIGNED = {"bmap.signature": "trusted",
+                  "bmap.signer": "0123456789ABCDEF0123456789ABCDEF01234567"}
 SEAT = {"local": True, "active": True}
 SSH = {"local": False, "active": False}
 RULES_CASES = {
@@ -347,6 +351,25 @@ RULES_CASES = {
         ("org.bmapd.bmapd1.auto-flash", ["plugdev"], {}, SEAT, "not handled"),
         ("org.bmapd.bmapd1.cancel", ["plugdev"], {}, SEAT, "not handled"),
         ("org.freedesktop.udisks2.filesystem-mount", ["plugdev"], USB_STICK, SEAT, "not handled"),
+    ],
+    # Signed bmaps: plugdev at the machine, only with the release key.
+    POLKIT_SIGNED_RULES: [
+        ("org.bmapd.bmapd1.flash", ["plugdev"], dict(USB_STICK, **RELEASE_SIGNED), SEAT, "yes"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"],
+         dict(USB_STICK, **{"bmap.signature": "trusted", "bmap.signer": "F" * 40}), SEAT,
+         "not handled"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"], dict(USB_STICK, **{"bmap.signature": "untrusted"}),
+         SEAT, "not handled"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"], dict(USB_STICK, **{"bmap.signature": "none"}),
+         SEAT, "not handled"),
+        ("org.bmapd.bmapd1.flash", ["users"], dict(USB_STICK, **RELEASE_SIGNED), SEAT,
+         "not handled"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"], dict(USB_STICK, **RELEASE_SIGNED), SSH,
+         "not handled"),
+        ("org.bmapd.bmapd1.flash", ["plugdev"], dict(SYSTEM_DISK, **RELEASE_SIGNED), SEAT,
+         "not handled"),
+        ("org.bmapd.bmapd1.flash-system", ["plugdev"], dict(SYSTEM_DISK, **RELEASE_SIGNED), SEAT,
+         "not handled"),
     ],
     # A lab: flashing removable drives from any session, ssh included.
     POLKIT_LAB_RULES: [

@@ -481,3 +481,65 @@ def check_stop(ctx):
     ctx.note('bmapd: ' + log.out.strip())
     expect(res.status in (1, 4), f'alice: bmapctl copy while bmapd stopped: expected exit 1 '
            f'(failed) or 4 (canceled), got {res}')
+
+
+SIGNED_DIR = '/srv/bmapd-vm-signed'
+SIGNED_RULE = '/etc/polkit-1/rules.d/49-bmapd-vmtest-signed.rules'
+TRUSTED_KEY = '/etc/bmapd/trusted-keys.d/vmtest-release.asc'
+
+
+@check('signed-bmap-trusted', 'bob, allowed only for bmaps signed by the release key (the '
+       'example rule), flashes a signed image: bmapd checks the signature in its sandbox '
+       'against /etc/bmapd/trusted-keys.d and polkit lets him')
+def check_signed_bmap(ctx):
+    # The release key, made by root; bmapd trusts it, the rule names it.
+    res = ctx.sh(f'''set -e
+export GNUPGHOME=$(mktemp -d)
+gpg() {{ command gpg --batch --no-tty --pinentry-mode loopback --passphrase '' "$@"; }}
+gpg --quick-gen-key 'vmtest release <release@bmapd-vm>' ed25519 sign 1y 2>/dev/null
+fpr=$(gpg --with-colons --list-keys release@bmapd-vm | awk -F: '/^fpr/ {{ print $10; exit }}')
+mkdir -p {SIGNED_DIR} /etc/bmapd/trusted-keys.d
+gpg --armor --export "$fpr" > {TRUSTED_KEY}
+cp {SMALL} {SMALL}.bmap {SIGNED_DIR}/
+gpg --yes --local-user "$fpr" --armor --detach-sign -o {SIGNED_DIR}/small.img.bmap.asc \\
+  {SIGNED_DIR}/small.img.bmap
+chmod -R a+rX {SIGNED_DIR}
+gpgconf --kill all; rm -rf "$GNUPGHOME"
+sed -e "s/0123456789ABCDEF0123456789ABCDEF01234567/$fpr/" \\
+    -e 's/subject.isInGroup("plugdev")/subject.user == "bob"/' \\
+    -e 's/subject.local && subject.active/true/' \\
+    /usr/share/doc/bmapd/examples/50-bmapd-signed.rules > {SIGNED_RULE}
+# polkitd reloads rules.d on its own: wait until it answers by the new rule.
+setpriv --reuid=bob --regid=bob --init-groups sleep 60 & pid=$!
+for i in $(seq 30); do
+  if pkcheck --action-id org.bmapd.bmapd1.flash --process $pid --detail drive.removable true \\
+       --detail bmap.signature trusted --detail bmap.signer "$fpr" >/dev/null 2>&1; then
+    loaded=1; break
+  fi
+  sleep 1
+done
+kill $pid
+[ -n "${{loaded:-}}" ] || {{ echo "polkitd did not load {SIGNED_RULE}" >&2; exit 1; }}
+echo "$fpr"''', timeout=120)
+    expect(res.status == 0, f'making the release key and signing small.img.bmap: {res}')
+    fpr = res.out.strip().splitlines()[-1]
+    ctx.cleanups.append(lambda: ctx.sh(f'rm -rf {SIGNED_DIR} {SIGNED_RULE} {TRUSTED_KEY}'))
+    ctx.note(f'release key {fpr}')
+
+    node, card = ctx.card('signed', 'BMAPVM-SIGNED1')
+    ctx.wait_device(node)
+    # Unsigned, bob is refused as before.
+    res = ctx.user('bob', f'bmapctl copy --nobmap {SMALL} {node}', timeout=300)
+    expect(res.status == 3, f'bob: an unsigned flash: expected exit 3, got {res}')
+    res = ctx.user('bob', f'bmapctl copy --keyring {TRUSTED_KEY} {SIGNED_DIR}/small.img {node}',
+                   timeout=300)
+    expect(res.status == 0, f'bob: bmapctl copy of the signed image: {res}{ctx.bmapd_log()}')
+    expect(f'(key {fpr})' in res.err, f'bob: bmapctl names no good signature: {res.err}')
+    log = ctx.sh('journalctl -b -u bmapd.service -o cat --no-pager | grep -F "trusted key" '
+                 '| tail -1')
+    ctx.note('bmapd: ' + log.out.strip())
+    expect(f'bmap signed by trusted key {fpr}' in log.out,
+           f'bmapd logged no trusted signature:{ctx.bmapd_log()}')
+    ctx.cleanup()
+    ctx.expect_image_on_card(card, 'small.img')
+    ctx.note(f'{card}: holds small.img')

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bmap-error.h"
+#include "bmap-format.h"
+#include "bmap-signature.h"
+#include "bmapctl-signature.h"
+
+const char *
+bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboolean nobmap)
+{
+  if (args->bmap_sig != NULL && args->no_sig_verify)
+    return "--bmap-sig and --no-sig-verify cannot be used together";
+  if (args->no_sig_verify && args->keyring != NULL)
+    return "--no-sig-verify and --keyring cannot be used together";
+  if (args->no_sig_verify && args->fingerprint != NULL)
+    return "--no-sig-verify and --fingerprint cannot be used together";
+  if (args->bmap_sig != NULL && nobmap)
+    return "--bmap-sig needs a bmap, and --nobmap was given";
+  return NULL;
+}
+
+/* The detached signature next to the bmap, as bmaptool looks for it. */
+static GBytes *
+find_signature (BmapctlOptions *options, const char *bmap_path, char **sig_path, GError **error)
+{
+  static const char *const exts[] = { ".asc", ".sig" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (exts); i++) {
+    g_autofree char *path = g_strconcat (bmap_path, exts[i], NULL);
+    g_autoptr (GError) local_error = NULL;
+    GBytes *bytes = bmap_signature_read_file (path, BMAP_SIGNATURE_MAX_FILE_SIZE, &local_error);
+
+    if (bytes != NULL) {
+      g_debug ("discovered signature file %s for bmap %s", path, bmap_path);
+      if (bmapctl_is_bmaptool ())
+        bmapctl_info (options, "discovered signature file for bmap '%s'", path);
+      *sig_path = g_steal_pointer (&path);
+      return bytes;
+    }
+    /* A signature that is there but unreadable must not be skipped. */
+    if (!g_file_test (path, G_FILE_TEST_EXISTS))
+      continue;
+    g_propagate_error (error, g_steal_pointer (&local_error));
+    return NULL;
+  }
+  return NULL;
+}
+
+static char *
+default_keyring_name (void)
+{
+  const char *home = g_getenv ("GNUPGHOME");
+
+  if (home != NULL && *home != '\0')
+    return g_strdup_printf ("the GnuPG keyring in %s", home);
+  return g_strdup ("the GnuPG keyring in ~/.gnupg");
+}
+
+gboolean
+bmapctl_signature_check_url_copy (const BmapctlSignatureArgs *args, const char *bmap_arg,
+                                  gboolean bmap_arg_is_url, GError **error)
+{
+  static const char *const exts[] = { ".asc", ".sig" };
+  const char *why = NULL;
+  g_autofree char *found = NULL;
+
+  if (args->no_sig_verify)
+    return TRUE;
+  if (args->bmap_sig != NULL)
+    why = "--bmap-sig was given";
+  else if (args->fingerprint != NULL)
+    why = "--fingerprint was given";
+  else if (args->keyring != NULL)
+    why = "--keyring was given";
+  if (why == NULL && bmap_arg != NULL && !bmap_arg_is_url) {
+    char head[sizeof (BMAP_SIGNATURE_CLEARSIGN_MARKER)] = { 0 };
+    FILE *f = fopen (bmap_arg, "re");
+    gsize n = f != NULL ? fread (head, 1, sizeof (head) - 1, f) : 0;
+
+    if (f != NULL)
+      fclose (f);
+    for (guint i = 0; i < G_N_ELEMENTS (exts) && found == NULL; i++) {
+      g_autofree char *path = g_strconcat (bmap_arg, exts[i], NULL);
+
+      if (g_file_test (path, G_FILE_TEST_EXISTS))
+        found = g_steal_pointer (&path);
+    }
+    if (found == NULL && bmap_signature_is_clearsigned (head, n))
+      found = g_strdup_printf ("%s (clearsigned)", bmap_arg);
+    if (found != NULL)
+      why = "there is a signature";
+  }
+  if (why == NULL)
+    return TRUE;
+  g_set_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
+               "%s%s%s: bmap signatures are not checked for images or bmaps given as URLs, and "
+               "%s; download the image and check it as a file, or copy with --no-sig-verify",
+               bmap_arg != NULL ? bmap_arg : "the bmap", found != NULL ? ": " : "",
+               found != NULL ? found : "", why);
+  return FALSE;
+}
+
+GBytes *
+bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
+                             const char *bmap_path, GBytes **signature, GError **error)
+{
+  g_autoptr (GBytes) data = NULL;
+  g_autoptr (GBytes) sig = NULL;
+  g_autoptr (GBytes) plaintext = NULL;
+  g_autoptr (GPtrArray) signers = NULL;
+  g_autoptr (BmapSignatureVerifier) verifier = NULL;
+  g_autofree char *sig_path = NULL;
+  g_autofree char *keyring_name = NULL;
+  gboolean clearsigned;
+  gsize len;
+  const char *buf;
+
+  *signature = NULL;
+  data = bmap_signature_read_file (bmap_path, BMAP_FORMAT_MAX_FILE_SIZE, error);
+  if (data == NULL)
+    return NULL;
+  buf = g_bytes_get_data (data, &len);
+  clearsigned = bmap_signature_is_clearsigned (buf, len);
+
+  if (clearsigned) {
+    g_debug ("%s: clearsigned bmap", bmap_path);
+  } else if (args->no_sig_verify) {
+    return g_steal_pointer (&data);
+  } else if (args->bmap_sig != NULL) {
+    sig_path = g_strdup (args->bmap_sig);
+    sig = bmap_signature_read_file (sig_path, BMAP_SIGNATURE_MAX_FILE_SIZE, error);
+    if (sig == NULL)
+      return NULL;
+  } else {
+    g_autoptr (GError) local_error = NULL;
+
+    sig = find_signature (options, bmap_path, &sig_path, &local_error);
+    if (local_error != NULL) {
+      g_propagate_error (error, g_steal_pointer (&local_error));
+      return NULL;
+    }
+    if (sig == NULL && (args->fingerprint != NULL || args->keyring != NULL)) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
+                   "%s: no signature found (not clearsigned, no %s.asc or %s.sig) but %s given",
+                   bmap_path, bmap_path, bmap_path,
+                   args->fingerprint != NULL ? "--fingerprint" : "--keyring");
+      return NULL;
+    }
+    if (sig == NULL)
+      return g_steal_pointer (&data);
+  }
+
+  if (args->keyring != NULL) {
+    const char *const key_files[] = { args->keyring, NULL };
+
+    keyring_name = g_strdup_printf ("keyring %s", args->keyring);
+    verifier = bmap_signature_verifier_new (key_files, keyring_name, error);
+  } else {
+    keyring_name = default_keyring_name ();
+    verifier = bmap_signature_verifier_new (NULL, keyring_name, error);
+  }
+  if (verifier == NULL)
+    return NULL;
+  if (!bmap_signature_verifier_verify (verifier, data, sig, bmap_path, sig_path,
+                                       !args->no_sig_verify, clearsigned ? &plaintext : NULL,
+                                       &signers, error))
+    return NULL;
+
+  if (!args->no_sig_verify) {
+    if (args->fingerprint != NULL && !bmap_signature_signers_contain (signers, args->fingerprint)) {
+      g_autoptr (GString) have = g_string_new (NULL);
+
+      for (guint i = 0; i < signers->len; i++) {
+        const BmapSigner *signer = g_ptr_array_index (signers, i);
+
+        g_string_append_printf (have, "%s%s (%s)", i > 0 ? ", " : "", signer->fingerprint,
+                                signer->signer);
+      }
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
+                   "%s: not signed by the requested key %s; signed by %s", bmap_path,
+                   args->fingerprint, have->str);
+      return NULL;
+    }
+    for (guint i = 0; i < signers->len; i++) {
+      const BmapSigner *signer = g_ptr_array_index (signers, i);
+
+      /* As bmaptool words it when run by that name. */
+      if (bmapctl_is_bmaptool ())
+        bmapctl_info (options, "successfully verified bmap file signature of %s (fingerprint %s)",
+                      signer->signer, signer->fingerprint);
+      else
+        bmapctl_info (options, "%s: good signature by %s (key %s)", bmap_path, signer->signer,
+                      signer->fingerprint);
+    }
+    *signature = clearsigned ? g_bytes_ref (data) : g_steal_pointer (&sig);
+  }
+  return clearsigned ? g_steal_pointer (&plaintext) : g_steal_pointer (&data);
+}
+
+static int
+memfd_for_bytes (GBytes *bytes, const char *name, GError **error)
+{
+  gsize len, done = 0;
+  const char *buf = g_bytes_get_data (bytes, &len);
+  int fd = memfd_create (name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+  if (fd < 0) {
+    bmap_error_set_errno (error, errno, "cannot create a memfd for %s", name);
+    return -1;
+  }
+  while (done < len) {
+    gssize n = write (fd, buf + done, len - done);
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      bmap_error_set_errno (error, errno, "cannot write the memfd for %s", name);
+      close (fd);
+      return -1;
+    }
+    done += (gsize) n;
+  }
+  /* Sealed, so what bmapd reads is what was verified here. */
+  if (lseek (fd, 0, SEEK_SET) < 0
+      || fcntl (fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+    bmap_error_set_errno (error, errno, "cannot seal the memfd for %s", name);
+    close (fd);
+    return -1;
+  }
+  return fd;
+}
+
+BmapMap *
+bmapctl_signature_load_map (BmapctlOptions *options, const BmapctlSignatureArgs *args,
+                            const char *bmap_path, GError **error)
+{
+  g_autoptr (GBytes) signature = NULL;
+  g_autoptr (GBytes) bmap
+      = bmapctl_signature_load_bmap (options, args, bmap_path, &signature, error);
+
+  if (bmap == NULL)
+    return NULL;
+  return bmap_map_load_data (g_bytes_get_data (bmap, NULL), g_bytes_get_size (bmap), bmap_path,
+                             error);
+}
+
+int
+bmapctl_signature_memfds (GBytes *bmap, GBytes *signature, int *sig_fd, GError **error)
+{
+  int bmap_fd = memfd_for_bytes (bmap, "bmap", error);
+
+  *sig_fd = -1;
+  if (bmap_fd < 0 || signature == NULL)
+    return bmap_fd;
+  *sig_fd = memfd_for_bytes (signature, "bmap-signature", error);
+  if (*sig_fd < 0) {
+    close (bmap_fd);
+    return -1;
+  }
+  return bmap_fd;
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include "bmap-format.h"
+#include "bmapctl-common.h"
+
+G_BEGIN_DECLS
+
+/* bmaptool copy's signature options. */
+typedef struct {
+  const char *bmap_sig; /* --bmap-sig FILE */
+  gboolean no_sig_verify;
+  const char *fingerprint; /* --fingerprint FPR */
+  const char *keyring;     /* --keyring FILE */
+} BmapctlSignatureArgs;
+
+/* The options that exclude each other, as bmaptool says it; NULL when the
+ * combination is fine. */
+const char *bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboolean nobmap);
+
+/* Reads the bmap at @bmap_path and checks its signature as bmaptool copy
+ * does: the clearsigned bmap itself, else --bmap-sig, else BMAP.asc or
+ * BMAP.sig next to it; none is fine unless --fingerprint or --keyring asks
+ * for one. Prints one line naming each good signer. Returns the bmap to
+ * parse (for a clearsigned bmap the text GPG verified, never the file's
+ * own) and, in @signature, what bmapd can check again with its trusted
+ * keys (the detached signature, or the whole clearsigned bmap; NULL when
+ * no signature was checked). NULL with BMAP_ERROR_BAD_BMAP naming the bmap,
+ * the key and the fault on a bad signature. */
+GBytes *bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
+                                     const char *bmap_path, GBytes **signature, GError **error);
+
+/* IMAGE or --bmap given as a URL: bmapctl-url fetches and parses the bmap
+ * itself, and its signature is not checked there (yet). Asking for a check
+ * (--bmap-sig, --fingerprint, --keyring), or a signature beside a local
+ * --bmap (BMAP.asc, BMAP.sig, a clearsigned BMAP), is then an error rather
+ * than a silent skip; --no-sig-verify allows the copy. */
+gboolean bmapctl_signature_check_url_copy (const BmapctlSignatureArgs *args, const char *bmap_arg,
+                                           gboolean bmap_arg_is_url, GError **error);
+
+/* bmapctl_signature_load_bmap(), parsed. */
+BmapMap *bmapctl_signature_load_map (BmapctlOptions *options, const BmapctlSignatureArgs *args,
+                                     const char *bmap_path, GError **error);
+
+/* For a copy through bmapd: sealed memfds of the bmap to parse and (when
+ * not NULL) of @signature, so bmapd parses exactly what was verified here
+ * and can judge the signature by its own trusted keys. Returns the bmap's,
+ * @sig_fd gets the signature's or -1; -1 with @error set. */
+int bmapctl_signature_memfds (GBytes *bmap, GBytes *signature, int *sig_fd, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "bmap-error.h"
+#include "bmap-signature.h"
+#include "bmapd-log.h"
+#include "bmapd-trusted-keys.h"
+
+static char *trusted_keys_dir;
+
+void
+bmapd_trusted_keys_set_dir (const char *dir)
+{
+  g_free (trusted_keys_dir);
+  trusted_keys_dir = g_strdup (dir);
+}
+
+const char *
+bmapd_trusted_keys_get_dir (void)
+{
+  return trusted_keys_dir != NULL ? trusted_keys_dir : BMAPD_TRUSTED_KEYS_DEFAULT_DIR;
+}
+
+const char *
+bmapd_signature_state_to_string (BmapdSignatureState state)
+{
+  switch (state) {
+    case BMAPD_SIGNATURE_TRUSTED:
+      return "trusted";
+    case BMAPD_SIGNATURE_UNTRUSTED:
+      return "untrusted";
+    case BMAPD_SIGNATURE_NONE:
+    default:
+      return "none";
+  }
+}
+
+void
+bmapd_signature_result_free (BmapdSignatureResult *result)
+{
+  if (result == NULL)
+    return;
+  g_free (result->signer);
+  g_free (result->signer_name);
+  g_free (result->why);
+  g_free (result);
+}
+
+static BmapdSignatureResult *untrusted (const char *format, ...) G_GNUC_PRINTF (1, 2);
+
+static BmapdSignatureResult *
+untrusted (const char *format, ...)
+{
+  BmapdSignatureResult *result = g_new0 (BmapdSignatureResult, 1);
+  va_list args;
+
+  va_start (args, format);
+  result->state = BMAPD_SIGNATURE_UNTRUSTED;
+  result->why = g_strdup_vprintf (format, args);
+  va_end (args);
+  return result;
+}
+
+static gint
+compare_paths (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* The key files of @dir, sorted; other files (a README) are left alone. */
+static GPtrArray *
+list_key_files (const char *dir, GError **error)
+{
+  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GDir) d = g_dir_open (dir, 0, error);
+  const char *name;
+
+  if (d == NULL)
+    return NULL;
+  while ((name = g_dir_read_name (d)) != NULL) {
+    g_autofree char *path = NULL;
+
+    if (name[0] == '.'
+        || !(g_str_has_suffix (name, ".gpg") || g_str_has_suffix (name, ".asc")
+             || g_str_has_suffix (name, ".pgp")))
+      continue;
+    path = g_build_filename (dir, name, NULL);
+    if (g_file_test (path, G_FILE_TEST_IS_REGULAR))
+      g_ptr_array_add (files, g_steal_pointer (&path));
+  }
+  g_ptr_array_sort (files, compare_paths);
+  return g_steal_pointer (&files);
+}
+
+BmapdSignatureResult *
+bmapd_trusted_keys_verify (const char *dir, GBytes *bmap, GBytes *signature)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) files = list_key_files (dir, &error);
+  g_autoptr (BmapSignatureVerifier) verifier = NULL;
+  g_autoptr (GBytes) plaintext = NULL;
+  g_autoptr (GPtrArray) signers = NULL;
+  g_autofree char *keyring_name = NULL;
+  BmapdSignatureResult *result;
+  const BmapSigner *signer;
+  gboolean clearsigned;
+  gsize len;
+  const char *data = g_bytes_get_data (signature, &len);
+
+  if (files == NULL)
+    return untrusted ("no trusted keys: %s", error->message);
+  if (files->len == 0)
+    return untrusted ("no trusted keys: %s holds no *.gpg, *.asc or *.pgp file", dir);
+  g_ptr_array_add (files, NULL);
+  keyring_name = g_strdup_printf ("the trusted keys in %s", dir);
+  verifier = bmap_signature_verifier_new ((const char *const *) files->pdata, keyring_name, &error);
+  if (verifier == NULL)
+    return untrusted ("%s", error->message);
+
+  clearsigned = bmap_signature_is_clearsigned (data, len);
+  if (!bmap_signature_verifier_verify (verifier, clearsigned ? signature : bmap,
+                                       clearsigned ? NULL : signature, "bmap", "bmap-signature",
+                                       TRUE, &plaintext, &signers, &error))
+    return untrusted ("%s", error->message);
+  /* A clearsigned bmap vouches for the bmap passed only if it is its text. */
+  if (clearsigned && (plaintext == NULL || !g_bytes_equal (plaintext, bmap)))
+    return untrusted ("the clearsigned bmap passed as bmap-signature is not the bmap passed");
+
+  signer = g_ptr_array_index (signers, 0);
+  result = g_new0 (BmapdSignatureResult, 1);
+  result->state = BMAPD_SIGNATURE_TRUSTED;
+  result->signer = g_strdup (signer->fingerprint);
+  result->signer_name = g_strdup (signer->signer);
+  return result;
+}
+
+/* What the worker and the event loop share; the last one to let go frees
+ * it, so a check given up (timeout, cancelled call) leaves the worker
+ * nothing to trip over. */
+typedef struct {
+  gint ref;
+  int efd;
+  char *dir;
+  GBytes *bmap;
+  GBytes *signature;
+  gpointer hold; /* the caller's, released with the work */
+  GDestroyNotify hold_free;
+  BmapdSignatureResult *result; /* set by the worker before it signals efd */
+} Work;
+
+static void
+work_unref (Work *work)
+{
+  if (!g_atomic_int_dec_and_test (&work->ref))
+    return;
+  close (work->efd);
+  g_free (work->dir);
+  g_bytes_unref (work->bmap);
+  g_bytes_unref (work->signature);
+  if (work->hold_free != NULL && work->hold != NULL)
+    work->hold_free (work->hold);
+  bmapd_signature_result_free (work->result);
+  g_free (work);
+}
+
+static gpointer
+worker (gpointer data)
+{
+  Work *work = data;
+  uint64_t one = 1;
+
+  work->result = bmapd_trusted_keys_verify (work->dir, work->bmap, work->signature);
+  if (write (work->efd, &one, sizeof (one)) < 0)
+    g_warning ("cannot signal the end of a signature check: %s", g_strerror (errno));
+  work_unref (work);
+  return NULL;
+}
+
+/* bmapd blocks SIGTERM, SIGINT and SIGHUP in every thread for its
+ * signalfd, and a child inherits the mask: gpg, run by GPGME from a worker,
+ * would ignore the SIGTERM that stops it (a stuck one given up on, or
+ * systemd stopping the service). Children get the default mask back. */
+static void
+child_unblock_signals (void)
+{
+  sigset_t none;
+
+  sigemptyset (&none);
+  sigprocmask (SIG_SETMASK, &none, NULL);
+}
+
+static void
+children_unblock_signals_once (void)
+{
+  static gsize done = 0;
+
+  if (g_once_init_enter (&done)) {
+    pthread_atfork (NULL, NULL, child_unblock_signals);
+    g_once_init_leave (&done, 1);
+  }
+}
+
+struct _BmapdTrustedKeysCheck {
+  Work *work;
+  sd_event_source *io;
+  sd_event_source *timer;
+  BmapdTrustedKeysFunc func;
+  gpointer user_data;
+};
+
+static void
+check_finish (BmapdTrustedKeysCheck *check, const BmapdSignatureResult *result)
+{
+  BmapdTrustedKeysFunc func = g_steal_pointer (&check->func);
+
+  check->io = sd_event_source_disable_unref (check->io);
+  check->timer = sd_event_source_disable_unref (check->timer);
+  if (result->state == BMAPD_SIGNATURE_TRUSTED)
+    bmapd_log (LOG_INFO, "bmap signed by trusted key %s (%s)", result->signer, result->signer_name);
+  else
+    bmapd_log (LOG_INFO, "bmap signature not trusted: %s", result->why);
+  /* Last: the callback may free the check. */
+  if (func != NULL)
+    func (result, check->user_data);
+}
+
+static int
+on_work_done (sd_event_source *source, int fd, uint32_t revents, void *user_data)
+{
+  BmapdTrustedKeysCheck *check = user_data;
+  uint64_t n;
+
+  if (read (fd, &n, sizeof (n)) < 0 && errno == EAGAIN)
+    return 0;
+  check_finish (check, check->work->result);
+  return 0;
+}
+
+static int
+on_timeout (sd_event_source *source, uint64_t usec, void *user_data)
+{
+  BmapdTrustedKeysCheck *check = user_data;
+  g_autoptr (BmapdSignatureResult) result
+      = untrusted ("the signature check took longer than %d s; given up",
+                   (int) (BMAPD_TRUSTED_KEYS_TIMEOUT_USEC / G_USEC_PER_SEC));
+
+  check_finish (check, result);
+  return 0;
+}
+
+BmapdTrustedKeysCheck *
+bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature, gpointer hold,
+                              GDestroyNotify hold_free, BmapdTrustedKeysFunc func,
+                              gpointer user_data, GError **error)
+{
+  g_autoptr (BmapdTrustedKeysCheck) check = g_new0 (BmapdTrustedKeysCheck, 1);
+  g_autoptr (GThread) thread = NULL;
+  Work *work;
+  int r;
+
+  children_unblock_signals_once ();
+  work = g_new0 (Work, 1);
+  work->ref = 1;
+  work->efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  work->dir = g_strdup (bmapd_trusted_keys_get_dir ());
+  work->bmap = g_bytes_ref (bmap);
+  work->signature = g_bytes_ref (signature);
+  work->hold = hold;
+  work->hold_free = hold_free;
+  check->work = work;
+  check->func = func;
+  check->user_data = user_data;
+  if (work->efd < 0) {
+    bmap_error_set_errno (error, errno, "cannot check the bmap signature: eventfd");
+    return NULL;
+  }
+  r = sd_event_add_io (event, &check->io, work->efd, EPOLLIN, on_work_done, check);
+  if (r >= 0)
+    r = sd_event_add_time_relative (event, &check->timer, CLOCK_MONOTONIC,
+                                    BMAPD_TRUSTED_KEYS_TIMEOUT_USEC, 0, on_timeout, check);
+  if (r < 0) {
+    bmap_error_set_errno (error, -r, "cannot check the bmap signature: event sources");
+    return NULL;
+  }
+  g_atomic_int_inc (&work->ref);
+  thread = g_thread_try_new ("bmapd-signature", worker, work, error);
+  if (thread == NULL) {
+    g_atomic_int_add (&work->ref, -1);
+    bmap_error_normalize (error);
+    return NULL;
+  }
+  return g_steal_pointer (&check);
+}
+
+void
+bmapd_trusted_keys_check_free (BmapdTrustedKeysCheck *check)
+{
+  if (check == NULL)
+    return;
+  check->io = sd_event_source_disable_unref (check->io);
+  check->timer = sd_event_source_disable_unref (check->timer);
+  work_unref (check->work);
+  g_free (check);
+}
