@@ -13,6 +13,7 @@
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-json.h"
+#include "bmapctl-signature.h"
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_event, sd_event_unref)
 
@@ -36,6 +37,10 @@ typedef struct {
   gboolean list;
   char *remove;
   char *description;
+  char *bmap_sig;
+  gboolean no_sig_verify;
+  char *fingerprint;
+  char *keyring;
 } AutoFlashArgs;
 
 static void
@@ -51,6 +56,9 @@ autoflash_args_clear (AutoFlashArgs *args)
   g_free (args->max_size);
   g_free (args->remove);
   g_free (args->description);
+  g_free (args->bmap_sig);
+  g_free (args->fingerprint);
+  g_free (args->keyring);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (AutoFlashArgs, autoflash_args_clear)
@@ -472,6 +480,30 @@ append_match (sd_bus_message *call, const AutoFlashArgs *args, guint64 min_size,
   return r;
 }
 
+/* The rule's bmap, its signature checked here as copy checks it, before the
+ * rule is armed: bmapd gets the verified bytes in a sealed memfd, so every
+ * card is flashed with exactly what was verified (for a clearsigned bmap,
+ * its signed text). */
+static int
+open_verified_bmap (BmapctlOptions *options, const AutoFlashArgs *args, const char *image,
+                    GError **error)
+{
+  const BmapctlSignatureArgs sig_args
+      = { args->bmap_sig, args->no_sig_verify, args->fingerprint, args->keyring };
+  g_autofree char *bmap_path = bmapctl_find_bmap (args->bmap, image, error);
+  g_autoptr (GBytes) bmap = NULL;
+  g_autoptr (GBytes) signature = NULL;
+  int sig_fd = -1;
+
+  if (bmap_path == NULL)
+    return -1;
+  bmap = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, error);
+  if (bmap == NULL)
+    return -1;
+  /* AddAutoFlash takes no signature: bmapd does not judge it again. */
+  return bmapctl_signature_memfds (bmap, NULL, &sig_fd, error);
+}
+
 static int
 arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
 {
@@ -505,7 +537,7 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
     return bmapctl_report_error (options, error);
   }
   if (!args->nobmap) {
-    bmap_fd = bmapctl_open_bmap (args->bmap, image, &error);
+    bmap_fd = open_verified_bmap (options, args, image, &error);
     if (bmap_fd < 0) {
       close (image_fd);
       return bmapctl_report_error (options, error);
@@ -797,6 +829,14 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
     { "list", 0, 0, G_OPTION_ARG_NONE, &args.list, "List the armed rules", NULL },
     { "remove", 0, 0, G_OPTION_ARG_STRING, &args.remove, "Remove a rule (its id or object path)",
       "RULE" },
+    { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap_sig,
+      "The bmap's detached signature (default: BMAP.asc or BMAP.sig if there)", "FILE" },
+    { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_sig_verify,
+      "Do not check the bmap's signature", NULL },
+    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.fingerprint,
+      "The bmap must be signed by the key with this fingerprint", "FPR" },
+    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.keyring,
+      "Check the signature against the keys in FILE only, not the GnuPG home", "FILE" },
     { NULL },
   };
 
@@ -819,6 +859,14 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
     return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE" : "too many arguments");
   if (args.bmap != NULL && args.nobmap)
     return bmapctl_usage_error (command, "--bmap and --nobmap exclude each other");
+  {
+    const BmapctlSignatureArgs sig_args
+        = { args.bmap_sig, args.no_sig_verify, args.fingerprint, args.keyring };
+    const char *conflict = bmapctl_signature_check_args (&sig_args, args.nobmap);
+
+    if (conflict != NULL)
+      return bmapctl_usage_error (command, "%s", conflict);
+  }
   if (args.count < 0)
     return bmapctl_usage_error (command, "--count must be 0 or more");
   if (g_str_equal (argv[1], "-"))

@@ -95,6 +95,41 @@ signature_args (const CopyArgs *args)
                                  args->keyring };
 }
 
+/* bmapctl-url's hook: the signature of a bmap it fetched is checked as a
+ * local one's, and what was verified is kept for bmapd. */
+typedef struct {
+  BmapctlOptions *options;
+  BmapctlSignatureArgs sig_args;
+  gboolean discovered; /* no --bmap: say where the bmap was found */
+  GBytes *bmap;
+  GBytes *signature;
+} UrlCheck;
+
+static void
+url_check_clear (UrlCheck *check)
+{
+  g_clear_pointer (&check->bmap, g_bytes_unref);
+  g_clear_pointer (&check->signature, g_bytes_unref);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (UrlCheck, url_check_clear)
+
+static GBytes *
+check_url_bmap (GBytes *bmap, const char *location, const char *name, GCancellable *stop,
+                gpointer user_data, GError **error)
+{
+  UrlCheck *check = user_data;
+
+  /* Before the signature's lines, as for a local bmap. */
+  if (check->discovered)
+    bmapctl_info (check->options, "discovered bmap file '%s'", name);
+  g_clear_pointer (&check->signature, g_bytes_unref);
+  g_clear_pointer (&check->bmap, g_bytes_unref);
+  check->bmap = bmapctl_signature_verify_bmap (check->options, &check->sig_args, bmap, location,
+                                               name, stop, &check->signature, error);
+  return check->bmap != NULL ? g_bytes_ref (check->bmap) : NULL;
+}
+
 static int
 build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *device, int image_fd,
                   int bmap_fd, int sig_fd, const CopyArgs *args, const char *description)
@@ -151,6 +186,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   g_autoptr (GBytes) bmap_bytes = NULL;
   g_autoptr (GBytes) signature = NULL;
   BmapctlSignatureArgs sig_args = signature_args (args);
+  g_auto (UrlCheck) check = { options, sig_args, args->bmap == NULL, NULL, NULL };
   g_autofree char *description = NULL;
   const char *dest = target->path;
   BmapctlDevice *device;
@@ -173,7 +209,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
 
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
     /* bmapctl fetches, bmapd reads a pipe: the daemon never goes online. */
-    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, NULL, &error);
+    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, check_url_bmap, &check, NULL,
+                                      &error);
     if (remote != NULL)
       image = bmapctl_url_source_get_name (remote); /* without its password */
     if (remote != NULL && args->detach && bmapctl_url_source_needs_client (remote))
@@ -183,9 +220,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
                    image);
     if (error != NULL)
       return bmapctl_report_error (options, error);
-    if (args->bmap == NULL && bmapctl_url_source_get_bmap_name (remote) != NULL)
-      bmapctl_info (options, "discovered bmap file '%s'",
-                    bmapctl_url_source_get_bmap_name (remote));
+    bmap_bytes = check.bmap != NULL ? g_bytes_ref (check.bmap) : NULL;
+    signature = check.signature != NULL ? g_bytes_ref (check.signature) : NULL;
   } else if (!args->nobmap) {
     bmap_path = find_bmap (options, args, image, &error);
     if (bmap_path == NULL)
@@ -206,14 +242,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   if (remote != NULL) {
     image_fd = bmapctl_url_source_steal_image_fd (remote);
     description = g_strdup (bmapctl_url_source_get_description (remote));
-    if (!args->nobmap) {
-      bmap_fd = bmapctl_url_source_dup_bmap_fd (remote, &error);
-      if (bmap_fd < 0) {
-        close (image_fd);
-        return bmapctl_report_error (options, error);
-      }
+    if (!args->nobmap)
       map = bmapctl_url_source_steal_map (remote);
-    }
   } else if (g_str_equal (image, "-")) {
     image_fd = STDIN_FILENO;
     description = g_strdup ("standard input");
@@ -225,7 +255,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     }
     description = g_path_get_basename (image);
   }
-  if (remote == NULL && bmap_path != NULL) {
+  /* The bytes verified here, for a bmap from a URL too. */
+  if (bmap_bytes != NULL) {
     bmap_fd = bmapctl_signature_memfds (bmap_bytes, signature, &sig_fd, &error);
     if (bmap_fd < 0) {
       if (image_fd != STDIN_FILENO)
@@ -296,6 +327,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   g_autoptr (BmapTarget) target = NULL;
   g_autoptr (BmapctlProgress) progress = NULL;
   g_autofree char *bmap_path = NULL;
+  g_auto (UrlCheck) check = { options, signature_args (args), args->bmap == NULL, NULL, NULL };
   const char *dest = bt->path;
   BmapCopyOptions copy_options = { 0 };
   BmapCopyResult result = { 0 };
@@ -306,16 +338,14 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
     /* Before the download's thread starts: Ctrl-C cancels it too. */
     bmapctl_cancel_on_signals (cancellable);
-    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, cancellable, &error);
+    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, check_url_bmap, &check,
+                                      cancellable, &error);
     if (remote == NULL)
       return bmapctl_report_error (options, error);
     image = bmapctl_url_source_get_name (remote); /* without its password */
     source = bmap_source_new_full (bmapctl_url_source_steal_image_fd (remote), TRUE, image,
                                    cancellable, &error);
     map = bmapctl_url_source_steal_map (remote);
-    if (args->bmap == NULL && bmapctl_url_source_get_bmap_name (remote) != NULL)
-      bmapctl_info (options, "discovered bmap file '%s'",
-                    bmapctl_url_source_get_bmap_name (remote));
   } else if (g_str_equal (image, "-")) {
     source = bmap_source_new (STDIN_FILENO, FALSE, "standard input", &error);
   } else {
@@ -514,10 +544,6 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
 
     if (conflict != NULL)
       return bmapctl_usage_error (command, "%s", conflict);
-    if (!args.nobmap && (bmapctl_url_is_url (argv[1]) || bmapctl_url_is_url (args.bmap))
-        && !bmapctl_signature_check_url_copy (&sig_args, args.bmap, bmapctl_url_is_url (args.bmap),
-                                              &error))
-      return bmapctl_report_error (options, error);
   }
   options->psplash_pipe = args.psplash_pipe;
 

@@ -11,6 +11,7 @@
 #include "bmap-format.h"
 #include "bmap-signature.h"
 #include "bmapctl-signature.h"
+#include "bmapctl-url.h"
 
 const char *
 bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboolean nobmap)
@@ -26,27 +27,50 @@ bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboolean nobmap)
   return NULL;
 }
 
-/* The detached signature next to the bmap, as bmaptool looks for it. */
+/* A signature at @location, a path or a URL; NULL with @absent when there
+ * is no such file. */
 static GBytes *
-find_signature (BmapctlOptions *options, const char *bmap_path, char **sig_path, GError **error)
+read_signature (const char *location, GCancellable *stop, gboolean *absent, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  GBytes *bytes;
+
+  if (bmapctl_url_is_url (location))
+    return bmapctl_url_fetch (location, BMAP_SIGNATURE_MAX_FILE_SIZE, stop, absent, error);
+  bytes = bmap_signature_read_file (location, BMAP_SIGNATURE_MAX_FILE_SIZE, &local_error);
+  /* A signature that is there but unreadable must not be skipped. */
+  *absent = bytes == NULL && !g_file_test (location, G_FILE_TEST_EXISTS);
+  if (bytes == NULL)
+    g_propagate_error (error, g_steal_pointer (&local_error));
+  return bytes;
+}
+
+/* The detached signature next to the bmap, as bmaptool looks for it: for a
+ * URL too, where a 404 (410, 403) means "not there" as for the bmap. */
+static GBytes *
+find_signature (BmapctlOptions *options, const char *bmap_location, const char *bmap_name,
+                GCancellable *stop, char **sig_name, GError **error)
 {
   static const char *const exts[] = { ".asc", ".sig" };
 
   for (guint i = 0; i < G_N_ELEMENTS (exts); i++) {
-    g_autofree char *path = g_strconcat (bmap_path, exts[i], NULL);
+    g_autofree char *location = bmapctl_url_with_suffix (bmap_location, exts[i]);
+    g_autofree char *name = bmapctl_url_display (location);
     g_autoptr (GError) local_error = NULL;
-    GBytes *bytes = bmap_signature_read_file (path, BMAP_SIGNATURE_MAX_FILE_SIZE, &local_error);
+    gboolean absent = FALSE;
+    GBytes *bytes = read_signature (location, stop, &absent, &local_error);
 
     if (bytes != NULL) {
-      g_debug ("discovered signature file %s for bmap %s", path, bmap_path);
+      g_debug ("discovered signature file %s for bmap %s", name, bmap_name);
       if (bmapctl_is_bmaptool ())
-        bmapctl_info (options, "discovered signature file for bmap '%s'", path);
-      *sig_path = g_steal_pointer (&path);
+        bmapctl_info (options, "discovered signature file for bmap '%s'", name);
+      *sig_name = g_steal_pointer (&name);
       return bytes;
     }
-    /* A signature that is there but unreadable must not be skipped. */
-    if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    if (absent) {
+      g_debug ("no signature there: %s", local_error->message);
       continue;
+    }
     g_propagate_error (error, g_steal_pointer (&local_error));
     return NULL;
   }
@@ -63,55 +87,25 @@ default_keyring_name (void)
   return g_strdup ("the GnuPG keyring in ~/.gnupg");
 }
 
-gboolean
-bmapctl_signature_check_url_copy (const BmapctlSignatureArgs *args, const char *bmap_arg,
-                                  gboolean bmap_arg_is_url, GError **error)
-{
-  static const char *const exts[] = { ".asc", ".sig" };
-  const char *why = NULL;
-  g_autofree char *found = NULL;
-
-  if (args->no_sig_verify)
-    return TRUE;
-  if (args->bmap_sig != NULL)
-    why = "--bmap-sig was given";
-  else if (args->fingerprint != NULL)
-    why = "--fingerprint was given";
-  else if (args->keyring != NULL)
-    why = "--keyring was given";
-  if (why == NULL && bmap_arg != NULL && !bmap_arg_is_url) {
-    char head[sizeof (BMAP_SIGNATURE_CLEARSIGN_MARKER)] = { 0 };
-    FILE *f = fopen (bmap_arg, "re");
-    gsize n = f != NULL ? fread (head, 1, sizeof (head) - 1, f) : 0;
-
-    if (f != NULL)
-      fclose (f);
-    for (guint i = 0; i < G_N_ELEMENTS (exts) && found == NULL; i++) {
-      g_autofree char *path = g_strconcat (bmap_arg, exts[i], NULL);
-
-      if (g_file_test (path, G_FILE_TEST_EXISTS))
-        found = g_steal_pointer (&path);
-    }
-    if (found == NULL && bmap_signature_is_clearsigned (head, n))
-      found = g_strdup_printf ("%s (clearsigned)", bmap_arg);
-    if (found != NULL)
-      why = "there is a signature";
-  }
-  if (why == NULL)
-    return TRUE;
-  g_set_error (error, BMAP_ERROR, BMAP_ERROR_UNSUPPORTED,
-               "%s%s%s: bmap signatures are not checked for images or bmaps given as URLs, and "
-               "%s; download the image and check it as a file, or copy with --no-sig-verify",
-               bmap_arg != NULL ? bmap_arg : "the bmap", found != NULL ? ": " : "",
-               found != NULL ? found : "", why);
-  return FALSE;
-}
-
 GBytes *
 bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
                              const char *bmap_path, GBytes **signature, GError **error)
 {
   g_autoptr (GBytes) data = NULL;
+
+  *signature = NULL;
+  data = bmap_signature_read_file (bmap_path, BMAP_FORMAT_MAX_FILE_SIZE, error);
+  if (data == NULL)
+    return NULL;
+  return bmapctl_signature_verify_bmap (options, args, data, bmap_path, bmap_path, NULL, signature,
+                                        error);
+}
+
+GBytes *
+bmapctl_signature_verify_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
+                               GBytes *data, const char *bmap_location, const char *bmap_path,
+                               GCancellable *stop, GBytes **signature, GError **error)
+{
   g_autoptr (GBytes) sig = NULL;
   g_autoptr (GBytes) plaintext = NULL;
   g_autoptr (GPtrArray) signers = NULL;
@@ -123,25 +117,24 @@ bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs
   const char *buf;
 
   *signature = NULL;
-  data = bmap_signature_read_file (bmap_path, BMAP_FORMAT_MAX_FILE_SIZE, error);
-  if (data == NULL)
-    return NULL;
   buf = g_bytes_get_data (data, &len);
   clearsigned = bmap_signature_is_clearsigned (buf, len);
 
   if (clearsigned) {
     g_debug ("%s: clearsigned bmap", bmap_path);
   } else if (args->no_sig_verify) {
-    return g_steal_pointer (&data);
+    return g_bytes_ref (data);
   } else if (args->bmap_sig != NULL) {
-    sig_path = g_strdup (args->bmap_sig);
-    sig = bmap_signature_read_file (sig_path, BMAP_SIGNATURE_MAX_FILE_SIZE, error);
+    gboolean absent;
+
+    sig_path = bmapctl_url_display (args->bmap_sig);
+    sig = read_signature (args->bmap_sig, stop, &absent, error);
     if (sig == NULL)
       return NULL;
   } else {
     g_autoptr (GError) local_error = NULL;
 
-    sig = find_signature (options, bmap_path, &sig_path, &local_error);
+    sig = find_signature (options, bmap_location, bmap_path, stop, &sig_path, &local_error);
     if (local_error != NULL) {
       g_propagate_error (error, g_steal_pointer (&local_error));
       return NULL;
@@ -154,7 +147,7 @@ bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs
       return NULL;
     }
     if (sig == NULL)
-      return g_steal_pointer (&data);
+      return g_bytes_ref (data);
   }
 
   if (args->keyring != NULL) {
@@ -201,7 +194,7 @@ bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs
     }
     *signature = clearsigned ? g_bytes_ref (data) : g_steal_pointer (&sig);
   }
-  return clearsigned ? g_steal_pointer (&plaintext) : g_steal_pointer (&data);
+  return clearsigned ? g_steal_pointer (&plaintext) : g_bytes_ref (data);
 }
 
 static int

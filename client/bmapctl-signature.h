@@ -30,13 +30,15 @@ const char *bmapctl_signature_check_args (const BmapctlSignatureArgs *args, gboo
 GBytes *bmapctl_signature_load_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
                                      const char *bmap_path, GBytes **signature, GError **error);
 
-/* IMAGE or --bmap given as a URL: bmapctl-url fetches and parses the bmap
- * itself, and its signature is not checked there (yet). Asking for a check
- * (--bmap-sig, --fingerprint, --keyring), or a signature beside a local
- * --bmap (BMAP.asc, BMAP.sig, a clearsigned BMAP), is then an error rather
- * than a silent skip; --no-sig-verify allows the copy. */
-gboolean bmapctl_signature_check_url_copy (const BmapctlSignatureArgs *args, const char *bmap_arg,
-                                           gboolean bmap_arg_is_url, GError **error);
+/* bmapctl_signature_load_bmap() on a bmap already read from @bmap_location,
+ * a path or a URL (bmapctl-url's check hook): BMAP.asc and BMAP.sig are
+ * looked for next to it there, --bmap-sig may be a URL too, and a missing
+ * one (HTTP 404, 410 or 403) is "not there". @bmap_name is the bmap without
+ * its URL's password, for messages; @stop (may be NULL) cancels a fetch. */
+GBytes *
+bmapctl_signature_verify_bmap (BmapctlOptions *options, const BmapctlSignatureArgs *args,
+                               GBytes *data, const char *bmap_location, const char *bmap_name,
+                               GCancellable *stop, GBytes **signature, GError **error);
 
 /* bmapctl_signature_load_bmap(), parsed. */
 BmapMap *bmapctl_signature_load_map (BmapctlOptions *options, const BmapctlSignatureArgs *args,

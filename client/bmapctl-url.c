@@ -39,6 +39,7 @@ struct _BmapctlUrlSource {
   char *name;        /* the image, for messages */
   char *description; /* its file name */
   char *bmap_name;
+  char *bmap_location; /* bmap_name with its password, for its signature */
   GBytes *bmap_data;
   BmapMap *map;
 
@@ -146,9 +147,10 @@ fetch_bmap_file (const char *path, const char *name, gboolean *absent, GError **
   return g_bytes_new_take (g_steal_pointer (&contents), len);
 }
 
-/* The bmap at @url. @absent tells a missing file from a failure. */
+/* The small file (a bmap, a signature) at @url, up to @cap bytes. @absent
+ * tells a missing file from a failure. */
 static GBytes *
-fetch_bmap (BmapctlUrlSource *self, const char *url, gboolean *absent, GError **error)
+fetch_small (const char *url, gsize cap, GCancellable *stop, gboolean *absent, GError **error)
 {
   g_autofree char *display = display_url (url);
   g_autoptr (BmapctlDownload) d = NULL;
@@ -167,15 +169,54 @@ fetch_bmap (BmapctlUrlSource *self, const char *url, gboolean *absent, GError **
   if (!is_curl_url (url))
     return fetch_bmap_file (url, url, absent, error);
 
-  d = bmapctl_download_new (url, display, self->stop, error);
+  d = bmapctl_download_new (url, display, stop, error);
   if (d == NULL)
     return NULL;
-  bmapctl_download_to_memory (d, BMAP_FORMAT_MAX_FILE_SIZE);
+  bmapctl_download_to_memory (d, cap);
   if (!bmapctl_download_run (d, 0, 0, error)) {
     *absent = bmapctl_download_found_nothing (d);
     return NULL;
   }
   return bmapctl_download_steal_memory (d);
+}
+
+/* The bmap at @url. @absent tells a missing file from a failure. */
+static GBytes *
+fetch_bmap (BmapctlUrlSource *self, const char *url, gboolean *absent, GError **error)
+{
+  return fetch_small (url, BMAP_FORMAT_MAX_FILE_SIZE, self->stop, absent, error);
+}
+
+GBytes *
+bmapctl_url_fetch (const char *url, gsize cap, GCancellable *cancellable, gboolean *absent,
+                   GError **error)
+{
+  g_autoptr (GCancellable) stop
+      = cancellable != NULL ? g_object_ref (cancellable) : g_cancellable_new ();
+
+  return fetch_small (url, cap, stop, absent, error);
+}
+
+char *
+bmapctl_url_display (const char *url)
+{
+  return display_url (url);
+}
+
+char *
+bmapctl_url_with_suffix (const char *url, const char *suffix)
+{
+  const char *path_start;
+  const char *path_end;
+  g_autofree char *head = NULL;
+
+  if (!is_curl_url (url) && !has_scheme (url, "ssh"))
+    return g_strconcat (url, suffix, NULL);
+  /* Next to the file the path names: before any query or fragment. */
+  url_authority (url, &path_start);
+  path_end = path_start + strcspn (path_start, "?#");
+  head = g_strndup (url, (gsize) (path_end - url));
+  return g_strconcat (head, suffix, path_end, NULL);
 }
 
 /* Python's os.path.splitext() on a URL's path: the length of the root. */
@@ -248,6 +289,7 @@ discover_bmap (BmapctlUrlSource *self, const char *image, GError **error)
     self->bmap_data = fetch_bmap (self, url, &absent, &local_error);
     if (self->bmap_data != NULL) {
       self->bmap_name = display_url (url);
+      self->bmap_location = g_strdup (url);
       g_debug ("found the bmap %s", self->bmap_name);
       return TRUE;
     }
@@ -269,7 +311,7 @@ discover_bmap (BmapctlUrlSource *self, const char *image, GError **error)
 
 static gboolean
 load_bmap (BmapctlUrlSource *self, const char *image, const char *image_path, const char *bmap_arg,
-           GError **error)
+           BmapctlUrlBmapFunc check_bmap, gpointer check_data, GError **error)
 {
   gboolean absent;
 
@@ -278,6 +320,7 @@ load_bmap (BmapctlUrlSource *self, const char *image, const char *image_path, co
     if (self->bmap_data == NULL)
       return FALSE;
     self->bmap_name = display_url (bmap_arg);
+    self->bmap_location = g_strdup (bmap_arg);
   } else if (image_path != NULL) {
     g_autofree char *path = NULL;
 
@@ -293,9 +336,22 @@ load_bmap (BmapctlUrlSource *self, const char *image, const char *image_path, co
     self->bmap_data = fetch_bmap_file (path, path, &absent, error);
     if (self->bmap_data == NULL)
       return FALSE;
+    self->bmap_location = g_strdup (path);
     self->bmap_name = g_steal_pointer (&path);
   } else if (!discover_bmap (self, image, error)) {
     return FALSE;
+  }
+
+  /* Its signature, before a byte of it is believed: what is parsed is what
+   * the hook verified (for a clearsigned bmap, the signed text). */
+  if (check_bmap != NULL) {
+    g_autoptr (GBytes) checked = check_bmap (self->bmap_data, self->bmap_location, self->bmap_name,
+                                             self->stop, check_data, error);
+
+    if (checked == NULL)
+      return FALSE;
+    g_bytes_unref (self->bmap_data);
+    self->bmap_data = g_steal_pointer (&checked);
   }
 
   self->map = bmap_map_load_data (g_bytes_get_data (self->bmap_data, NULL),
@@ -512,6 +568,7 @@ on_cancelled (GCancellable *cancellable, gpointer data)
 
 BmapctlUrlSource *
 bmapctl_url_source_open (const char *image, const char *bmap_arg, gboolean nobmap,
+                         BmapctlUrlBmapFunc check_bmap, gpointer check_data,
                          GCancellable *cancellable, GError **error)
 {
   g_autoptr (BmapctlUrlSource) self = g_new0 (BmapctlUrlSource, 1);
@@ -555,7 +612,8 @@ bmapctl_url_source_open (const char *image, const char *bmap_arg, gboolean nobma
   }
 
   /* The bmap first: it tells which parts of the image to fetch. */
-  if (!nobmap && !load_bmap (self, image, image_path, bmap_arg, &local_error)) {
+  if (!nobmap
+      && !load_bmap (self, image, image_path, bmap_arg, check_bmap, check_data, &local_error)) {
     g_autoptr (GError) image_error = NULL;
 
     /* A missing image says more than its missing bmap. */
@@ -711,5 +769,6 @@ bmapctl_url_source_free (BmapctlUrlSource *self)
   g_free (self->name);
   g_free (self->description);
   g_free (self->bmap_name);
+  g_free (self->bmap_location);
   g_free (self);
 }

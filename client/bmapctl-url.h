@@ -25,18 +25,38 @@ G_BEGIN_DECLS
  * a missing file (HTTP 404) means "not there". */
 typedef struct _BmapctlUrlSource BmapctlUrlSource;
 
+/* Checks the bmap fetched from @location (a URL or path; @name is it
+ * without a password, for messages) before it is parsed, and returns the
+ * bytes to parse (the signature module's verified text); NULL with @error
+ * refuses the bmap. @stop cancels what the hook fetches. */
+typedef GBytes *(*BmapctlUrlBmapFunc) (GBytes *bmap, const char *location, const char *name,
+                                       GCancellable *stop, gpointer user_data, GError **error);
+
 /* TRUE for http://, https://, ftp://, ftps://, ssh:// and file: */
 gboolean bmapctl_url_is_url (const char *arg);
 
-/* Fetches the bmap (none with @nobmap) and starts fetching the image: it
- * returns once the image's server answered. @cancellable stops every
- * transfer. Errors name the URL and what failed (the HTTP status, the
- * curl or ssh error). */
+/* Fetches the bmap (none with @nobmap), hands it to @check_bmap (when not
+ * NULL), and starts fetching the image: it returns once the image's server
+ * answered. @cancellable stops every transfer. Errors name the URL and
+ * what failed (the HTTP status, the curl or ssh error). */
 BmapctlUrlSource *bmapctl_url_source_open (const char *image, const char *bmap_arg, gboolean nobmap,
+                                           BmapctlUrlBmapFunc check_bmap, gpointer check_data,
                                            GCancellable *cancellable, GError **error);
 /* The image's bytes, read-only: a pipe (or the file of a file: URL). The
  * caller owns it. */
 int bmapctl_url_source_steal_image_fd (BmapctlUrlSource *self);
+/* One small file (a signature) at @url, up to @cap bytes (more is
+ * BMAP_ERROR_LIMIT); @cancellable may be NULL. NULL with @absent TRUE when
+ * it is not there (HTTP 404, 410 or 403, FTP 550, no such file), as for
+ * the bmap's discovery. */
+GBytes *bmapctl_url_fetch (const char *url, gsize cap, GCancellable *cancellable, gboolean *absent,
+                           GError **error);
+/* @url without its password, for messages. */
+char *bmapctl_url_display (const char *url);
+/* @url with @suffix appended to the file its path names (before any query
+ * or fragment); a path gets it at the end. */
+char *bmapctl_url_with_suffix (const char *url, const char *suffix);
+
 /* The parsed bmap, NULL without one; the caller owns it. */
 BmapMap *bmapctl_url_source_steal_map (BmapctlUrlSource *self);
 /* The bmap's text in a sealed memfd for bmapd, -1 without a bmap (error

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 
 import pytest
+from url_servers import Handler, http_server
 
 BMAPCTL = os.environ.get("BMAPCTL", "bmapctl")
 GPG = shutil.which("gpg")
@@ -437,19 +438,166 @@ def test_signature_that_is_not_a_signature(keys, image, tmp_path):
     assert_refused(copy(keys, packed, out), out, str(bmap), "img.bmap.asc")
 
 
-def test_signature_asked_for_an_image_url_is_an_error(keys, image, tmp_path):
-    # bmapctl fetches URLs itself and does not check their bmaps' signatures
-    # yet: asking for a check, or a signature beside a local --bmap, must not
-    # be skipped silently.
+# Bmaps fetched from URLs: the signature is found next to the bmap there,
+# as bmaptool does (a 404 means "not there"), on the local test server.
+
+@pytest.fixture
+def site(tmp_path):
+    with http_server(tmp_path) as srv:
+        yield srv
+
+
+def requested(site):
+    with site.lock:
+        return [path for path, _, _ in site.requests]
+
+
+def test_good_asc_next_to_an_http_bmap(keys, image, tmp_path, site):
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    out = tmp_path / "out.img"
+    proc = copy(keys, f"{site.url}/img.gz", out)
+    assert_copied(proc, raw, out)
+    assert (f"{site.url}/img.bmap: good signature by correct <foo@bar.org> "
+            f"(key {keys.correct})") in proc.stderr
+    assert "/img.bmap.asc" in requested(site)
+
+
+def test_sig_next_to_an_http_bmap_after_a_404_for_asc(keys, image, tmp_path, site):
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "sig")
+    out = tmp_path / "out.img"
+    proc = copy(keys, "--bmap", f"{site.url}/img.bmap", f"{site.url}/img.gz", out)
+    assert_copied(proc, raw, out)
+    assert good_line(keys, f"{site.url}/img.bmap") in proc.stderr
+    paths = requested(site)
+    assert paths.index("/img.bmap.asc") < paths.index("/img.bmap.sig")
+
+
+def test_bad_asc_next_to_an_http_bmap_is_refused(keys, image, tmp_path, site):
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    change_bmap(bmap, raw)
+    out = tmp_path / "out.img"
+    assert_refused(copy(keys, f"{site.url}/img.gz", out), out, f"{site.url}/img.bmap",
+                   f"{site.url}/img.bmap.asc", keys.correct, "BAD signature")
+    # The image itself was never asked for.
+    assert "/img.gz" not in requested(site)
+
+
+def test_http_bmap_sig_given_as_url(keys, image, tmp_path, site):
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc", out=tmp_path / "elsewhere.asc")
+    out = tmp_path / "out.img"
+    # A local bmap, its signature from a URL.
+    proc = copy(keys, "--bmap", bmap, "--bmap-sig", f"{site.url}/elsewhere.asc", packed, out)
+    assert_copied(proc, raw, out)
+    assert good_line(keys, bmap) in proc.stderr
+    out.unlink()
+    change_bmap(bmap, raw)
+    assert_refused(copy(keys, "--bmap", f"{site.url}/img.bmap", "--bmap-sig",
+                        f"{site.url}/elsewhere.asc", f"{site.url}/img.gz", out),
+                   out, f"{site.url}/elsewhere.asc", "BAD signature")
+    # A --bmap-sig that is not there is an error, not "unsigned".
+    assert_refused(copy(keys, "--bmap-sig", f"{site.url}/missing.asc", f"{site.url}/img.gz",
+                        out), out, f"{site.url}/missing.asc", "404")
+
+
+def test_clearsigned_bmap_over_http(keys, image, tmp_path, site):
+    raw, packed, bmap = image
+    signed = sign(keys, keys.home, keys.correct, bmap, "clear", out=tmp_path / "signed.bmap")
+    with open(signed, "a") as f:
+        f.write("<BmapRange>garbage that would not parse</BmapRange>\n")
+    out = tmp_path / "out.img"
+    proc = copy(keys, "--bmap", f"{site.url}/signed.bmap", f"{site.url}/img.gz", out)
+    assert_copied(proc, raw, out)
+    assert good_line(keys, f"{site.url}/signed.bmap") in proc.stderr
+    out.unlink()
+    with open(signed) as f:
+        text = f.read()
+    with open(signed, "w") as f:
+        f.write(text.replace("<!--", "<!-- changed after signing,", 1))
+    assert_refused(copy(keys, "--bmap", f"{site.url}/signed.bmap", f"{site.url}/img.gz", out),
+                   out, f"{site.url}/signed.bmap", "BAD signature")
+
+
+def test_fingerprint_and_keyring_for_an_http_bmap(keys, image, tmp_path, site):
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    out = tmp_path / "out.img"
+    url = f"{site.url}/img.gz"
+    assert_refused(copy(keys, "--fingerprint", keys.revoked, url, out), out,
+                   f"{site.url}/img.bmap", keys.revoked, keys.correct,
+                   "not signed by the requested key")
+    assert_copied(copy(keys, "--fingerprint", keys.correct, url, out), raw, out)
+    out.unlink()
+    # --keyring as the only trust, the user's home empty.
+    empty = new_home(tmp_path, "empty-home")
+    assert_copied(copy(keys, "--keyring", keys.keyring, url, out, home=empty), raw, out)
+    out.unlink()
+    (tmp_path / "img.bmap.asc").unlink()
+    assert_refused(copy(keys, "--fingerprint", keys.correct, url, out), out,
+                   f"{site.url}/img.bmap", "no signature found")
+
+
+def test_signature_beside_a_bmap_behind_basic_auth(keys, image, tmp_path):
+    # The .asc is fetched with the bmap's credentials; messages leave the
+    # password out.
+    raw, packed, bmap = image
+    sign(keys, keys.home, keys.correct, bmap, "asc")
+    change_bmap(bmap, raw)
+    out = tmp_path / "out.img"
+    with http_server(tmp_path, auth="user:s3cret") as site:
+        url = site.url.replace("http://", "http://user:s3cret@") + "/img.gz"
+        proc = copy(keys, url, out)
+        paths = requested(site)
+    assert_refused(proc, out, f"{site.url.replace('http://', 'http://user@')}/img.bmap.asc",
+                   "BAD signature")
+    assert "s3cret" not in proc.stderr
+    assert "/img.bmap.asc" in paths
+
+
+class SignatureStatusHandler(Handler):
+    """Answers every .asc with the server's signature_status."""
+
+    def do_GET(self):
+        if self.path.endswith(".asc"):
+            with self.server.lock:
+                self.server.requests.append((self.path, None, None))
+            self.send_error(self.server.signature_status)
+            return
+        super().do_GET()
+
+
+@pytest.mark.parametrize("status", [403, 410, 500])
+def test_signature_fetch_status_beside_an_http_bmap(keys, image, tmp_path, status):
+    # 404, 410 and 403 are "no signature there", as for the bmap; any other
+    # failure must not pass for an unsigned bmap.
+    raw, packed, bmap = image
+    out = tmp_path / "out.img"
+    with http_server(tmp_path, handler=SignatureStatusHandler, signature_status=status) as site:
+        proc = copy(keys, f"{site.url}/img.gz", out)
+        paths = requested(site)
+    assert "/img.bmap.asc" in paths
+    if status == 500:
+        assert_refused(proc, out, f"{site.url}/img.bmap.asc", "500")
+        assert "/img.bmap.sig" not in paths
+    else:
+        assert_copied(proc, raw, out)
+        assert "/img.bmap.sig" in paths
+
+
+def test_signature_beside_a_local_bmap_for_an_image_url(keys, image, tmp_path):
     raw, packed, bmap = image
     out = tmp_path / "out.img"
     url = f"file://{packed}"
-    assert_refused(copy(keys, "--fingerprint", keys.correct, url, out), out,
-                   "not checked for images or bmaps given as URLs")
     sign(keys, keys.home, keys.correct, bmap, "asc")
-    assert_refused(copy(keys, "--bmap", bmap, url, out), out, f"{bmap}.asc",
-                   "not checked for images or bmaps given as URLs")
-    # Unless the user says not to check.
+    proc = copy(keys, "--bmap", bmap, url, out)
+    assert_copied(proc, raw, out)
+    assert good_line(keys, bmap) in proc.stderr
+    out.unlink()
+    change_bmap(bmap, raw)
+    assert_refused(copy(keys, "--bmap", bmap, url, out), out, f"{bmap}.asc", "BAD signature")
     assert_copied(copy(keys, "--no-sig-verify", "--bmap", bmap, url, out), raw, out)
 
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 from gi.repository import GLib
@@ -317,3 +318,30 @@ def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop
         assert refusal_of_a_call(client, fds, image).name == h.ERROR + 'DeviceGone'
     finally:
         d.stop()
+
+
+def http_site(root):
+    sys.path.insert(0, os.path.join(h.HERE, '..', 'cli'))
+    from url_servers import http_server
+    return http_server(root)
+
+
+@pytest.mark.loop
+@pytest.mark.parametrize('clear', [False, True], ids=['asc-beside', 'clearsigned'])
+def test_signed_bmap_from_a_url(daemon, client, polkit, loop, image, keys, user, tmp_path,
+                                clear):
+    # bmapctl verifies the bmap fetched over http (its .asc fetched beside
+    # it) and hands bmapd the verified bytes and the signature, as for a
+    # local bmap: bmapd trusts it by its own keys.
+    polkit.set_allowed([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    signed = sign(keys, 'release', image['bmap'], clear=clear)
+    with http_site(tmp_path) as site:
+        bmap_args = ['--bmap', f'{site.url}/{os.path.basename(signed)}'] if clear else []
+        proc = user('copy', *bmap_args, f'{site.url}/disk.img', loop.node, check=0)
+    bmap_url = f'{site.url}/{os.path.basename(signed if clear else image["bmap"])}'
+    assert f'{bmap_url}: good signature by release <release@example.org>' in proc.stderr
+    assert_image_on(loop, image)
+    details = flash_details(polkit)
+    assert details['bmap.signature'] == 'trusted'
+    assert details['bmap.signer'] == keys.fpr['release']
