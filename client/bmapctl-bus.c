@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,8 +38,7 @@ bmapctl_bus_open (GError **error)
 
   if (r < 0) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
-                 "cannot connect to the system bus: %s; use --local to run the engine in-process",
-                 g_strerror (-r));
+                 "cannot connect to the system bus, where bmapd answers: %s", g_strerror (-r));
     return NULL;
   }
   return bus;
@@ -136,21 +136,30 @@ bmapctl_bus_open_bmapd (GPtrArray **devices, gboolean *unreachable, GError **err
 
 /* ---- polkit agent ------------------------------------------------------ */
 
+/* What the last agent said on stderr: shown only when authorization then
+ * fails, since a missing agent matters only when a password was needed. */
+static char *agent_failure;
+static int agent_stderr = -1;
+
 GPid
 bmapctl_polkit_agent_open (const BmapctlOptions *options)
 {
   g_autofree char *agent = NULL;
-  g_autofree char *notify = NULL;
   int pipe_fds[2];
   pid_t pid;
 
-  if (options->no_ask_password || !isatty (STDIN_FILENO))
+  /* polkit authorizes root without asking, and bmapd without polkit
+   * allows root only: no prompt can ever be needed. */
+  if (options->no_ask_password || !isatty (STDIN_FILENO) || geteuid () == 0)
     return 0;
   agent = g_find_program_in_path ("pkttyagent");
   if (agent == NULL)
     return 0;
   if (pipe2 (pipe_fds, O_CLOEXEC) < 0)
     return 0;
+  /* Its prompts go to the terminal, its complaints (no polkit on the bus,
+   * another agent registered) here. */
+  agent_stderr = memfd_create ("pkttyagent-stderr", MFD_CLOEXEC);
 
   pid = fork ();
   if (pid < 0) {
@@ -162,6 +171,8 @@ bmapctl_polkit_agent_open (const BmapctlOptions *options)
     char fd_str[16];
     int fd = fcntl (pipe_fds[1], F_DUPFD, 3);
 
+    if (agent_stderr >= 0)
+      dup2 (agent_stderr, STDERR_FILENO);
     /* Without --process the agent registers for its parent, us, and
      * says so on the notify fd (as systemctl runs it). */
     g_snprintf (fd_str, sizeof (fd_str), "%d", fd);
@@ -184,10 +195,30 @@ bmapctl_polkit_agent_open (const BmapctlOptions *options)
 void
 bmapctl_polkit_agent_close (GPid pid)
 {
+  char buf[1024];
+  ssize_t n;
+
   if (pid <= 0)
     return;
   kill (pid, SIGTERM);
   waitpid (pid, NULL, 0);
+  if (agent_stderr < 0)
+    return;
+  n = pread (agent_stderr, buf, sizeof (buf) - 1, 0);
+  close (agent_stderr);
+  agent_stderr = -1;
+  g_clear_pointer (&agent_failure, g_free);
+  if (n > 0) {
+    buf[n] = '\0';
+    agent_failure = g_strstrip (g_strdup (buf));
+    g_debug ("pkttyagent: %s", agent_failure);
+  }
+}
+
+const char *
+bmapctl_polkit_agent_failure (void)
+{
+  return agent_failure != NULL && agent_failure[0] != '\0' ? agent_failure : NULL;
 }
 
 /* ---- properties -------------------------------------------------------- */
@@ -312,6 +343,9 @@ static const PropSpec job_props[] = {
   JOB ("StartedByUid", 'u', started_by_uid),
   JOB ("ErrorName", 's', error_name),
   JOB ("ErrorMessage", 's', error_message),
+  JOB ("BytesChecked", 't', bytes_checked),
+  JOB ("BytesWritten", 't', bytes_written),
+  JOB ("Result", 's', result),
 };
 #undef JOB
 
@@ -377,6 +411,7 @@ bmapctl_job_free (BmapctlJob *job)
   g_free (job->state);
   g_free (job->error_name);
   g_free (job->error_message);
+  g_free (job->result);
   g_free (job);
 }
 

@@ -39,11 +39,15 @@ sd_bus *bmapctl_bus_open_bmapd (GPtrArray **devices, gboolean *unreachable, GErr
  * an absent or failing service says that bmapd is not running. */
 void bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, const char *what);
 
-/* Runs pkttyagent for the duration of a call when stdin is a terminal and
- * --no-ask-password was not given, so a password prompt appears here.
+/* Runs pkttyagent for the duration of a call when stdin is a terminal,
+ * --no-ask-password was not given and the caller is not root (who is never
+ * asked), so a password prompt appears here; its stderr is kept.
  * Returns the agent's pid, or 0 when none was started. */
 GPid bmapctl_polkit_agent_open (const BmapctlOptions *options);
 void bmapctl_polkit_agent_close (GPid pid);
+/* What the last agent printed (e.g. that polkit is not running), or NULL:
+ * for the error when authorization failed. */
+const char *bmapctl_polkit_agent_failure (void);
 
 /* One object as GetManagedObjects lists it. */
 typedef struct {
@@ -82,6 +86,9 @@ typedef struct {
   guint32 started_by_uid;
   char *error_name;
   char *error_message;
+  guint64 bytes_checked; /* minimize-writes */
+  guint64 bytes_written;
+  char *result;
 } BmapctlJob;
 
 typedef struct {

@@ -7,11 +7,13 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "bmap-error.h"
 #include "bmap-locate.h"
 #include "bmap-text.h"
+#include "bmapctl-bus.h"
 #include "bmapctl-common.h"
 #include "bmapctl-json.h"
 
@@ -53,9 +55,12 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
 {
   g_autoptr (GOptionContext) context = NULL;
   g_autoptr (GError) error = NULL;
-  g_autofree char *param = g_strdup_printf ("%s %s", command->name, command->args);
+  g_autofree char *prgname = g_strdup (g_get_prgname ());
+  g_autofree char *usage_name = g_strdup_printf ("%s %s", prgname, command->name);
+  const char *param = command->args;
   GOptionEntry globals[G_N_ELEMENTS (global_entries)];
   GOptionGroup *group;
+  gboolean parsed;
 
   memcpy (globals, global_entries, sizeof (global_entries));
   globals[0].arg_data = &options->quiet;
@@ -64,6 +69,11 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
   globals[3].arg_data = &options->local;
   globals[4].arg_data = &options->debug;
 
+  /* GOption's usage line is "PRGNAME [OPTION…] PARAM": the command goes
+   * into the name, and its own [OPTION…] is GOption's. */
+  if (g_str_has_prefix (param, "[OPTION…]"))
+    param += strlen ("[OPTION…]");
+  param += strspn (param, " ");
   context = g_option_context_new (param);
   g_option_context_set_summary (context, command->summary);
   if (description != NULL)
@@ -75,8 +85,17 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
   g_option_context_add_group (context, group);
   g_option_context_set_strict_posix (context, FALSE);
 
-  if (!g_option_context_parse (context, argc, argv, &error)) {
+  /* --help prints the usage line from the program name, and exits. */
+  g_set_prgname (usage_name);
+  parsed = g_option_context_parse (context, argc, argv, &error);
+  g_set_prgname (prgname);
+  if (!parsed) {
     bmapctl_usage_error (command, "%s", error->message);
+    return FALSE;
+  }
+  if (options->local && command->bmapd_only) {
+    bmapctl_usage_error (command, "--local cannot be used: only bmapd can answer %s",
+                         command->name);
     return FALSE;
   }
   if (options->quiet && options->debug) {
@@ -178,6 +197,10 @@ bmapctl_report_error (BmapctlOptions *options, const GError *error)
                                                  : BMAP_DBUS_ERROR_PREFIX "IO";
 
   bmapctl_printerr ("%s", error->message);
+  if (g_error_matches (error, BMAP_ERROR, BMAP_ERROR_NOT_AUTHORIZED)
+      && bmapctl_polkit_agent_failure () != NULL)
+    bmapctl_printerr ("no password could be asked for here: pkttyagent: %s",
+                      bmapctl_polkit_agent_failure ());
   if (options->json) {
     g_autoptr (GString) json = g_string_new ("{\"result\":");
 

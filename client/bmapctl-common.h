@@ -35,6 +35,7 @@ struct _BmapctlCommand {
   const char *args;    /* "[OPTION…] IMAGE DEST" */
   const char *summary; /* one line for the command list */
   BmapctlCommandFunc run;
+  gboolean bmapd_only; /* nothing to run in-process: --local is refused */
 };
 
 /* Parses @argv (argv[0] is the command name) with the command's @entries

@@ -14,6 +14,7 @@
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
 #include "bmapctl-signature.h"
+#include "bmapctl-summary.h"
 #include "bmapctl-target.h"
 #include "bmapctl-url.h"
 #include "libbmap.h"
@@ -23,6 +24,10 @@ typedef struct {
   gboolean nobmap;
   gboolean no_verify;
   gboolean verify_written;
+  gboolean minimize_writes;
+  gboolean discard;
+  gboolean zero_unmapped;
+  gboolean relocate_gpt;
   gboolean removable_device;
   gboolean unmount;
   gboolean detach;
@@ -49,28 +54,39 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CopyArgs, copy_args_clear)
 static void
 on_progress (const BmapProgress *p, gpointer user_data)
 {
+  bmapctl_progress_set_io (user_data, p->bytes_checked, p->bytes_written);
   bmapctl_progress_update (user_data, bmap_phase_to_string (p->phase), p->bytes_done,
                            p->bytes_total, p->rate);
 }
 
+/* @notes: what the options beyond the copy did (minimize-writes, discard,
+ * ...), or NULL. */
 static void
 print_result (BmapctlOptions *options, const char *image, const char *dest,
-              const BmapCopyResult *result, gint64 elapsed_us)
+              const BmapCopyResult *result, const char *notes, gint64 elapsed_us)
 {
   double seconds = (double) elapsed_us / G_USEC_PER_SEC;
 
   if (options->json) {
     g_autoptr (GString) json = g_string_new ("{\"result\":\"done\",\"image\":");
 
-    bmapctl_json_append_string (json, image);
+    /* As it always was: "from standard input" for -. */
+    bmapctl_json_append_string (json, g_str_equal (image, "-") ? "from standard input" : image);
     bmapctl_json_append_member (json, "destination", dest);
     g_string_append_printf (
         json,
         ",\"image_size\":%" G_GUINT64_FORMAT ",\"bytes_written\":%" G_GUINT64_FORMAT
         ",\"blocks_written\":%" G_GUINT64_FORMAT
-        ",\"verified\":%s,\"verified_written\":%s,\"seconds\":%.3f}\n",
+        ",\"verified\":%s,\"verified_written\":%s,\"seconds\":%.3f",
         result->image_size, result->bytes_written, result->blocks_written,
         result->verified ? "true" : "false", result->verified_written ? "true" : "false", seconds);
+    if (result->bytes_checked > 0)
+      g_string_append_printf (
+          json, ",\"bytes_checked\":%" G_GUINT64_FORMAT ",\"bytes_skipped\":%" G_GUINT64_FORMAT,
+          result->bytes_checked, result->bytes_skipped);
+    if (notes != NULL && *notes != '\0')
+      bmapctl_json_append_member (json, "notes", notes);
+    g_string_append (json, "}\n");
     fputs (json->str, stdout);
   } else if (!options->quiet && !bmapctl_is_bmaptool ()) {
     g_autofree char *written = bmapctl_format_size (result->bytes_written);
@@ -78,13 +94,18 @@ print_result (BmapctlOptions *options, const char *image, const char *dest,
     g_autofree char *rate = bmapctl_format_size (
         seconds > 0 ? (guint64) ((double) result->bytes_written / seconds) : 0);
 
-    g_autofree char *of_image = result->image_size > 0
-                                    ? g_strdup_printf ("of the %s image %s", size, image)
-                                    : g_strdup_printf ("from %s", image);
+    gboolean from_stdin = g_str_equal (image, "-");
+    g_autofree char *of_image
+        = result->image_size > 0
+              ? g_strdup_printf (from_stdin ? "of the %s image from standard input"
+                                            : "of the %s image %s",
+                                 size, image)
+              : g_strdup_printf ("from %s", from_stdin ? "standard input" : image);
 
-    fprintf (stderr, "bmapctl: wrote %s %s to %s in %.1f s (%s/s)%s%s\n", written, of_image, dest,
-             seconds, rate, result->verified ? "; checksums verified" : "",
-             result->verified_written ? "; read back and verified" : "");
+    fprintf (stderr, "bmapctl: wrote %s %s to %s in %.1f s (%s/s)%s%s%s%s\n", written, of_image,
+             dest, seconds, rate, result->verified ? "; checksums verified" : "",
+             result->verified_written ? "; read back and verified" : "",
+             notes != NULL && *notes != '\0' ? "; " : "", notes != NULL ? notes : "");
   }
 }
 
@@ -153,6 +174,15 @@ build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *devic
                                "verify-written", "b", args->verify_written, "diskseq", "t",
                                device->diskseq, "unmount", "b", args->unmount, "bind-to-caller",
                                "b", !args->detach, "description", "s", description);
+  /* Sent only when asked, so that a bmapd without them refuses only then. */
+  if (r >= 0 && args->minimize_writes)
+    r = sd_bus_message_append (*call, "{sv}", "minimize-writes", "b", 1);
+  if (r >= 0 && args->discard)
+    r = sd_bus_message_append (*call, "{sv}", "discard", "b", 1);
+  if (r >= 0 && args->zero_unmapped)
+    r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
+  if (r >= 0 && args->relocate_gpt)
+    r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
   if (r >= 0)
     r = sd_bus_message_close_container (*call);
   return r;
@@ -207,6 +237,14 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     return bmapctl_report_error (options, error);
   }
 
+  /* What is about to be erased, in one line before anything is asked or
+   * written; never a question, so scripts do not hang. */
+  if (!bmapctl_is_bmaptool ()) {
+    g_autofree char *summary = bmapctl_device_summary (bus, device);
+
+    bmapctl_info (options, "erasing %s", summary);
+  }
+
   if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
     /* bmapctl fetches, bmapd reads a pipe: the daemon never goes online. */
     remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, check_url_bmap, &check, NULL,
@@ -230,13 +268,12 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     bmap_bytes = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, &error);
     if (bmap_bytes == NULL)
       return bmapctl_report_error (options, error);
-    /* bmaptool's lines need what it says. */
-    if (bmapctl_is_bmaptool ()) {
-      map = bmap_map_load_data (g_bytes_get_data (bmap_bytes, NULL), g_bytes_get_size (bmap_bytes),
-                                bmap_path, &error);
-      if (map == NULL)
-        return bmapctl_report_error (options, error);
-    }
+    /* bmapd parses the bmap again, but its errors could not name the file,
+     * and bmaptool's lines need what it says. */
+    map = bmap_map_load_data (g_bytes_get_data (bmap_bytes, NULL), g_bytes_get_size (bmap_bytes),
+                              bmap_path, &error);
+    if (map == NULL)
+      return bmapctl_report_error (options, error);
   }
 
   if (remote != NULL) {
@@ -306,12 +343,16 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     result.image_size = 0; /* the job reports what it wrote, not the image's size */
     result.verified = !args->no_verify && !args->nobmap;
     result.verified_written = args->verify_written;
+    if (args->minimize_writes) {
+      result.bytes_written = job->bytes_written;
+      result.bytes_checked = job->bytes_checked;
+      result.bytes_skipped = job->bytes_checked - MIN (job->bytes_checked, job->bytes_written);
+    }
     bmapctl_bmaptool_copy_end (options, target->arg,
                                map != NULL ? map->mapped_blocks_count * map->block_size
                                            : job->bytes_done,
                                (double) elapsed / G_USEC_PER_SEC);
-    print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
-                  elapsed);
+    print_result (options, image, dest, &result, job->result, elapsed);
   }
   return status;
 }
@@ -329,6 +370,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   g_autofree char *bmap_path = NULL;
   g_auto (UrlCheck) check = { options, signature_args (args), args->bmap == NULL, NULL, NULL };
   const char *dest = bt->path;
+  g_autofree char *notes = NULL;
   BmapCopyOptions copy_options = { 0 };
   BmapCopyResult result = { 0 };
   struct stat st_image, st_bmap;
@@ -383,6 +425,12 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   target = bmap_target_open (dest, &error);
   if (target == NULL)
     return bmapctl_report_error (options, error);
+  if (bt->kind == BMAPCTL_TARGET_BLOCK_DEVICE && !bt->partition && !bmapctl_is_bmaptool ()) {
+    g_autofree char *summary = bmapctl_disk_summary (dest, bt->devnum);
+
+    if (summary != NULL)
+      bmapctl_info (options, "erasing %s", summary);
+  }
 
   bmapctl_bmaptool_copy_begin (
       options, map, remote != NULL ? bmapctl_url_source_get_bmap_name (remote) : bmap_path, image,
@@ -393,6 +441,10 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   copy_options.map = map;
   copy_options.verify = !args->no_verify;
   copy_options.verify_written = args->verify_written;
+  copy_options.minimize_writes = args->minimize_writes;
+  copy_options.discard = args->discard;
+  copy_options.zero_unmapped = args->zero_unmapped;
+  copy_options.relocate_gpt = args->relocate_gpt;
   copy_options.progress_func = on_progress;
   copy_options.progress_data = progress;
   copy_options.cancellable = cancellable;
@@ -425,8 +477,8 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                              map != NULL ? map->mapped_blocks_count * map->block_size
                                          : result.image_size,
                              (double) elapsed / G_USEC_PER_SEC);
-  print_result (options, g_str_equal (image, "-") ? "from standard input" : image, dest, &result,
-                elapsed);
+  notes = bmap_copy_result_describe (&result);
+  print_result (options, image, dest, &result, notes, elapsed);
   return BMAPCTL_EXIT_OK;
 }
 
@@ -488,6 +540,15 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
       "Do not check the bmap's checksums while writing", NULL },
     { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.verify_written,
       "Read the written blocks back, bypassing the page cache, and check them", NULL },
+    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.minimize_writes,
+      "Read DEST first and write only the blocks that differ (resumes an interrupted flash)",
+      NULL },
+    { "discard", 0, 0, G_OPTION_ARG_NONE, &args.discard,
+      "After writing, discard the ranges the bmap does not map, where the device can", NULL },
+    { "zero-unmapped", 0, 0, G_OPTION_ARG_NONE, &args.zero_unmapped,
+      "After writing, make the ranges the bmap does not map read back as zeros", NULL },
+    { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.relocate_gpt,
+      "After writing, move a GPT's backup header and table to the end of a larger device", NULL },
     { "removable-device", 0, 0, G_OPTION_ARG_NONE, &args.removable_device,
       "Refuse to write unless DEST is a removable block device", NULL },
     { "unmount", 0, 0, G_OPTION_ARG_NONE, &args.unmount,
@@ -538,6 +599,9 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
     return bmapctl_usage_error (command, "--verify-written needs a bmap (it has the checksums)");
   if (args.daemon && options->local)
     return bmapctl_usage_error (command, "--daemon and --local exclude each other");
+  if (args.nobmap && (args.discard || args.zero_unmapped))
+    return bmapctl_usage_error (command, "%s needs a bmap (the ranges it does not map)",
+                                args.discard ? "--discard" : "--zero-unmapped");
   {
     BmapctlSignatureArgs sig_args = signature_args (&args);
     const char *conflict = bmapctl_signature_check_args (&sig_args, args.nobmap);

@@ -59,6 +59,7 @@ is_our_job (BmapctlFollower *f, sd_bus_message *m)
 static void
 show_progress (BmapctlFollower *f)
 {
+  bmapctl_progress_set_io (f->progress, f->job->bytes_checked, f->job->bytes_written);
   bmapctl_progress_update (f->progress, f->job->state != NULL ? f->job->state : "waiting",
                            f->job->bytes_done, f->job->bytes_total, f->job->rate);
 }

@@ -29,6 +29,8 @@ struct _BmapctlProgress {
   int last_percent;
   char *psplash_pipe;
   int last_psplash_percent;
+  guint64 checked;
+  guint64 written;
 };
 
 static guint64 (*fetched_func) (void);
@@ -95,9 +97,17 @@ terminal_width (void)
   return 80;
 }
 
-/* "writing  42%  1.2 GiB of 2.9 GiB  150.3 MiB/s  0:09 left" */
+void
+bmapctl_progress_set_io (BmapctlProgress *progress, guint64 checked, guint64 written)
+{
+  progress->checked = checked;
+  progress->written = written;
+}
+
+/* "writing  42%  1.2 GiB of 2.9 GiB  150.3 MiB/s  0:09 left", and with
+ * minimize-writes "  checked 1.1 GiB, wrote 36 MiB". */
 static char *
-describe (const char *state, guint64 done, guint64 total, guint64 rate)
+describe (BmapctlProgress *progress, const char *state, guint64 done, guint64 total, guint64 rate)
 {
   g_autoptr (GString) line = g_string_new (NULL);
   g_autofree char *done_str = bmapctl_format_size (done);
@@ -130,6 +140,12 @@ describe (const char *state, guint64 done, guint64 total, guint64 rate)
     g_autofree char *fetched = bmapctl_format_size (fetched_func ());
 
     g_string_append_printf (line, "  (%s downloaded)", fetched);
+  }
+  if (progress->checked > 0) {
+    g_autofree char *checked = bmapctl_format_size (progress->checked);
+    g_autofree char *written = bmapctl_format_size (progress->written);
+
+    g_string_append_printf (line, "  checked %s, wrote %s", checked, written);
   }
   return g_string_free (g_steal_pointer (&line), FALSE);
 }
@@ -190,6 +206,10 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
           done, total, rate, total > 0 ? (double) MIN (done, total) / total : 0.0);
       if (fetched_func != NULL)
         g_string_append_printf (json, ",\"bytes_downloaded\":%" G_GUINT64_FORMAT, fetched_func ());
+      if (progress->checked > 0)
+        g_string_append_printf (
+            json, ",\"bytes_checked\":%" G_GUINT64_FORMAT ",\"bytes_written\":%" G_GUINT64_FORMAT,
+            progress->checked, progress->written);
       g_string_append (json, "}\n");
       fputs (json->str, stdout);
       fflush (stdout);
@@ -198,7 +218,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
     case MODE_TERMINAL: {
       guint width = terminal_width ();
 
-      line = describe (state, done, total, rate);
+      line = describe (progress, state, done, total, rate);
       if (strlen (line) >= width)
         line[width - 1] = '\0';
       fprintf (stderr, "\r\033[K%s", line);
@@ -210,7 +230,7 @@ bmapctl_progress_update (BmapctlProgress *progress, const char *state, guint64 d
       if (!state_changed && now - progress->last_print_us < PLAIN_INTERVAL_US)
         return;
       progress->last_print_us = now;
-      line = describe (state, done, total, rate);
+      line = describe (progress, state, done, total, rate);
       fprintf (stderr, "%s\n", line);
       fflush (stderr);
       return;

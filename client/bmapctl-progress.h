@@ -22,6 +22,9 @@ void bmapctl_progress_update (BmapctlProgress *progress, const char *state, guin
 /* Bytes downloaded so far, shown after every progress line while @func is
  * set (NULL stops): bmapctl fetching a URL shows its side of the copy. */
 void bmapctl_progress_show_fetched (guint64 (*func) (void));
+/* With minimize-writes: the bytes compared and written so far, shown by
+ * the next updates ("checked 1.1 GiB, wrote 36 MiB"). */
+void bmapctl_progress_set_io (BmapctlProgress *progress, guint64 checked, guint64 written);
 /* Clears the terminal line so that a result can be printed. */
 void bmapctl_progress_clear (BmapctlProgress *progress);
 

@@ -8,15 +8,16 @@
 #include "bmapctl-commands.h"
 
 static const BmapctlCommand commands[] = {
-  { "create", "[OPTION…] IMAGE", "Create the bmap of an image", bmapctl_create },
-  { "copy", "[OPTION…] IMAGE DEST", "Write an image onto a device or into a file", bmapctl_copy },
-  { "flash", "[OPTION…] IMAGE DEST", "Same as copy", bmapctl_copy },
-  { "devices", "[OPTION…]", "List the block devices bmapd can write to", bmapctl_devices },
-  { "jobs", "[OPTION…]", "List running and recently finished jobs", bmapctl_jobs },
-  { "cancel", "[OPTION…] JOB", "Cancel a job (by id or object path)", bmapctl_cancel },
-  { "monitor", "[OPTION…]", "Follow devices and jobs until Ctrl-C", bmapctl_monitor },
+  { "create", "[OPTION…] IMAGE", "Create the bmap of an image", bmapctl_create, FALSE },
+  { "copy", "[OPTION…] IMAGE DEST", "Write an image onto a device or into a file", bmapctl_copy,
+    FALSE },
+  { "flash", "[OPTION…] IMAGE DEST", "Same as copy", bmapctl_copy, FALSE },
+  { "devices", "[OPTION…]", "List the block devices bmapd can write to", bmapctl_devices, TRUE },
+  { "jobs", "[OPTION…]", "List running and recently finished jobs", bmapctl_jobs, TRUE },
+  { "cancel", "[OPTION…] JOB", "Cancel a job (by id or object path)", bmapctl_cancel, TRUE },
+  { "monitor", "[OPTION…]", "Follow devices and jobs until Ctrl-C", bmapctl_monitor, TRUE },
   { "auto-flash", "[OPTION…] IMAGE | --list | --remove RULE",
-    "Flash every card inserted from now on that matches", bmapctl_autoflash },
+    "Flash every card inserted from now on that matches", bmapctl_autoflash, TRUE },
 };
 
 static void

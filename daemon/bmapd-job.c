@@ -43,6 +43,9 @@ struct _BmapdJob {
   guint32 uid;
   char *error_name;
   char *error_message;
+  guint64 bytes_checked; /* minimize-writes */
+  guint64 bytes_written;
+  char *result; /* what the flash options did, in words, once done */
 
   BmapdJobOperation operation;
   BmapdJobState state;
@@ -79,6 +82,7 @@ struct _BmapdJob {
   guint64 diskseq; /* of the medium checked, 0 when none */
   gboolean verify;
   gboolean verify_written;
+  BmapdFlashFlags flash_flags;
   int out_fd;
   BmapChecksumType checksum;
   GCancellable *cancellable;
@@ -91,6 +95,7 @@ struct _BmapdJob {
   guint mailbox_phases; /* 1 << BmapPhase of every phase reported since the last read */
   gboolean mailbox_done;
   GError *mailbox_error;
+  BmapCopyResult mailbox_result; /* with mailbox_done and no error */
   int event_fd;
   sd_event_source *event_source;
 };
@@ -129,6 +134,12 @@ static const sd_bus_vtable job_vtable[] = {
   SD_BUS_PROPERTY ("Progress", "d", NULL, offsetof (BmapdJob, progress),
                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
   SD_BUS_PROPERTY ("Rate", "t", NULL, offsetof (BmapdJob, rate),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("BytesChecked", "t", NULL, offsetof (BmapdJob, bytes_checked),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("BytesWritten", "t", NULL, offsetof (BmapdJob, bytes_written),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("Result", "s", NULL, offsetof (BmapdJob, result),
                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
   SD_BUS_PROPERTY ("StartTime", "t", NULL, offsetof (BmapdJob, start_time),
                    SD_BUS_VTABLE_PROPERTY_CONST),
@@ -174,9 +185,10 @@ static void
 emit_progress_properties (BmapdJob *job, gboolean with_state)
 {
   static const char *const with[]
-      = { "State", "BytesTotal", "BytesDone", "Progress", "Rate", "ExpectedEndTime", NULL };
-  static const char *const without[]
-      = { "BytesTotal", "BytesDone", "Progress", "Rate", "ExpectedEndTime", NULL };
+      = { "State",           "BytesTotal",   "BytesDone",    "Progress", "Rate",
+          "ExpectedEndTime", "BytesChecked", "BytesWritten", NULL };
+  static const char *const without[] = { "BytesTotal",      "BytesDone",    "Progress",     "Rate",
+                                         "ExpectedEndTime", "BytesChecked", "BytesWritten", NULL };
 
   emit_properties (job, with_state ? with : without);
   job->last_properties_usec = g_get_monotonic_time ();
@@ -220,6 +232,10 @@ worker_flash (BmapdJob *job, GError **error)
     .map = job->map,
     .verify = job->verify,
     .verify_written = job->verify_written,
+    .minimize_writes = (job->flash_flags & BMAPD_FLASH_MINIMIZE_WRITES) != 0,
+    .discard = (job->flash_flags & BMAPD_FLASH_DISCARD) != 0,
+    .zero_unmapped = (job->flash_flags & BMAPD_FLASH_ZERO_UNMAPPED) != 0,
+    .relocate_gpt = (job->flash_flags & BMAPD_FLASH_RELOCATE_GPT) != 0,
     .progress_func = on_engine_progress,
     .progress_data = job,
     .cancellable = job->cancellable,
@@ -237,6 +253,11 @@ worker_flash (BmapdJob *job, GError **error)
   if (source == NULL)
     return FALSE;
   ok = bmap_copy (source, job->target, &options, &result, error);
+  if (ok) {
+    g_mutex_lock (&job->mailbox_lock);
+    job->mailbox_result = result;
+    g_mutex_unlock (&job->mailbox_lock);
+  }
   /* Close the device here, so that it is closed when the loop hears that
    * the job ended. */
   g_clear_pointer (&job->target, bmap_target_free);
@@ -383,6 +404,8 @@ apply_progress (BmapdJob *job, const BmapProgress *p)
   if (p->bytes_total > 0)
     job->bytes_total = p->bytes_total;
   job->bytes_done = p->bytes_done;
+  job->bytes_checked = p->bytes_checked;
+  job->bytes_written = p->bytes_written;
   job->rate = p->rate;
   job->progress
       = job->bytes_total > 0 ? MIN (1.0, (double) job->bytes_done / job->bytes_total) : 0.0;
@@ -461,6 +484,14 @@ finish_from_worker (BmapdJob *job, GError *error)
 
   if (error == NULL) {
     job->bytes_done = MAX (job->bytes_done, job->bytes_total);
+    if (job->operation == BMAPD_JOB_FLASH) {
+      g_autofree char *result = bmap_copy_result_describe (&job->mailbox_result);
+
+      job->bytes_checked = job->mailbox_result.bytes_checked;
+      job->bytes_written = job->mailbox_result.bytes_written;
+      g_free (job->result);
+      job->result = g_strdup (result != NULL ? result : "");
+    }
     finish (job, BMAPD_JOB_DONE, NULL, NULL);
     return;
   }
@@ -569,8 +600,8 @@ finish_full (BmapdJob *job, BmapdJobState state, const char *error_name, const c
              guint64 keep_usec)
 {
   static const char *const names[]
-      = { "State",    "ErrorName", "ErrorMessage",    "BytesTotal", "BytesDone",
-          "Progress", "Rate",      "ExpectedEndTime", NULL };
+      = { "State", "ErrorName",       "ErrorMessage", "BytesTotal",   "BytesDone", "Progress",
+          "Rate",  "ExpectedEndTime", "BytesChecked", "BytesWritten", "Result",    NULL };
   g_autofree char *what = NULL;
   int r;
 
@@ -595,8 +626,8 @@ finish_full (BmapdJob *job, BmapdJobState state, const char *error_name, const c
   what = describe_job (job);
   if (state == BMAPD_JOB_DONE)
     bmapd_log_job (LOG_INFO, BMAPD_MESSAGE_JOB_FINISHED, job->id, job->operation_str,
-                   job->device_node, job->state_str, "%s: done, %" G_GUINT64_FORMAT " bytes", what,
-                   job->bytes_done);
+                   job->device_node, job->state_str, "%s: done, %" G_GUINT64_FORMAT " bytes%s%s",
+                   what, job->bytes_done, job->result[0] != '\0' ? "; " : "", job->result);
   else
     bmapd_log_job (state == BMAPD_JOB_FAILED ? LOG_ERR : LOG_NOTICE, BMAPD_MESSAGE_JOB_FINISHED,
                    job->id, job->operation_str, job->device_node, job->state_str,
@@ -741,6 +772,7 @@ bmapd_job_new (sd_bus *bus, sd_event *event, guint id, BmapdJobOperation operati
   job->uid = (guint32) uid;
   job->error_name = g_strdup ("");
   job->error_message = g_strdup ("");
+  job->result = g_strdup ("");
   job->path = g_strdup_printf (BMAPD_JOB_PATH_PREFIX "/%u", id);
   job->bus = sd_bus_ref (bus);
   job->event = sd_event_ref (event);
@@ -808,6 +840,7 @@ bmapd_job_free (BmapdJob *job)
   g_free (job->description);
   g_free (job->error_name);
   g_free (job->error_message);
+  g_free (job->result);
   g_free (job->stopped_by);
   g_free (job->caller);
   g_free (job->path);
@@ -841,6 +874,12 @@ bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, BmapTarge
   job->verify = verify;
   job->verify_written = verify_written;
   job->bytes_total = bytes_total;
+}
+
+void
+bmapd_job_set_flash_flags (BmapdJob *job, BmapdFlashFlags flags)
+{
+  job->flash_flags = flags;
 }
 
 void

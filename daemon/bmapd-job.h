@@ -76,6 +76,16 @@ void bmapd_job_set_abort_func (BmapdJob *job, BmapdJobAbortFunc func, gpointer u
 void bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, BmapTarget *target,
                           guint64 diskseq, gboolean verify, gboolean verify_written,
                           guint64 bytes_total);
+/* What a flash does beyond the copy: the Flash options minimize-writes,
+ * discard, zero-unmapped and relocate-gpt. Before start. */
+typedef enum {
+  BMAPD_FLASH_MINIMIZE_WRITES = 1 << 0,
+  BMAPD_FLASH_DISCARD = 1 << 1,
+  BMAPD_FLASH_ZERO_UNMAPPED = 1 << 2,
+  BMAPD_FLASH_RELOCATE_GPT = 1 << 3,
+} BmapdFlashFlags;
+
+void bmapd_job_set_flash_flags (BmapdJob *job, BmapdFlashFlags flags);
 void bmapd_job_set_create (BmapdJob *job, int image_fd, int out_fd, BmapChecksumType checksum,
                            guint64 bytes_total);
 

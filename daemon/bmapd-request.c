@@ -40,6 +40,7 @@ struct _BmapdRequest {
   gboolean nobmap;
   gboolean verify;
   gboolean verify_written;
+  BmapdFlashFlags flash_flags;
   gboolean unmount;
   gboolean bind_to_caller;
   gboolean has_diskseq;
@@ -74,6 +75,7 @@ typedef struct {
   GBytes *bmap;      /* its bytes, kept for the signature check */
   GBytes *signature; /* read from sig_fd */
   BmapdSource *source;
+  char *image_name; /* the caller's description: the engine's errors name it */
   guint64 image_size;
   BmapdLimitsTicket *ticket;
 } RequestWork;
@@ -212,6 +214,7 @@ request_work_free (RequestWork *work)
   g_clear_pointer (&work->bmap, g_bytes_unref);
   g_clear_pointer (&work->signature, g_bytes_unref);
   g_clear_pointer (&work->source, bmapd_source_free);
+  g_free (work->image_name);
   bmapd_limits_ticket_unref (work->ticket);
   g_free (work);
 }
@@ -268,7 +271,7 @@ request_work_run (gpointer data, GCancellable *cancellable, GError **error)
       return FALSE;
   }
   /* Takes the descriptor, even on failure. */
-  work->source = bmapd_source_new (g_steal_fd (&work->image_fd), "image", error);
+  work->source = bmapd_source_new (g_steal_fd (&work->image_fd), work->image_name, error);
   if (work->source == NULL)
     return FALSE;
   work->image_size
@@ -436,6 +439,7 @@ request_open_device (BmapdRequest *req)
   bmapd_job_set_flash (req->job, g_steal_pointer (&req->source), g_steal_pointer (&req->map),
                        g_steal_pointer (&target), info->diskseq, req->verify, req->verify_written,
                        bytes_total);
+  bmapd_job_set_flash_flags (req->job, req->flash_flags);
   request_queue_job (req);
 }
 
@@ -560,10 +564,18 @@ request_flash_authorized (BmapdRequest *req)
 
     if (!req->unmount) {
       g_autofree char *list = join_mount_points (fresh->mount_points);
-      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
-                   "%s is in use: mounted at %s (unmount it first, or pass the \"unmount\" "
-                   "option)",
-                   fresh->node, list);
+
+      /* Nobody unmounts / to flash the disk under it. */
+      if (g_strv_contains ((const char *const *) fresh->mount_points, "/"))
+        g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                     "%s is in use: mounted at %s; it holds the running system and cannot be "
+                     "flashed from it",
+                     fresh->node, list);
+      else
+        g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                     "%s is in use: mounted at %s (unmount it first, or pass the \"unmount\" "
+                     "option)",
+                     fresh->node, list);
       bmapd_request_fail (req, error);
       return;
     }
@@ -798,6 +810,10 @@ request_start_reading (BmapdRequest *req)
   work->sig_fd = g_steal_fd (&req->sig_fd);
   work->out_fd = g_steal_fd (&req->out_fd);
   work->map = g_steal_pointer (&req->map);
+  /* The caller's name for the image (its file name, for bmapctl), not a
+   * placeholder. */
+  work->image_name = g_strdup (
+      req->description != NULL && req->description[0] != '\0' ? req->description : "the image");
   work->ticket = req->ticket != NULL ? bmapd_limits_ticket_ref (req->ticket) : NULL;
   if (req->call != NULL) {
     sd_bus *bus = bmapd_manager_get_bus (req->manager);
@@ -838,6 +854,18 @@ read_fd_option (sd_bus_message *m, const char *key, const char *what, BmapdFdMod
 }
 
 static gboolean
+read_flash_flag (sd_bus_message *m, const char *key, BmapdFlashFlags flag, BmapdRequest *req,
+                 GError **error)
+{
+  gboolean value = FALSE;
+
+  if (!bmapd_bus_read_bool (m, key, &value, error))
+    return FALSE;
+  req->flash_flags = value ? req->flash_flags | flag : req->flash_flags & ~flag;
+  return TRUE;
+}
+
+static gboolean
 parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
 {
   BmapdRequest *req = user_data;
@@ -852,6 +880,14 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
     return bmapd_bus_read_bool (m, key, &req->verify, error);
   if (g_str_equal (key, "verify-written"))
     return bmapd_bus_read_bool (m, key, &req->verify_written, error);
+  if (g_str_equal (key, "minimize-writes"))
+    return read_flash_flag (m, key, BMAPD_FLASH_MINIMIZE_WRITES, req, error);
+  if (g_str_equal (key, "discard"))
+    return read_flash_flag (m, key, BMAPD_FLASH_DISCARD, req, error);
+  if (g_str_equal (key, "zero-unmapped"))
+    return read_flash_flag (m, key, BMAPD_FLASH_ZERO_UNMAPPED, req, error);
+  if (g_str_equal (key, "relocate-gpt"))
+    return read_flash_flag (m, key, BMAPD_FLASH_RELOCATE_GPT, req, error);
   if (g_str_equal (key, "unmount"))
     return bmapd_bus_read_bool (m, key, &req->unmount, error);
   if (g_str_equal (key, "bind-to-caller"))
@@ -864,7 +900,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
-               "verify-written, diskseq, unmount, bind-to-caller, description)",
+               "verify-written, minimize-writes, discard, zero-unmapped, relocate-gpt, diskseq, "
+               "unmount, bind-to-caller, description)",
                key);
   return FALSE;
 }
@@ -943,6 +980,12 @@ parse_flash (BmapdRequest *req, sd_bus_message *m, GError **error)
   if (req->bmap_fd >= 0 && req->nobmap) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "both \"bmap\" and \"nobmap\" were given; pass one of them");
+    return FALSE;
+  }
+  if (req->nobmap && (req->flash_flags & (BMAPD_FLASH_DISCARD | BMAPD_FLASH_ZERO_UNMAPPED))) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "\"%s\" needs a bmap (the ranges it does not map), and \"nobmap\" was given",
+                 req->flash_flags & BMAPD_FLASH_DISCARD ? "discard" : "zero-unmapped");
     return FALSE;
   }
   if (req->bmap_fd < 0 && !req->nobmap) {

@@ -8,8 +8,11 @@
 #include <unistd.h>
 
 #include "bmap-copy.h"
+#include "bmap-delta.h"
 #include "bmap-error.h"
+#include "bmap-gpt.h"
 #include "bmap-io.h"
+#include "bmap-unmapped.h"
 
 /* The pipeline: producer threads read (and decode) the image into a small
  * ring of chunks, and the calling thread writes them. Memory is N_CHUNKS *
@@ -68,8 +71,10 @@ typedef struct {
   GError *hasher_error;
 
   /* The writer */
+  BmapDelta *delta; /* minimize-writes: compares before writing */
   guint64 blocks_written;
   guint64 bytes_written;
+  guint64 bytes_checked;
   guint64 bytes_done;
   BmapProgressReporter reporter;
 } CopyJob;
@@ -103,7 +108,7 @@ range_digest_matches (CopyJob *job, guint idx, BmapHasher *hasher, GError **erro
   bmap_checksum_to_hex (got, len, got_hex);
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_CHECKSUM_MISMATCH,
                "%s: checksum mismatch in blocks %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT
-               " of image %s: expected %s, got %s; %s now holds a partial image",
+               " of %s: expected %s, got %s; %s now holds a partial image",
                job->name, range->first, range->last, bmap_source_get_name (job->source), want_hex,
                got_hex, job->name);
   return FALSE;
@@ -423,14 +428,31 @@ write_skipping_zeros (CopyJob *job, const Chunk *chunk, GError **error)
   return TRUE;
 }
 
+/* Writes a chunk whole, or with minimize-writes only where the target
+ * holds something else. */
+static gboolean
+write_or_delta (CopyJob *job, const Chunk *chunk, GError **error)
+{
+  if (job->delta != NULL) {
+    if (!bmap_delta_write (job->delta, chunk->offset, chunk->data, chunk->len, &job->bytes_written,
+                           error))
+      return FALSE;
+    job->bytes_checked += chunk->len;
+    return TRUE;
+  }
+  if (!bmap_target_write (job->target, chunk->offset, chunk->data, chunk->len, error))
+    return FALSE;
+  job->bytes_written += chunk->len;
+  return TRUE;
+}
+
 static gboolean
 write_chunk (CopyJob *job, const Chunk *chunk, GError **error)
 {
   if (job->map != NULL) {
     /* Mapped data only, checked already when checked at all. */
-    if (!bmap_target_write (job->target, chunk->offset, chunk->data, chunk->len, error))
+    if (!write_or_delta (job, chunk, error))
       return FALSE;
-    job->bytes_written += chunk->len;
     job->bytes_done += chunk->len;
     if (chunk->last) {
       const BmapRange *range = bmap_map_get_range (job->map, (guint) chunk->range);
@@ -449,10 +471,8 @@ write_chunk (CopyJob *job, const Chunk *chunk, GError **error)
   if (job->skip_zeros) {
     if (!write_skipping_zeros (job, chunk, error))
       return FALSE;
-  } else {
-    if (!bmap_target_write (job->target, chunk->offset, chunk->data, chunk->len, error))
-      return FALSE;
-    job->bytes_written += chunk->len;
+  } else if (!write_or_delta (job, chunk, error)) {
+    return FALSE;
   }
   job->bytes_done = chunk->offset + chunk->len;
   return TRUE;
@@ -506,8 +526,10 @@ run_pipeline (CopyJob *job, GError **error)
       break;
     if (writer_error == NULL && !g_atomic_int_get (&job->abort)) {
       if (!bmap_error_set_if_cancelled (job->cancellable, &writer_error)
-          && write_chunk (job, chunk, &writer_error))
+          && write_chunk (job, chunk, &writer_error)) {
+        bmap_progress_reporter_set_io (&job->reporter, job->bytes_checked, job->bytes_written);
         bmap_progress_reporter_update (&job->reporter, BMAP_PHASE_WRITING, job->bytes_done, FALSE);
+      }
       if (writer_error != NULL)
         g_atomic_int_set (&job->abort, 1);
     }
@@ -625,11 +647,64 @@ check_after (CopyJob *job, GError **error)
   return TRUE;
 }
 
+/* The unmapped ranges, once the mapped ones are on the target. A regular
+ * file kept for minimize-writes has them punched, so that it holds the
+ * image and nothing of its old data, like a file written afresh. */
+static gboolean
+finish_unmapped (CopyJob *job, const BmapCopyOptions *options, BmapCopyResult *res, GError **error)
+{
+  gboolean punch_file
+      = options->minimize_writes && bmap_target_get_kind (job->target) == BMAP_TARGET_FILE;
+
+  if (job->map == NULL || (!options->discard && !options->zero_unmapped && !punch_file))
+    return TRUE;
+  if (options->discard) {
+    gboolean timed_out = FALSE;
+
+    if (!bmap_unmapped_discard (job->target, job->map, job->cancellable, &res->bytes_discarded,
+                                &res->discard_errno, &timed_out, error))
+      return FALSE;
+    res->discard = res->discard_errno != 0 ? BMAP_DISCARD_REFUSED
+                   : timed_out             ? BMAP_DISCARD_TIMED_OUT
+                                           : BMAP_DISCARD_DONE;
+  }
+  if (options->zero_unmapped || punch_file) {
+    guint64 zeroed = 0;
+
+    if (!bmap_unmapped_zero (job->target, job->map, job->cancellable, &zeroed, error))
+      return FALSE;
+    if (options->zero_unmapped)
+      res->bytes_zeroed = zeroed;
+  }
+  /* Zeros written as the last resort, and the device's cache. */
+  return bmap_target_finish (job->target, job->image_size, error);
+}
+
+/* Reports of the read-back carry the counts of the copy before it. */
+typedef struct {
+  BmapProgressFunc func;
+  gpointer data;
+  guint64 bytes_checked;
+  guint64 bytes_written;
+} VerifyProgress;
+
+static void
+on_verify_progress (const BmapProgress *progress, gpointer user_data)
+{
+  VerifyProgress *vp = user_data;
+  BmapProgress p = *progress;
+
+  p.bytes_checked = vp->bytes_checked;
+  p.bytes_written = vp->bytes_written;
+  vp->func (&p, vp->data);
+}
+
 gboolean
 bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *options,
            BmapCopyResult *result, GError **error)
 {
   CopyJob job = { 0 };
+  BmapCopyResult res = { 0 };
   guint64 final_size;
   gboolean ok;
 
@@ -656,33 +731,139 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
                                                : job.image_size);
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_PREPARING, 0, TRUE);
 
-  /* Every check passed: from here on the target changes. */
+  /* Every check passed: from here on the target changes. /dev/null has
+   * nothing to compare with. */
+  if (options->minimize_writes && bmap_target_get_kind (target) != BMAP_TARGET_NULL)
+    bmap_target_set_keep_content (target, TRUE);
   if (!bmap_target_prepare (target, job.image_size, error))
     return FALSE;
+  if (options->minimize_writes && bmap_target_get_kind (target) != BMAP_TARGET_NULL) {
+    job.delta = bmap_delta_new (target, error);
+    if (job.delta == NULL)
+      return FALSE;
+  }
   job.skip_zeros = job.map == NULL && bmap_target_skips_zeros (target);
 
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_WRITING, 0, TRUE);
   ok = run_pipeline (&job, error) && check_after (&job, error);
+  g_clear_pointer (&job.delta, bmap_delta_free);
   if (!ok)
     return FALSE;
 
   final_size = job.map != NULL || job.image_size > 0 ? job.image_size : job.produced;
+  bmap_progress_reporter_set_io (&job.reporter, job.bytes_checked, job.bytes_written);
   bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING, job.bytes_done, TRUE);
   if (!bmap_target_finish (target, final_size, error))
     return FALSE;
+  if (!finish_unmapped (&job, options, &res, error))
+    return FALSE;
 
+  /* Verified before a relocation changes the primary GPT header: what was
+   * checked is the image as its bmap describes it. */
   if (options->verify_written) {
-    if (!bmap_verify_fd (bmap_target_get_fd (target), job.name, job.map, options->progress_func,
-                         options->progress_data, options->cancellable, error))
+    VerifyProgress vp
+        = { options->progress_func, options->progress_data, job.bytes_checked, job.bytes_written };
+
+    if (!bmap_verify_fd (bmap_target_get_fd (target), job.name, job.map,
+                         options->progress_func != NULL ? on_verify_progress : NULL, &vp,
+                         options->cancellable, error))
       return FALSE;
   }
+  if (options->relocate_gpt && !bmap_gpt_relocate (target, final_size, &res.gpt, error))
+    return FALSE;
 
   if (result != NULL) {
-    result->image_size = final_size;
-    result->bytes_written = job.bytes_written;
-    result->blocks_written = job.blocks_written;
-    result->verified = job.verify;
-    result->verified_written = options->verify_written;
+    res.image_size = final_size;
+    res.bytes_written = job.bytes_written;
+    res.blocks_written = job.blocks_written;
+    res.verified = job.verify;
+    res.verified_written = options->verify_written;
+    res.bytes_checked = job.bytes_checked;
+    res.bytes_skipped = job.bytes_checked - MIN (job.bytes_checked, job.bytes_written);
+    *result = res;
   }
   return TRUE;
+}
+
+static void append_note (GString *notes, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+append_note (GString *notes, const char *format, ...)
+{
+  va_list args;
+
+  if (notes->len > 0)
+    g_string_append (notes, "; ");
+  va_start (args, format);
+  g_string_append_vprintf (notes, format, args);
+  va_end (args);
+}
+
+/* "1.5 MiB", with a plain space: the words go to logs and D-Bus
+ * properties that scripts grep. */
+static char *
+format_size (guint64 bytes)
+{
+  g_autofree char *text = g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+  GString *size = g_string_new (text);
+
+  g_string_replace (size, "\u00a0", " ", 0);
+  return g_string_free (size, FALSE);
+}
+
+char *
+bmap_copy_result_describe (const BmapCopyResult *result)
+{
+  g_autoptr (GString) notes = g_string_new (NULL);
+
+  if (result->bytes_checked > 0) {
+    g_autofree char *skipped = format_size (result->bytes_skipped);
+    g_autofree char *checked = format_size (result->bytes_checked);
+
+    append_note (notes, "%s of %s found in place, not written", skipped, checked);
+  }
+  switch (result->discard) {
+    case BMAP_DISCARD_DONE: {
+      g_autofree char *size = format_size (result->bytes_discarded);
+
+      append_note (notes, "%s unmapped discarded", size);
+      break;
+    }
+    case BMAP_DISCARD_REFUSED:
+      append_note (notes, "unmapped ranges not discarded: the device refused (%s)",
+                   g_strerror (result->discard_errno));
+      break;
+    case BMAP_DISCARD_TIMED_OUT: {
+      g_autofree char *size = format_size (result->bytes_discarded);
+
+      append_note (notes, "discard stopped after %u s, %s unmapped discarded",
+                   (guint) (BMAP_DISCARD_TIME_LIMIT_US / G_USEC_PER_SEC), size);
+      break;
+    }
+    case BMAP_DISCARD_NOT_ASKED:
+    default:
+      break;
+  }
+  if (result->bytes_zeroed > 0) {
+    g_autofree char *size = format_size (result->bytes_zeroed);
+
+    append_note (notes, "%s unmapped zeroed", size);
+  }
+  switch (result->gpt) {
+    case BMAP_GPT_RELOCATED:
+      append_note (notes, "backup GPT relocated to the end of the device");
+      break;
+    case BMAP_GPT_AT_END:
+      append_note (notes, "backup GPT already at the end of the target");
+      break;
+    case BMAP_GPT_NO_GPT:
+      append_note (notes, "no GPT in the image: nothing relocated");
+      break;
+    case BMAP_GPT_NOT_ASKED:
+    default:
+      break;
+  }
+  if (notes->len == 0)
+    return NULL;
+  return g_string_free (g_steal_pointer (&notes), FALSE);
 }

@@ -21,7 +21,35 @@ typedef struct {
   gpointer progress_data;
   /* Checked at least every few MiB; cancelling fails with Cancelled. */
   GCancellable *cancellable;
+  /* Read what the target holds (bypassing the page cache) and write only
+   * the blocks that differ: a target that holds the image, or part of it
+   * (an interrupted flash), is written little. A regular file keeps its
+   * content for this; its unmapped ranges are then punched. */
+  gboolean minimize_writes;
+  /* After writing, discard the unmapped ranges of the image (BLKDISCARD);
+   * a device that refuses, or the time limit, does not fail the copy. */
+  gboolean discard;
+  /* After writing, make the unmapped ranges of the image read back as
+   * zeros (write-zeroes, else BLKZEROOUT); failing fails the copy. */
+  gboolean zero_unmapped;
+  /* After writing (and verifying), move a GPT's backup header and table to
+   * the end of a larger device, through libfdisk. */
+  gboolean relocate_gpt;
 } BmapCopyOptions;
+
+typedef enum {
+  BMAP_DISCARD_NOT_ASKED,
+  BMAP_DISCARD_DONE,
+  BMAP_DISCARD_REFUSED,   /* discard_errno says why */
+  BMAP_DISCARD_TIMED_OUT, /* stopped by the time limit after bytes_discarded */
+} BmapDiscardStatus;
+
+typedef enum {
+  BMAP_GPT_NOT_ASKED,
+  BMAP_GPT_RELOCATED,
+  BMAP_GPT_AT_END, /* the target is no larger than the image: nothing to move */
+  BMAP_GPT_NO_GPT, /* the image has no GPT: nothing moved */
+} BmapGptStatus;
 
 typedef struct {
   guint64 image_size;
@@ -29,7 +57,21 @@ typedef struct {
   guint64 blocks_written; /* with a bmap: equals MappedBlocksCount */
   gboolean verified;      /* range checksums were checked */
   gboolean verified_written;
+  /* minimize-writes: bytes compared with the target, and of those the
+   * bytes found in place and not written. */
+  guint64 bytes_checked;
+  guint64 bytes_skipped;
+  BmapDiscardStatus discard;
+  int discard_errno;
+  guint64 bytes_discarded;
+  guint64 bytes_zeroed; /* zero-unmapped */
+  BmapGptStatus gpt;
 } BmapCopyResult;
+
+/* What the options beyond a plain copy did, in words ("4.0 MiB of 5.0 MiB
+ * found in place, not written; discard: the device refused it (...)"), or
+ * NULL when none was asked. */
+char *bmap_copy_result_describe (const BmapCopyResult *result);
 
 /* Copies the image read from @source onto @target: with a bmap only its
  * mapped ranges, each checked against its checksum as it is written. Every

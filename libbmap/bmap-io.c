@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "bmap-error.h"
@@ -30,4 +31,22 @@ bmap_pread_full (int fd, void *buf, gsize len, guint64 offset, const char *name,
   }
   *got = done;
   return TRUE;
+}
+
+int
+bmap_open_uncached (int fd, const char *name, GError **error)
+{
+  g_autofree char *proc = g_strdup_printf ("/proc/self/fd/%d", fd);
+  int rfd = open (proc, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
+
+  if (rfd >= 0)
+    return rfd;
+  rfd = open (proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (rfd < 0) {
+    bmap_error_set_errno (error, errno, "%s: cannot reopen for reading back", name);
+    return -1;
+  }
+  fdatasync (fd);
+  posix_fadvise (rfd, 0, 0, POSIX_FADV_DONTNEED);
+  return rfd;
 }

@@ -78,6 +78,14 @@ bmap_progress_reporter_init (BmapProgressReporter *reporter, BmapProgressFunc fu
 }
 
 void
+bmap_progress_reporter_set_io (BmapProgressReporter *reporter, guint64 bytes_checked,
+                               guint64 bytes_written)
+{
+  reporter->last.bytes_checked = bytes_checked;
+  reporter->last.bytes_written = bytes_written;
+}
+
+void
 bmap_progress_reporter_update (BmapProgressReporter *reporter, BmapPhase phase, guint64 bytes_done,
                                gboolean force)
 {

@@ -19,6 +19,11 @@ typedef struct {
   guint64 bytes_done;
   guint64 bytes_total; /* 0 when not known (a compressed pipe without a bmap) */
   guint64 rate;        /* bytes per second over the last few seconds */
+  /* Writing only what differs (minimize-writes): bytes compared with what
+   * the target held, and bytes actually written. Without it bytes_checked
+   * stays 0 and bytes_written counts every byte written. */
+  guint64 bytes_checked;
+  guint64 bytes_written;
 } BmapProgress;
 
 /* Called from the thread that runs the operation, at most about ten times
@@ -49,6 +54,9 @@ typedef struct {
 
 void bmap_progress_reporter_init (BmapProgressReporter *reporter, BmapProgressFunc func,
                                   gpointer user_data, guint64 bytes_total);
+/* Sets the checked and written counts the next report carries. */
+void bmap_progress_reporter_set_io (BmapProgressReporter *reporter, guint64 bytes_checked,
+                                    guint64 bytes_written);
 /* Reports when 100 ms passed since the last report, or @force. */
 void bmap_progress_reporter_update (BmapProgressReporter *reporter, BmapPhase phase,
                                     guint64 bytes_done, gboolean force);

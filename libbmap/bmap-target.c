@@ -38,6 +38,7 @@ struct _BmapTarget {
   gboolean exists;
   gboolean prepared;
   gboolean size_known;
+  gboolean keep_content;
   /* Writeback windows on block devices: [wb_prev, wb_start) is being
    * written back, [wb_start, wb_end) is dirty. */
   guint64 wb_prev;
@@ -207,6 +208,13 @@ bmap_target_set_cancellable (BmapTarget *target, GCancellable *cancellable)
   g_set_object (&target->cancellable, cancellable);
 }
 
+void
+bmap_target_set_keep_content (BmapTarget *target, gboolean keep_content)
+{
+  g_return_if_fail (!target->prepared);
+  target->keep_content = keep_content;
+}
+
 BmapTargetKind
 bmap_target_get_kind (BmapTarget *target)
 {
@@ -246,7 +254,7 @@ bmap_target_check_size (BmapTarget *target, guint64 image_size, GError **error)
 gboolean
 bmap_target_skips_zeros (BmapTarget *target)
 {
-  return target->prepared && target->kind != BMAP_TARGET_BLOCK_DEVICE;
+  return target->prepared && target->kind != BMAP_TARGET_BLOCK_DEVICE && !target->keep_content;
 }
 
 gboolean
@@ -266,8 +274,12 @@ bmap_target_prepare (BmapTarget *target, guint64 image_size, GError **error)
       }
     }
     /* Truncating to zero first drops old blocks, so that what the image
-     * does not map reads back as zeros and takes no space. */
-    if (ftruncate (target->fd, 0) < 0 || ftruncate (target->fd, (off_t) image_size) < 0) {
+     * does not map reads back as zeros and takes no space. A file kept
+     * for comparing has its size set only (and its unmapped ranges punched
+     * after the copy); an unknown size is set by finish. */
+    if ((!target->keep_content && ftruncate (target->fd, 0) < 0)
+        || ((!target->keep_content || image_size > 0)
+            && ftruncate (target->fd, (off_t) image_size) < 0)) {
       bmap_error_set_errno (error, errno, "%s: cannot set the file size to %" G_GUINT64_FORMAT,
                             target->name, image_size);
       return FALSE;

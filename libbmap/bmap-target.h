@@ -29,6 +29,11 @@ void bmap_target_free (BmapTarget *target);
  * the device's time). */
 void bmap_target_set_cancellable (BmapTarget *target, GCancellable *cancellable);
 
+/* Before prepare: a regular file keeps what it holds (only its size is
+ * set), so that what already matches the image need not be written
+ * (minimize-writes). Block devices always keep what they hold. */
+void bmap_target_set_keep_content (BmapTarget *target, gboolean keep_content);
+
 BmapTargetKind bmap_target_get_kind (BmapTarget *target);
 const char *bmap_target_get_name (BmapTarget *target);
 int bmap_target_get_fd (BmapTarget *target);

@@ -15,27 +15,6 @@
 #define ALIGN    ((guint64) 4096)
 #define BUF_SIZE ((gsize) 4 * 1024 * 1024)
 
-/* A descriptor that reads the medium, not the page cache: a new open file
- * description with O_DIRECT. Falls back to dropping the cached pages when
- * the filesystem refuses O_DIRECT (tmpfs on older kernels). */
-static int
-open_uncached (int fd, const char *name, GError **error)
-{
-  g_autofree char *proc = g_strdup_printf ("/proc/self/fd/%d", fd);
-  int rfd = open (proc, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
-
-  if (rfd >= 0)
-    return rfd;
-  rfd = open (proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (rfd < 0) {
-    bmap_error_set_errno (error, errno, "%s: cannot reopen for reading back", name);
-    return -1;
-  }
-  fdatasync (fd);
-  posix_fadvise (rfd, 0, 0, POSIX_FADV_DONTNEED);
-  return rfd;
-}
-
 gboolean
 bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc progress_func,
                 gpointer progress_data, GCancellable *cancellable, GError **error)
@@ -50,7 +29,7 @@ bmap_verify_fd (int fd, const char *name, const BmapMap *map, BmapProgressFunc p
 
   g_return_val_if_fail (map->range_checksum != BMAP_CHECKSUM_NONE, FALSE);
 
-  rfd = open_uncached (fd, name, error);
+  rfd = bmap_open_uncached (fd, name, error);
   if (rfd < 0)
     return FALSE;
   if (posix_memalign ((void **) &buf, ALIGN, BUF_SIZE) != 0)

@@ -137,6 +137,17 @@ def test_unit_contract():
     assert unit_value(u, "Service", "Restart") == "on-failure"
 
 
+def test_unit_not_enabled_at_boot():
+    """The unit has no [Install] section: D-Bus activation starts it, and a
+    distribution that enables units with one would start bmapd at every boot."""
+    u = read_unit(UNIT)
+    install = [(k, v) for s, k, v in u if s == "Install"]
+    assert not install, f"[Install] {install}: bmapd is D-Bus activated, not enabled at boot"
+    with open(UNIT) as f:
+        assert not re.search(r"^\s*\[Install\]", f.read(), re.M), \
+            "an empty [Install] section is left"
+
+
 def test_unit_sandbox_keeps_what_bmapd_needs():
     """Hardening that would silently break the daemon is not there."""
     u = read_unit(UNIT)
@@ -697,12 +708,39 @@ def test_install_paths():
         # Debian's systemd.pc puts /usr's units in /lib/systemd/system.
         if not (prefix == "/usr" and dest == "/lib/systemd/system/bmapd.service"):
             assert dest.startswith(prefix.rstrip("/") + "/"), f"{dest} is outside {prefix}"
+    # Shell completion, where each shell looks: pkg-config's directory for
+    # bash and fish (under this prefix), zsh's site-functions.
+    datadir = os.path.join(prefix, build_options()["datadir"])
+    completion = {
+        src("data", "bmapctl.bash-completion"): ("bash-completion", "bash-completion/completions",
+                                                 "bmapctl"),
+        src("data", "zsh", "_bmapctl"): (None, "zsh/site-functions", "_bmapctl"),
+        src("data", "fish", "bmapctl.fish"): ("fish", "fish/vendor_completions.d", "bmapctl.fish"),
+    }
+    zsh_option = build_options().get("zshcompletiondir", "")
+    for source, (pc, folder, name) in completion.items():
+        dest = installed.get(source)
+        if pc is None and zsh_option:
+            assert dest == (None if zsh_option == "no" else os.path.join(zsh_option, name)), \
+                f"{source} goes to {dest}, -Dzshcompletiondir={zsh_option}"
+            continue
+        assert dest, f"{source} is not installed"
+        where = os.path.join(datadir, folder)
+        if pc and shutil.which("pkg-config"):
+            r = subprocess.run(["pkg-config", "--variable=completionsdir",
+                                f"--define-variable=datadir={datadir}", pc],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                where = r.stdout.strip()
+        assert dest == os.path.join(where, name), f"{source} goes to {dest}, not {where}"
+        assert dest.startswith(prefix.rstrip("/") + "/"), f"{dest} is outside {prefix}"
     # Rules are the administrator's choice: never installed active.
     assert not any("/rules.d/" in d for d in installed.values()), "a rules file is active"
 
 
 TESTS = [
     test_unit_contract,
+    test_unit_not_enabled_at_boot,
     test_unit_sandbox_keeps_what_bmapd_needs,
     test_unit_verify,
     test_unit_exposure,

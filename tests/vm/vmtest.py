@@ -93,22 +93,60 @@ def cache_key():
     return h.hexdigest()[:16]
 
 
-def debian_mirror():
-    """The Debian archive this host installs from (the one that is reachable)."""
+class NoArchive(Exception):
+    """The host's apt configuration names no Debian archive for SUITE: the
+    guest root cannot be built, and that is a failure of the host's setup."""
+
+
+def apt_source_files(apt_etc=None):
+    """The host's apt source files: sources.list and the .list and deb822
+    .sources files of sources.list.d, where apt's configuration puts them."""
+    if apt_etc is None:
+        out = subprocess.run(['apt-config', 'shell', 'ETC', 'Dir::Etc/d', 'LIST', 'Dir::Etc::sourcelist/f',
+                              'PARTS', 'Dir::Etc::sourceparts/d'],
+                             capture_output=True, text=True)
+        dirs = dict(re.findall(r"^(\w+)='(.*)'$", out.stdout, re.M)) if out.returncode == 0 else {}
+        etc = dirs.get('ETC', '/etc/apt')
+        sources_list = dirs.get('LIST', os.path.join(etc, 'sources.list'))
+        parts = dirs.get('PARTS', os.path.join(etc, 'sources.list.d'))
+    else:
+        sources_list = os.path.join(apt_etc, 'sources.list')
+        parts = os.path.join(apt_etc, 'sources.list.d')
+    one_line = [sources_list] + sorted(glob.glob(os.path.join(parts, '*.list')))
+    deb822 = sorted(glob.glob(os.path.join(parts, '*.sources')))
+    return one_line, deb822, [sources_list, os.path.join(parts, '*.list'),
+                              os.path.join(parts, '*.sources')]
+
+
+def deb822_paragraphs(text):
+    """The stanzas of a deb822 file as dicts of lower-case field -> words;
+    comment lines are dropped and continuation lines joined."""
+    paras, fields, key = [], {}, None
+    for line in text.splitlines() + ['']:
+        if line.startswith('#'):
+            continue
+        if not line.strip():
+            if fields:
+                paras.append(fields)
+            fields, key = {}, None
+        elif line[0] in ' \t' and key:
+            fields[key] += line.split()
+        elif ':' in line:
+            key, value = line.split(':', 1)
+            key = key.strip().lower()
+            fields[key] = value.split()
+    return paras
+
+
+def debian_mirror(apt_etc=None):
+    """The Debian archive this host installs SUITE from, read from its apt
+    sources (BMAPD_VM_MIRROR overrides). Raises NoArchive naming the files
+    searched when none has SUITE: no archive is assumed."""
     if os.environ.get('BMAPD_VM_MIRROR'):
         return os.environ['BMAPD_VM_MIRROR']
+    one_line, deb822, searched = apt_source_files(apt_etc)
     candidates = []
-    for path in sorted(glob.glob('/etc/apt/sources.list.d/*.sources')):
-        with open(path) as f:
-            for para in f.read().split('\n\n'):
-                fields = {}
-                for line in para.splitlines():
-                    if ':' in line and not line.startswith(('#', ' ')):
-                        key, value = line.split(':', 1)
-                        fields[key.strip().lower()] = value.split()
-                if 'deb' in fields.get('types', []) and SUITE in fields.get('suites', []):
-                    candidates += fields.get('uris', [])
-    for path in ['/etc/apt/sources.list'] + sorted(glob.glob('/etc/apt/sources.list.d/*.list')):
+    for path in one_line:
         try:
             with open(path) as f:
                 for line in f:
@@ -117,10 +155,25 @@ def debian_mirror():
                         candidates.append(words[1])
         except OSError:
             pass
+    for path in deb822:
+        try:
+            with open(path) as f:
+                paras = deb822_paragraphs(f.read())
+        except OSError:
+            continue
+        for fields in paras:
+            if fields.get('enabled', ['yes'])[0].lower() in ('no', 'false', '0'):
+                continue
+            if 'deb' in fields.get('types', []) and SUITE in fields.get('suites', []):
+                candidates += fields.get('uris', [])
+    if not candidates:
+        raise NoArchive(f'no Debian archive for {SUITE} (a "deb" source of suite {SUITE}) in '
+                        + ', '.join(searched) + '; add one, or name it in BMAPD_VM_MIRROR')
+    # The main archive rather than a partial one (e.g. of backports only).
     for uri in candidates:
         if uri.rstrip('/').endswith('/debian'):
             return uri
-    return 'http://deb.debian.org/debian'
+    return candidates[0]
 
 
 def build_root(cache, logdir, rebuild=False):
@@ -825,6 +878,12 @@ def main():
             save_guest_logs(vm, logdir)
     except Skip as e:
         return skip_all(str(e))
+    except NoArchive as e:
+        log(f'FAIL guest-root: {e}')
+        results.append(('guest-root', 'FAIL'))
+        for name, _, _ in selected:
+            results.append((name, 'SKIP'))
+        return finish(1)
     finally:
         if vm:
             vm.stop()
