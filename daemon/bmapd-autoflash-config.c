@@ -418,6 +418,13 @@ load_match (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder, 
   g_autofree char *bus = get_value (file, "Match", "Bus");
   gboolean given = FALSE;
 
+  /* They become D-Bus strings (the rule's Match property). */
+  if (bus != NULL && !g_utf8_validate (bus, -1, NULL)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: [Match] Bus: not valid UTF-8",
+                 file->path);
+    return FALSE;
+  }
+
   if (bus != NULL) {
     g_auto (GStrv) parts = g_strsplit_set (bus, ";, \t", -1);
     g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
@@ -435,6 +442,11 @@ load_match (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder, 
     char **field = G_STRUCT_MEMBER_P (match, globs[i].offset);
 
     *field = get_value (file, "Match", globs[i].key);
+    if (*field != NULL && !g_utf8_validate (*field, -1, NULL)) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                   "%s: [Match] %s: not valid UTF-8", file->path, globs[i].key);
+      return FALSE;
+    }
     if (*field != NULL)
       g_variant_builder_add (builder, "{sv}", globs[i].dbus_key, g_variant_new_string (*field));
   }
@@ -501,19 +513,67 @@ load_options (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder
   return TRUE;
 }
 
-BmapdAutoFlashSpec *
-bmapd_autoflash_config_load_file (const char *path, GError **error)
+/* The keys of @kf, checked: the spec without its image and bmap, and the
+ * paths that name them. */
+static BmapdAutoFlashSpec *
+parse_keys (GKeyFile *kf, const char *path, char **image_path, char **bmap_path, GError **error)
 {
-  g_autoptr (GKeyFile) kf = g_key_file_new ();
-  g_autoptr (GError) local_error = NULL;
   g_autoptr (BmapdAutoFlashSpec) spec = bmapd_autoflash_spec_new ();
   g_auto (GVariantBuilder) match_builder = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
   g_auto (GVariantBuilder) options_builder = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
+  g_autofree char *image = NULL;
+  g_autofree char *bmap = NULL;
+  RuleFile file = { path, kf };
+
+  if (!check_keys (&file, error) || !get_path (&file, "Image", &image, error)
+      || !get_path (&file, "Bmap", &bmap, error)
+      || !load_options (&file, spec, &options_builder, error)
+      || !load_match (&file, spec, &match_builder, error))
+    return NULL;
+  if (image == NULL) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: [Rule] Image= is missing: the rule needs an image to flash", path);
+    return NULL;
+  }
+  if (bmap != NULL && spec->nobmap) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: [Rule] Bmap=%s and NoBmap=true: give one of them", path, bmap);
+    return NULL;
+  }
+  spec->config_file = g_strdup (path);
+  if (spec->description == NULL)
+    spec->description = g_filename_display_basename (image); /* valid UTF-8 for D-Bus */
+  spec->match_variant = g_variant_ref_sink (g_variant_builder_end (&match_builder));
+  spec->options_variant = g_variant_ref_sink (g_variant_builder_end (&options_builder));
+  *image_path = g_steal_pointer (&image);
+  *bmap_path = g_steal_pointer (&bmap);
+  return g_steal_pointer (&spec);
+}
+
+BmapdAutoFlashSpec *
+bmapd_autoflash_config_parse_data (const char *data, gsize len, const char *path, char **image_path,
+                                   char **bmap_path, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) local_error = NULL;
+
+  if (!g_key_file_load_from_data (kf, data, len, G_KEY_FILE_NONE, &local_error)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: %s", path,
+                 local_error->message);
+    return NULL;
+  }
+  return parse_keys (kf, path, image_path, bmap_path, error);
+}
+
+BmapdAutoFlashSpec *
+bmapd_autoflash_config_load_file (const char *path, GError **error)
+{
+  g_autoptr (GError) local_error = NULL;
+  g_autoptr (BmapdAutoFlashSpec) spec = NULL;
   g_autofree char *image_path = NULL;
   g_autofree char *bmap_path = NULL;
   g_autoptr (BmapMap) map = NULL;
   g_autoptr (GBytes) text = NULL;
-  RuleFile file = { path, kf };
   int image_fd, rule_fd;
 
   /* The rule file is checked as the files it names: who can change it
@@ -527,34 +587,12 @@ bmapd_autoflash_config_load_file (const char *path, GError **error)
   close (rule_fd);
   if (text == NULL)
     return NULL;
-  if (!g_key_file_load_from_data (kf, g_bytes_get_data (text, NULL), g_bytes_get_size (text),
-                                  G_KEY_FILE_NONE, &local_error)) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT, "%s: %s", path,
-                 local_error->message);
+  spec = bmapd_autoflash_config_parse_data (g_bytes_get_data (text, NULL), g_bytes_get_size (text),
+                                            path, &image_path, &bmap_path, error);
+  if (spec == NULL)
     return NULL;
-  }
-  if (!check_keys (&file, error) || !get_path (&file, "Image", &image_path, error)
-      || !get_path (&file, "Bmap", &bmap_path, error)
-      || !load_options (&file, spec, &options_builder, error)
-      || !load_match (&file, spec, &match_builder, error))
-    return NULL;
-  if (image_path == NULL) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "%s: [Rule] Image= is missing: the rule needs an image to flash", path);
-    return NULL;
-  }
-  spec->config_file = g_strdup (path);
-  if (spec->description == NULL)
-    spec->description = g_path_get_basename (image_path);
-  spec->match_variant = g_variant_ref_sink (g_variant_builder_end (&match_builder));
-  spec->options_variant = g_variant_ref_sink (g_variant_builder_end (&options_builder));
 
   /* The bmap: named, found next to the image as bmaptool does, or none. */
-  if (bmap_path != NULL && spec->nobmap) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "%s: [Rule] Bmap=%s and NoBmap=true: give one of them", path, bmap_path);
-    return NULL;
-  }
   if (!spec->nobmap && bmap_path == NULL) {
     bmap_path = bmap_locate_for_image (image_path, &local_error);
     if (bmap_path == NULL) {

@@ -40,6 +40,13 @@ G_BEGIN_DECLS
  * component refused and its owner or mode. */
 BmapdAutoFlashSpec *bmapd_autoflash_config_load_file (const char *path, GError **error);
 
+/* The text of a rule file (@path is for messages): its keys checked, as
+ * bmapd_autoflash_config_load_file() checks them, into a spec without image
+ * or bmap; Image= and Bmap= (NULL when not set) are returned, not opened. */
+BmapdAutoFlashSpec *
+bmapd_autoflash_config_parse_data (const char *data, gsize len, const char *path, char **image_path,
+                                   char **bmap_path, GError **error);
+
 /* The paths of the *.conf files of @dir, sorted by name; empty when @dir
  * does not exist. */
 GPtrArray *bmapd_autoflash_config_list_dir (const char *dir, GError **error);

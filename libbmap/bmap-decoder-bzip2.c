@@ -124,19 +124,26 @@ bzip2_read (gpointer self, guint8 *buf, gsize len, GError **error)
     strm->next_out = (char *) buf + done;
     strm->avail_out = (unsigned int) out_len;
     ret = BZ2_bzDecompress (strm);
+    if (ret != BZ_OK && ret != BZ_STREAM_END) {
+      if (ret == BZ_MEM_ERROR)
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT, "%s: out of memory decoding bzip2 data",
+                     in->name);
+      else
+        bmap_input_set_corrupt (in, "bzip2", bzip2_strerror (ret), error);
+      return -1;
+    }
+    if (strm->avail_out > out_len) {
+      bmap_input_set_corrupt (in, "bzip2", "the decoder reports more output room than it had",
+                              error);
+      return -1;
+    }
+    if (!bmap_input_consume_reported (in, avail, strm->avail_in, "bzip2", error))
+      return -1;
     consumed = avail - strm->avail_in;
     produced = out_len - strm->avail_out;
-    bmap_input_consume (in, consumed);
     done += produced;
     if (ret == BZ_STREAM_END) {
       end_stream (dec);
-    } else if (ret == BZ_MEM_ERROR) {
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT, "%s: out of memory decoding bzip2 data",
-                   in->name);
-      return -1;
-    } else if (ret != BZ_OK) {
-      bmap_input_set_corrupt (in, "bzip2", bzip2_strerror (ret), error);
-      return -1;
     } else if (consumed == 0 && produced == 0) {
       if (!bmap_input_need_more (in, "bzip2", error))
         return -1;

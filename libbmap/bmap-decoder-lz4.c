@@ -217,7 +217,16 @@ lz4_read (gpointer self, guint8 *buf, gsize len, GError **error)
     src_len = bmap_input_avail (in);
     dst_len = len - done;
     hint = LZ4F_decompress (dec->dctx, buf + done, &dst_len, bmap_input_data (in), &src_len, NULL);
-    bmap_input_consume (in, src_len);
+    if (!bmap_input_consume_reported (
+            in, bmap_input_avail (in),
+            src_len <= bmap_input_avail (in) ? bmap_input_avail (in) - src_len : G_MAXUINT64, "lz4",
+            error))
+      return -1;
+    if (dst_len > len - done) {
+      bmap_input_set_corrupt (in, "lz4", "the decoder reports more output than it had room for",
+                              error);
+      return -1;
+    }
     done += dst_len;
     if (LZ4F_isError (hint)) {
       bmap_input_set_corrupt (in, "lz4", LZ4F_getErrorName (hint), error);

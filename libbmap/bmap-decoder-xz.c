@@ -117,7 +117,8 @@ xz_read (gpointer self, guint8 *buf, gsize len, GError **error)
     /* With LZMA_CONCATENATED, LZMA_FINISH is how liblzma learns that no
      * other stream follows. */
     ret = lzma_code (strm, in->eof ? LZMA_FINISH : LZMA_RUN);
-    bmap_input_consume (in, avail - strm->avail_in);
+    if (!bmap_input_consume_reported (in, avail, strm->avail_in, "xz", error))
+      return -1;
     switch (ret) {
       case LZMA_OK:
         break;

@@ -75,7 +75,9 @@ zstd_read (gpointer self, guint8 *buf, gsize len, GError **error)
     }
     inb = (ZSTD_inBuffer){ bmap_input_data (in), bmap_input_avail (in), 0 };
     ret = ZSTD_decompressStream (dec->dctx, &out, &inb);
-    bmap_input_consume (in, inb.pos);
+    if (!bmap_input_consume_reported (
+            in, inb.size, inb.pos <= inb.size ? inb.size - inb.pos : G_MAXUINT64, "zstd", error))
+      return -1;
     if (ZSTD_isError (ret)) {
       if (ZSTD_getErrorCode (ret) == ZSTD_error_frameParameter_windowTooLarge) {
         g_set_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT,

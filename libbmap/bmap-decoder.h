@@ -52,12 +52,22 @@ bmap_input_offset (const BmapInput *in)
   return in->buf_offset + in->pos;
 }
 
+/* For counts the decoder computed itself from what is at hand (never for a
+ * count a decoding library reports: see bmap_input_consume_reported()). */
 static inline void
 bmap_input_consume (BmapInput *in, gsize n)
 {
   g_assert (n <= bmap_input_avail (in));
   in->pos += n;
 }
+
+/* A decoding library was given @given bytes at bmap_input_data() and says
+ * @left of them are left: consumes the difference. Libraries' counts are
+ * not trusted (ISA-L leaves its count wrapped around after some errors):
+ * more left than given is BMAP_ERROR_BAD_IMAGE naming @format, never an
+ * abort. */
+gboolean bmap_input_consume_reported (BmapInput *in, gsize given, guint64 left, const char *format,
+                                      GError **error);
 
 /* Reads more when everything at hand was consumed (one read(), EINTR
  * retried). Returns FALSE with BMAP_ERROR_IO when read() fails; at the end of

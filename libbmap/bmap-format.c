@@ -156,6 +156,7 @@ typedef struct {
   /* First error libxml2 reported. */
   char *xml_error;
   int xml_error_line;
+  GString *generic_text; /* what it printed through the generic handler */
 
   BmapMap *map;
   gboolean seen_root;
@@ -188,6 +189,8 @@ parser_clear (Parser *p)
     xmlFreeTextReader (p->reader);
   g_clear_error (&p->error);
   g_free (p->xml_error);
+  if (p->generic_text != NULL)
+    g_string_free (p->generic_text, TRUE);
   bmap_map_free (p->map);
   if (p->text != NULL)
     g_string_free (p->text, TRUE);
@@ -216,8 +219,9 @@ fail (Parser *p, int line, const char *format, ...)
   return FALSE;
 }
 
-/* Per reader, so concurrent loads in several threads do not race on
- * libxml2's global error handler; nothing reaches stderr. */
+/* The reader's handler, and for the time of a parse this thread's global
+ * structured handler too: errors without a parser context (encoding
+ * conversion, I/O) go there. Nothing reaches stderr. */
 static void
 structured_error_cb (void *user_data, xmlErrorPtr err)
 {
@@ -226,7 +230,57 @@ structured_error_cb (void *user_data, xmlErrorPtr err)
   if (err == NULL || err->level < XML_ERR_ERROR || p->xml_error != NULL)
     return;
   p->xml_error = g_strstrip (g_strdup (err->message != NULL ? err->message : "unknown error"));
+  /* One line in a D-Bus error or the journal. */
+  g_strdelimit (p->xml_error, "\r\n", ' ');
   p->xml_error_line = err->line;
+}
+
+/* The few messages libxml2 prints through xmlGenericError() itself, in
+ * pieces: kept as the error when no structured one came first. */
+G_GNUC_PRINTF (2, 3)
+static void
+generic_error_cb (void *user_data, const char *format, ...)
+{
+  Parser *p = user_data;
+  va_list args;
+
+  if (p->xml_error != NULL)
+    return;
+  if (p->generic_text == NULL)
+    p->generic_text = g_string_new (NULL);
+  if (p->generic_text->len >= MAX_VALUE_LEN)
+    return;
+  va_start (args, format);
+  g_string_append_vprintf (p->generic_text, format, args);
+  va_end (args);
+}
+
+/* libxml2's global handlers are per-thread (2.9 keeps them in thread-local
+ * state), and bmaps are parsed on worker threads too: each parse points
+ * its own thread's handlers at its Parser and puts them back after. */
+typedef struct {
+  xmlGenericErrorFunc generic;
+  void *generic_ctx;
+  xmlStructuredErrorFunc structured;
+  void *structured_ctx;
+} ErrorHandlers;
+
+static void
+error_handlers_push (Parser *p, ErrorHandlers *saved)
+{
+  saved->generic = xmlGenericError;
+  saved->generic_ctx = xmlGenericErrorContext;
+  saved->structured = xmlStructuredError;
+  saved->structured_ctx = xmlStructuredErrorContext;
+  xmlSetGenericErrorFunc (p, generic_error_cb);
+  xmlSetStructuredErrorFunc (p, structured_error_cb);
+}
+
+static void
+error_handlers_pop (const ErrorHandlers *saved)
+{
+  xmlSetGenericErrorFunc (saved->generic_ctx, saved->generic);
+  xmlSetStructuredErrorFunc (saved->structured_ctx, saved->structured);
 }
 
 /* The current node's line, 0 when libxml2 does not know it exactly:
@@ -774,6 +828,7 @@ BmapMap *
 bmap_map_load_data (const char *data, gsize len, const char *name, GError **error)
 {
   g_auto (Parser) p = { 0 };
+  ErrorHandlers saved_handlers;
   int doctype_line;
   int ret;
 
@@ -790,14 +845,15 @@ bmap_map_load_data (const char *data, gsize len, const char *name, GError **erro
                  name, len, BMAP_FORMAT_MAX_FILE_SIZE / (1024 * 1024));
     return NULL;
   }
+  /* Before anything looks at @data, which may be NULL when empty. */
+  if (len == 0) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP, "%s: the file is empty", name);
+    return NULL;
+  }
   doctype_line = prolog_doctype_line (data, len);
   if (doctype_line > 0) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
                  "%s: line %d: DOCTYPE declarations are not allowed in a bmap", name, doctype_line);
-    return NULL;
-  }
-  if (len == 0) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP, "%s: the file is empty", name);
     return NULL;
   }
 
@@ -806,9 +862,11 @@ bmap_map_load_data (const char *data, gsize len, const char *name, GError **erro
   p.map->ranges = g_array_new (FALSE, FALSE, sizeof (BmapRange));
   p.text = g_string_new (NULL);
   /* No XML_PARSE_NOENT (no entity substitution) and no DTD loading. */
+  error_handlers_push (&p, &saved_handlers);
   p.reader
       = xmlReaderForMemory (data, (int) len, NULL, NULL, XML_PARSE_NONET | XML_PARSE_BIG_LINES);
   if (p.reader == NULL) {
+    error_handlers_pop (&saved_handlers);
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP, "%s: cannot create an XML reader", name);
     return NULL;
   }
@@ -848,12 +906,22 @@ bmap_map_load_data (const char *data, gsize len, const char *name, GError **erro
       break;
   }
 
+  /* The reader (freed with @p) reports nothing more. */
+  error_handlers_pop (&saved_handlers);
+
   /* libxml2 may stop without returning -1 after it reported an error. */
   if (p.error == NULL && (ret < 0 || p.xml_error != NULL)) {
-    if (p.xml_error != NULL)
-      fail (&p, p.xml_error_line, "not a well-formed XML file: %s", p.xml_error);
-    else
+    if (p.xml_error != NULL) {
+      /* Errors without a parser context (encoding) come without a line. */
+      fail (&p, p.xml_error_line > 0 ? p.xml_error_line : parser_line (&p),
+            "not a well-formed XML file: %s", p.xml_error);
+    } else if (p.generic_text != NULL) {
+      g_autofree char *text = g_strstrip (g_strdup (p.generic_text->str));
+
+      fail (&p, parser_line (&p), "not a well-formed XML file: %s", text);
+    } else {
       fail (&p, 0, "not a well-formed XML file");
+    }
   }
   if (p.error == NULL)
     finish (&p);

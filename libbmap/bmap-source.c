@@ -194,6 +194,23 @@ bmap_input_skip_zero_padding (BmapInput *in, const char *format, GError **error)
   }
 }
 
+gboolean
+bmap_input_consume_reported (BmapInput *in, gsize given, guint64 left, const char *format,
+                             GError **error)
+{
+  if (given > bmap_input_avail (in) || left > given) {
+    g_autofree char *detail
+        = g_strdup_printf ("the decoder reports %" G_GUINT64_FORMAT
+                           " bytes of input left of the %" G_GSIZE_FORMAT " it was given",
+                           left, given);
+
+    bmap_input_set_corrupt (in, format, detail, error);
+    return FALSE;
+  }
+  in->pos += given - (gsize) left;
+  return TRUE;
+}
+
 void
 bmap_input_set_truncated (BmapInput *in, const char *format, GError **error)
 {
@@ -719,7 +736,11 @@ bmap_source_read (BmapSource *source, void *buf, gsize len, GError **error)
   else
     n = decoded_read (source, buf, len, &source->failure);
   if (n < 0) {
-    g_assert (source->failure != NULL);
+    /* A decoder that fails without saying why still fails, with a message. */
+    if (source->failure == NULL)
+      g_set_error (&source->failure, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                   "%s: decoding the %s data failed", source->name,
+                   bmap_compression_to_string (source->compression));
     g_propagate_error (error, g_error_copy (source->failure));
     return -1;
   }

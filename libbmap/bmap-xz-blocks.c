@@ -470,7 +470,14 @@ next_piece (BmapXzBlocks *xb, GError **error)
       g_propagate_error (error, g_error_copy (xb->piece->error));
       return FALSE;
     }
-    g_assert (xb->piece->block == xb->cur);
+    if (xb->piece->block != xb->cur) {
+      /* The workers hand pieces over in block order; never read one
+       * block's bytes as another's. */
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
+                   "%s: xz block %u decoded while block %u was expected", xb->name,
+                   xb->piece->block, xb->cur);
+      return FALSE;
+    }
   }
   return TRUE;
 }

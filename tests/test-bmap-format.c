@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libxml/xmlerror.h>
+
 #include "bmap-checksum.h"
 #include "bmap-error.h"
 #include "bmap-format.h"
@@ -523,6 +525,104 @@ test_no_stderr (void)
   g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
   g_test_trap_assert_passed ();
   g_test_trap_assert_stderr ("");
+}
+
+/* Bad encodings: libxml2 reports conversion errors without a parser
+ * context, through its global handlers, which print to stderr unless the
+ * parser routes them. An unauthenticated caller could fill the journal. */
+static const struct {
+  const char *xml;
+  const char *expect;
+} encoding_cases[] = {
+  { "<?xml version=\"1.0\" encoding=\"SHIFT_JIS\"?>\n<bmap version=\"1.0\">"
+    "<ImageSize>\x82\xff\xff</ImageSize></bmap>\n",
+    "line 2: not a well-formed XML file: input conversion failed due to input error" },
+  { "<?xml version=\"1.0\" encoding=\"EUC-JP\"?>\n<bmap version=\"1.0\"><!-- \x8e\xff --></bmap>\n",
+    "not a well-formed XML file: input conversion failed" },
+  { "<?xml version=\"1.0\" encoding=\"ISO-2022-JP\"?>\n<bmap version=\"1.0\">\x1b$B\xff\xff\x1b(B"
+    "</bmap>\n",
+    "not a well-formed XML file: input conversion failed" },
+  { "<?xml version=\"1.0\" encoding=\"no-such-encoding\"?>\n<bmap version=\"1.0\"/>\n",
+    "not a well-formed XML file: Unsupported encoding" },
+  { "<?xml version=\"1.0\"?>\n<bmap version=\"1.0\">\xff\xfe</bmap>\n",
+    "not a well-formed XML file: Input is not proper UTF-8" },
+};
+
+static void
+marker_generic_cb (void *ctx, const char *msg, ...)
+{}
+
+/* Loads every case on the calling thread; returns the error messages
+ * ("loaded" when one loaded), checked once stderr is back. With @data, the
+ * thread has a generic handler of its own first, which must be put back
+ * ("handlers" when it was not). */
+static gpointer
+load_encoding_cases (gpointer data)
+{
+  GPtrArray *messages = g_ptr_array_new_with_free_func (g_free);
+  int marker;
+
+  if (data != NULL)
+    xmlSetGenericErrorFunc (&marker, marker_generic_cb);
+  for (gsize i = 0; i < G_N_ELEMENTS (encoding_cases); i++) {
+    g_autoptr (GError) error = NULL;
+    g_autoptr (BmapMap) map = load_string (encoding_cases[i].xml, &error);
+
+    if (data != NULL && (xmlGenericErrorContext != &marker || xmlGenericError != marker_generic_cb))
+      g_ptr_array_add (messages, g_strdup ("handlers"));
+    else if (map != NULL || !g_error_matches (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP))
+      g_ptr_array_add (messages, g_strdup ("loaded"));
+    else
+      g_ptr_array_add (messages, g_strdup (error->message));
+  }
+  if (data != NULL)
+    xmlSetGenericErrorFunc (NULL, NULL);
+  return messages;
+}
+
+static void
+check_encoding_messages (GPtrArray *messages)
+{
+  for (guint i = 0; i < messages->len; i++) {
+    const char *msg = g_ptr_array_index (messages, i);
+
+    g_test_message ("case %u: %s", i, msg);
+    g_assert_nonnull (strstr (msg, encoding_cases[i].expect));
+    g_assert_null (strchr (msg, '\n'));
+  }
+}
+
+static void
+test_encoding_errors (void)
+{
+  g_autofree char *dir = bmap_test_tmpdir ();
+  g_autofree char *path = g_build_filename (dir, "stderr", NULL);
+  g_autofree char *captured = NULL;
+  g_autoptr (GPtrArray) here = NULL;
+  g_autoptr (GPtrArray) worker = NULL;
+  g_autoptr (GPtrArray) own_handler = NULL;
+  int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int saved = dup (2);
+
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_cmpint (saved, >=, 0);
+  fflush (stderr);
+  g_assert_cmpint (dup2 (fd, 2), ==, 2);
+  /* On this thread and on a fresh one: libxml2's handlers are per thread,
+   * and bmapd parses bmaps on worker threads. */
+  here = load_encoding_cases (NULL);
+  worker = g_thread_join (g_thread_new ("load", load_encoding_cases, NULL));
+  own_handler = g_thread_join (g_thread_new ("load", load_encoding_cases, GINT_TO_POINTER (1)));
+  fflush (stderr);
+  g_assert_cmpint (dup2 (saved, 2), ==, 2);
+  close (saved);
+  close (fd);
+
+  g_assert_true (g_file_get_contents (path, &captured, NULL, NULL));
+  g_assert_cmpstr (captured, ==, "");
+  check_encoding_messages (here);
+  check_encoding_messages (worker);
+  check_encoding_messages (own_handler);
 }
 
 typedef struct {
@@ -1073,6 +1173,7 @@ main (int argc, char **argv)
   g_test_add_func ("/format/doctype-utf16", test_doctype_utf16);
   g_test_add_func ("/format/no-stderr", test_no_stderr);
   g_test_add_func ("/format/threads", test_threads);
+  g_test_add_func ("/format/encoding-errors", test_encoding_errors);
   g_test_add_func ("/format/big-line-numbers", test_big_line_numbers);
   g_test_add_func ("/format/too-large", test_too_large);
   g_test_add_func ("/format/load-fd-pipe", test_load_fd_pipe);

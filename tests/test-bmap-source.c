@@ -919,6 +919,32 @@ test_command_line_tools (void)
     g_test_skip ("none of gzip, xz, bzip2, zstd, lz4 is installed");
 }
 
+/* The fuzzers' gzip reproducers (tests/fuzz/regress/): ISA-L 2.30 leaves
+ * avail_in wrapped around after this one's bad back-reference, and the
+ * decoder took that as a count and aborted. Each is a corrupt image, with
+ * either backend (this file is built for both), whatever the read size. */
+static void
+test_gzip_regressions (void)
+{
+  static const char *const files[] = { "gzip-isal-invalid-lookback.gz" };
+  static const gsize chunks[] = { 1, 2, 4096, MIB };
+
+  for (gsize f = 0; f < G_N_ELEMENTS (files); f++) {
+    g_autofree char *path = g_test_build_filename (G_TEST_DIST, "fuzz", "regress", files[f], NULL);
+
+    for (gsize c = 0; c < G_N_ELEMENTS (chunks); c++) {
+      g_autoptr (GError) error = NULL;
+      g_autoptr (GBytes) out = NULL;
+
+      g_test_message ("%s, reads of %" G_GSIZE_FORMAT, files[f], chunks[c]);
+      out = decode_path (path, BMAP_COMPRESSION_GZIP, chunks[c], &error);
+      g_assert_null (out);
+      g_assert_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE);
+      g_assert_nonnull (strstr (error->message, "corrupt gzip data at compressed offset"));
+    }
+  }
+}
+
 /* bmaptool's own test image, when the shared corpus is beside the tree. */
 static void
 test_compat_image (void)
@@ -1556,6 +1582,7 @@ main (int argc, char **argv)
   g_test_add_func ("/source/bad-paths", test_bad_paths);
   g_test_add_func ("/source/read-error", test_read_error);
   g_test_add_func ("/source/lz4-legacy", test_lz4_legacy);
+  g_test_add_func ("/source/gzip-regressions", test_gzip_regressions);
   g_test_add_func ("/source/command-line-tools", test_command_line_tools);
   g_test_add_func ("/source/compat-image", test_compat_image);
   g_test_add_func ("/source/archive/tar", test_archive_tar);

@@ -16,6 +16,7 @@
 
 #include "bmap-archive.h"
 #include "bmap-error.h"
+#include "fuzz-common.h"
 
 #define OUTPUT_CAP (4 * 1024 * 1024)
 
@@ -60,6 +61,13 @@ check_error (const GError *error, const char *what)
       || (error->code != BMAP_ERROR_BAD_IMAGE && error->code != BMAP_ERROR_LIMIT
           && error->code != BMAP_ERROR_UNSUPPORTED))
     die (what, error->message);
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  fuzz_init ();
+  return 0;
 }
 
 int
