@@ -24,6 +24,7 @@ struct _BmapctlFollower {
   sd_bus_slot *match_owner;
   sd_bus_slot *call_slot;
   sd_bus_slot *cancel_slot;
+  sd_bus_slot *props_slot;
 
   const char *what;
   BmapctlJob *job; /* path set once the call returned */
@@ -185,6 +186,22 @@ on_signal (sd_event_source *s, const struct signalfd_siginfo *si, void *userdata
   return 0;
 }
 
+/* The job's state when the call is answered: a job waiting for its turn
+ * ("queued") says so before its first change. */
+static int
+on_job_props_reply (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+  BmapctlFollower *f = userdata;
+
+  f->props_slot = sd_bus_slot_unref (f->props_slot);
+  /* A signal may have told more already. */
+  if (sd_bus_message_is_method_error (m, NULL) || f->finished || f->job->state != NULL)
+    return 0;
+  if (bmapctl_read_job_props (m, f->job) >= 0 && f->job->state != NULL)
+    show_progress (f);
+  return 0;
+}
+
 static int
 on_call_reply (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
@@ -218,6 +235,9 @@ on_call_reply (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
     follower_quit (f, BMAPCTL_EXIT_OK);
     return 0;
   }
+  sd_bus_call_method_async (f->bus, &f->props_slot, BMAPD_BUS_NAME, path,
+                            "org.freedesktop.DBus.Properties", "GetAll", on_job_props_reply, f, "s",
+                            BMAPD_JOB_IFACE);
   if (f->interrupts > 0) {
     /* Ctrl-C came while the call was under way. */
     sd_bus_call_method_async (f->bus, &f->cancel_slot, BMAPD_BUS_NAME, path, BMAPD_JOB_IFACE,
@@ -270,6 +290,7 @@ bmapctl_follower_free (BmapctlFollower *f)
   sd_bus_slot_unref (f->match_owner);
   sd_bus_slot_unref (f->call_slot);
   sd_bus_slot_unref (f->cancel_slot);
+  sd_bus_slot_unref (f->props_slot);
   if (f->bus != NULL)
     sd_bus_detach_event (f->bus);
   sd_bus_unref (f->bus);

@@ -10,6 +10,7 @@
 #include "bmapd-bus-args.h"
 #include "bmapd-device.h"
 #include "bmapd-fd.h"
+#include "bmapd-limits.h"
 #include "bmapd-log.h"
 #include "bmapd-polkit.h"
 #include "bmapd-sd.h"
@@ -28,6 +29,7 @@ struct _BmapdAutoFlash {
   GHashTable *running; /* job id -> Card */
   GHashTable *taken;   /* kernel name -> diskseq (guint64 *) of the last medium taken there */
   GPtrArray *requests; /* AddRequest, AddAutoFlash calls not answered yet */
+  GHashTable *tickets; /* rule id -> BmapdLimitsTicket (MaxRulesPerUser) of a rule from a call */
   sd_event_source *queue_source;
   gboolean shutting_down;
 };
@@ -35,6 +37,7 @@ struct _BmapdAutoFlash {
 /* One medium a rule took, from the moment it was taken to the end of its
  * job. */
 typedef struct {
+  BmapdAutoFlash *autoflash;
   guint rule_id;
   char *name;
   char *node;
@@ -54,10 +57,19 @@ typedef struct {
   GVariantBuilder options_builder;
   int image_fd;
   int bmap_fd;
-  BmapdFdReader *reader;
+  BmapdLimitsTicket *ticket; /* MaxRequestsPerUser; the reader thread holds it too */
+  BmapdFdWorker *worker;
   BmapdPolkitCheck *check;
   gboolean asked_flash_system;
 } AddRequest;
+
+/* What an AddAutoFlash call's reader thread works on. */
+typedef struct {
+  int image_fd;
+  int bmap_fd;
+  BmapdAutoFlashSpec *spec;
+  BmapdLimitsTicket *ticket;
+} AddWork;
 
 static void schedule_queue (BmapdAutoFlash *autoflash);
 
@@ -137,6 +149,7 @@ remove_rule (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, const char *wh
                n_running, n_running == 1 ? "" : "s", n_running == 1 ? "es" : "");
   else
     bmapd_log (LOG_INFO, "auto-flash rule %u removed (%s)", id, why);
+  g_hash_table_remove (autoflash->tickets, GUINT_TO_POINTER (id));
   g_ptr_array_remove (autoflash->rules, rule); /* frees it: InterfacesRemoved */
   update_armed (autoflash);
 }
@@ -234,6 +247,29 @@ card_ended (BmapdAutoFlash *autoflash, Card *card, BmapdJob *job, const GError *
 }
 
 static void
+on_card_job (BmapdJob *job, const GError *error, gpointer user_data)
+{
+  Card *card = user_data;
+  BmapdAutoFlash *autoflash = card->autoflash;
+
+  if (job == NULL) {
+    card_ended (autoflash, card, NULL, error);
+    schedule_queue (autoflash);
+    return;
+  }
+  bmapd_log (LOG_INFO, "auto-flash rule %u: flashing the card in %s (serial %s): job %u",
+             card->rule_id, card->node, card->serial[0] != '\0' ? card->serial : "unknown",
+             bmapd_job_get_id (job));
+  /* It may have failed already (too small, busy): it still counts. */
+  if (!bmapd_job_is_active (job)) {
+    card_ended (autoflash, card, job, NULL);
+    schedule_queue (autoflash);
+    return;
+  }
+  g_hash_table_insert (autoflash->running, GUINT_TO_POINTER (bmapd_job_get_id (job)), card);
+}
+
+static void
 start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
 {
   const BmapdAutoFlashSpec *spec = bmapd_autoflash_rule_get_spec (rule);
@@ -246,28 +282,19 @@ start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
     .description = spec->description,
     .uid = bmapd_autoflash_rule_get_uid (rule),
   };
-  BmapdJob *job = NULL;
 
   card->start_usec = g_get_monotonic_time ();
+  card->autoflash = autoflash;
   bmapd_autoflash_rule_card_started (rule);
-  flash.image_fd = bmapd_image_open_reader (spec->image, &error);
-  if (flash.image_fd >= 0) {
-    flash.map = bmapd_autoflash_spec_copy_map (spec);
-    job = bmapd_manager_flash_card (autoflash->manager, &flash, &error);
-  }
-  if (job == NULL) {
+  /* Opened again and sniffed on a thread (a FUSE file may block): the job
+   * comes to on_card_job(). */
+  flash.image = bmapd_image_copy (spec->image, &error);
+  if (flash.image == NULL) {
     card_ended (autoflash, card, NULL, error);
     return;
   }
-  bmapd_log (LOG_INFO, "auto-flash rule %u: flashing the card in %s (serial %s): job %u",
-             card->rule_id, card->node, card->serial[0] != '\0' ? card->serial : "unknown",
-             bmapd_job_get_id (job));
-  /* It may have failed already (too small, busy): it still counts. */
-  if (!bmapd_job_is_active (job)) {
-    card_ended (autoflash, card, job, NULL);
-    return;
-  }
-  g_hash_table_insert (autoflash->running, GUINT_TO_POINTER (bmapd_job_get_id (job)), card);
+  flash.map = bmapd_autoflash_spec_copy_map (spec);
+  bmapd_manager_flash_card (autoflash->manager, &flash, on_card_job, card);
 }
 
 /* Why a queued card cannot start any more, NULL when it still can. */
@@ -449,7 +476,8 @@ static void
 add_request_free (AddRequest *req)
 {
   bmapd_polkit_check_free (req->check);
-  bmapd_fd_reader_free (req->reader);
+  bmapd_fd_worker_free (req->worker);
+  bmapd_limits_ticket_unref (req->ticket);
   if (req->image_fd >= 0)
     close (req->image_fd);
   if (req->bmap_fd >= 0)
@@ -540,7 +568,7 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
       return FALSE;
     if (req->bmap_fd >= 0)
       close (req->bmap_fd);
-    req->bmap_fd = bmapd_fd_check (fd, "bmap", BMAPD_FD_READ, FALSE, NULL, error);
+    req->bmap_fd = bmapd_fd_dup (fd, "bmap", BMAPD_FD_READ, error);
     return req->bmap_fd >= 0; /* descriptors are left out of Options */
   }
   if (g_str_equal (key, "nobmap") || g_str_equal (key, "verify")
@@ -586,9 +614,10 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
   return TRUE;
 }
 
-/* Rules armed, plus calls that would add one. */
+/* Global: only rules armed count (authorized work); per user: rules armed
+ * and calls being added. */
 static gboolean
-check_rule_limit (BmapdAutoFlash *autoflash, AddRequest *except, GError **error)
+check_rule_limit (BmapdAutoFlash *autoflash, AddRequest *req, GError **error)
 {
   guint n = autoflash->rules->len;
 
@@ -596,18 +625,14 @@ check_rule_limit (BmapdAutoFlash *autoflash, AddRequest *except, GError **error)
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_CANCELLED, "bmapd is shutting down");
     return FALSE;
   }
-  for (guint i = 0; i < autoflash->requests->len; i++) {
-    if (g_ptr_array_index (autoflash->requests, i) != except)
-      n++;
-  }
   if (n >= autoflash->config.max_rules) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT,
-                 "%u auto-flash rules are armed or being added, the most bmapd keeps at once "
-                 "(MaxRules=%u)",
-                 n, autoflash->config.max_rules);
+                 "%u auto-flash rules are armed, the most bmapd keeps at once (MaxRules=%u)", n,
+                 autoflash->config.max_rules);
     return FALSE;
   }
-  return TRUE;
+  return bmapd_limits_check (bmapd_manager_get_limits (autoflash->manager), BMAPD_LIMIT_RULES,
+                             req->uid, error);
 }
 
 static void
@@ -618,7 +643,15 @@ add_finish (AddRequest *req)
   g_autofree char *match = NULL;
   BmapdAutoFlashRule *rule;
 
+  g_autoptr (BmapdLimitsTicket) ticket = NULL;
+
   if (!check_rule_limit (autoflash, req, &error)) {
+    add_request_fail (req, error);
+    return;
+  }
+  ticket = bmapd_limits_take (bmapd_manager_get_limits (autoflash->manager), BMAPD_LIMIT_RULES,
+                              req->uid, &error);
+  if (ticket == NULL) {
     add_request_fail (req, error);
     return;
   }
@@ -628,6 +661,8 @@ add_finish (AddRequest *req)
     add_request_fail (req, error);
     return;
   }
+  g_hash_table_insert (autoflash->tickets, GUINT_TO_POINTER (bmapd_autoflash_rule_get_id (rule)),
+                       g_steal_pointer (&ticket));
   if (!bmapd_autoflash_rule_get_spec (rule)->keep
       && !bmapd_autoflash_rule_track_caller (rule, req->call, &error)) {
     g_ptr_array_remove (autoflash->rules, rule);
@@ -667,50 +702,76 @@ on_add_authorized (const sd_bus_error *error, gpointer user_data)
   add_finish (req);
 }
 
-/* Every descriptor is read: the checks that need them, then polkit. */
 static void
-add_checked_fds (AddRequest *req, GBytes *bmap_data)
+add_work_free (AddWork *work)
 {
-  g_autoptr (GError) error = NULL;
-  g_autoptr (BmapMap) map = NULL;
-  const char *details[] = { "rule.allow-non-removable",
-                            req->spec->match.allow_non_removable ? "true" : "false", NULL };
-
-  if (bmap_data != NULL) {
-    gsize len = 0;
-    const char *data = g_bytes_get_data (bmap_data, &len);
-
-    map = bmap_map_load_data (data, len, "bmap", &error);
-    if (map == NULL) {
-      add_request_fail (req, error);
-      return;
-    }
-  }
-  if (!bmapd_autoflash_spec_set_image (req->spec, req->image_fd, "image", g_steal_pointer (&map),
-                                       &error)) {
-    req->image_fd = -1;
-    add_request_fail (req, error);
-    return;
-  }
-  req->image_fd = -1;
-  req->check
-      = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid, BMAPD_ACTION_AUTO_FLASH,
-                                details, on_add_authorized, req, &error);
-  if (req->check == NULL)
-    add_request_fail (req, error);
+  if (work->image_fd >= 0)
+    close (work->image_fd);
+  if (work->bmap_fd >= 0)
+    close (work->bmap_fd);
+  bmapd_autoflash_spec_free (work->spec);
+  bmapd_limits_ticket_unref (work->ticket);
+  g_free (work);
 }
 
+/* On a thread: the caller's files may block or take long to sniff. */
+static gboolean
+add_work_run (gpointer data, GCancellable *cancellable, GError **error)
+{
+  AddWork *work = data;
+  g_autoptr (BmapMap) map = NULL;
+  struct stat st;
+
+  if (!bmapd_fd_check_type (work->image_fd, "image", FALSE, &st, error))
+    return FALSE;
+  if (!S_ISREG (st.st_mode)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "image: the file descriptor is a pipe; an auto-flash rule needs a regular file, "
+                 "which it reads again for every card");
+    return FALSE;
+  }
+  /* The bmap is read once, now: every card uses the same. */
+  if (work->bmap_fd >= 0) {
+    g_autoptr (GBytes) bytes = NULL;
+    gsize len = 0;
+    const char *text;
+
+    bytes = bmapd_fd_read_all (work->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap", cancellable, error);
+    if (bytes == NULL)
+      return FALSE;
+    text = g_bytes_get_data (bytes, &len);
+    map = bmap_map_load_data (text, len, "bmap", error);
+    if (map == NULL)
+      return FALSE;
+  }
+  /* Takes the image descriptor even on failure. */
+  if (!bmapd_autoflash_spec_set_image (work->spec, g_steal_fd (&work->image_fd), "image",
+                                       g_steal_pointer (&map), error))
+    return FALSE;
+  return TRUE;
+}
+
+/* Every descriptor is read: polkit. */
 static void
-on_bmap_read (GBytes *bytes, const GError *error, gpointer user_data)
+on_add_work_done (gpointer data, const GError *error, gpointer user_data)
 {
   AddRequest *req = user_data;
+  AddWork *work = data;
+  g_autoptr (GError) local_error = NULL;
+  const char *details[3] = { "rule.allow-non-removable", NULL, NULL };
 
-  bmapd_fd_reader_free (g_steal_pointer (&req->reader));
-  if (bytes == NULL) {
+  if (error != NULL) {
     add_request_fail (req, error);
     return;
   }
-  add_checked_fds (req, bytes);
+  req->spec = g_steal_pointer (&work->spec);
+  bmapd_fd_worker_free (g_steal_pointer (&req->worker));
+  details[1] = req->spec->match.allow_non_removable ? "true" : "false";
+  req->check
+      = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid, BMAPD_ACTION_AUTO_FLASH,
+                                details, on_add_authorized, req, &local_error);
+  if (req->check == NULL)
+    add_request_fail (req, local_error);
 }
 
 /* Parses and checks the call up to the reading of the bmap. */
@@ -718,7 +779,6 @@ static gboolean
 add_parse (AddRequest *req, GError **error)
 {
   BmapdAutoFlashSpec *spec = req->spec;
-  struct stat st;
   int image_fd = -1;
   int r;
 
@@ -727,8 +787,11 @@ add_parse (AddRequest *req, GError **error)
     bmap_error_set_errno (error, -r, "cannot parse the AddAutoFlash call");
     return FALSE;
   }
-  if (!bmapd_bus_get_caller_uid (req->call, &req->uid, error)
-      || !bmapd_bus_read_dict (req->call, parse_match_key, req, error)
+  if (!bmapd_bus_get_caller_uid (req->call, &req->uid, error))
+    return FALSE;
+  req->ticket = bmapd_limits_take (bmapd_manager_get_limits (req->autoflash->manager),
+                                   BMAPD_LIMIT_REQUESTS, req->uid, error);
+  if (req->ticket == NULL || !bmapd_bus_read_dict (req->call, parse_match_key, req, error)
       || !bmapd_bus_read_dict (req->call, parse_option, req, error))
     return FALSE;
   spec->match_variant = g_variant_ref_sink (g_variant_builder_end (&req->match_builder));
@@ -738,15 +801,9 @@ add_parse (AddRequest *req, GError **error)
   if (!bmapd_autoflash_spec_check (spec, error) || !check_rule_limit (req->autoflash, req, error))
     return FALSE;
 
-  req->image_fd = bmapd_fd_check (image_fd, "image", BMAPD_FD_READ, FALSE, &st, error);
+  req->image_fd = bmapd_fd_dup (image_fd, "image", BMAPD_FD_READ, error);
   if (req->image_fd < 0)
     return FALSE;
-  if (!S_ISREG (st.st_mode)) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "image: the file descriptor is a pipe; an auto-flash rule needs a regular file, "
-                 "which it reads again for every card");
-    return FALSE;
-  }
   if (req->bmap_fd >= 0 && spec->nobmap) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "both \"bmap\" and \"nobmap\" were given; pass one of them");
@@ -767,7 +824,7 @@ on_add_auto_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
   BmapdAutoFlash *autoflash = userdata;
   g_autoptr (GError) error = NULL;
   AddRequest *req = g_new0 (AddRequest, 1);
-  struct stat bmap_st;
+  AddWork *work;
 
   req->autoflash = autoflash;
   req->call = sd_bus_message_ref (m);
@@ -783,24 +840,16 @@ on_add_auto_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
     add_request_fail (req, error);
     return 1;
   }
-  if (req->bmap_fd < 0) {
-    add_checked_fds (req, NULL);
-    return 1;
-  }
-  /* The bmap is read once, now: every card uses the same. */
-  if (fstat (req->bmap_fd, &bmap_st) == 0 && S_ISREG (bmap_st.st_mode)) {
-    g_autoptr (GBytes) bytes
-        = bmapd_fd_read_regular (req->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap", &error);
-    if (bytes == NULL) {
-      add_request_fail (req, error);
-      return 1;
-    }
-    add_checked_fds (req, bytes);
-    return 1;
-  }
-  req->reader = bmapd_fd_reader_new (autoflash->event, req->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap",
-                                     on_bmap_read, req, &error);
-  if (req->reader == NULL)
+  work = g_new0 (AddWork, 1);
+  work->image_fd = g_steal_fd (&req->image_fd);
+  work->bmap_fd = g_steal_fd (&req->bmap_fd);
+  work->spec = g_steal_pointer (&req->spec);
+  work->ticket = bmapd_limits_ticket_ref (req->ticket);
+  req->worker = bmapd_fd_worker_start (
+      autoflash->event, "reading the bmap and the image",
+      bmapd_manager_get_config (autoflash->manager)->request_timeout_sec, add_work_run, work,
+      (GDestroyNotify) add_work_free, on_add_work_done, req, &error);
+  if (req->worker == NULL)
     add_request_fail (req, error);
   return 1;
 }
@@ -882,6 +931,8 @@ bmapd_autoflash_new (sd_bus *bus, BmapdManager *manager, BmapdDeviceRegistry *re
       = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, (GDestroyNotify) card_free);
   autoflash->taken = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   autoflash->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) add_request_free);
+  autoflash->tickets = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL,
+                                              (GDestroyNotify) bmapd_limits_ticket_unref);
   bmapd_manager_set_auto_flash (manager, on_add_auto_flash, on_job_ended, autoflash);
   bmapd_device_registry_add_listener (registry, on_device_event, autoflash);
   return autoflash;
@@ -898,6 +949,7 @@ bmapd_autoflash_free (BmapdAutoFlash *autoflash)
   g_clear_pointer (&autoflash->rules, g_ptr_array_unref);
   g_clear_pointer (&autoflash->running, g_hash_table_unref);
   g_clear_pointer (&autoflash->taken, g_hash_table_unref);
+  g_clear_pointer (&autoflash->tickets, g_hash_table_unref);
   sd_event_source_disable_unref (autoflash->queue_source);
   sd_event_unref (autoflash->event);
   sd_bus_unref (autoflash->bus);

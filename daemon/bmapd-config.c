@@ -12,7 +12,11 @@ bmapd_config_init (BmapdConfig *config)
 {
   config->idle_timeout_sec = BMAPD_CONFIG_DEFAULT_IDLE_TIMEOUT_SEC;
   config->max_jobs = BMAPD_CONFIG_DEFAULT_MAX_JOBS;
+  config->max_jobs_per_user = BMAPD_CONFIG_DEFAULT_MAX_JOBS_PER_USER;
+  config->max_requests_per_user = BMAPD_CONFIG_DEFAULT_MAX_REQUESTS_PER_USER;
+  config->request_timeout_sec = BMAPD_CONFIG_DEFAULT_REQUEST_TIMEOUT_SEC;
   config->max_rules = BMAPD_CONFIG_DEFAULT_MAX_RULES;
+  config->max_rules_per_user = BMAPD_CONFIG_DEFAULT_MAX_RULES_PER_USER;
 }
 
 /* Strict unsigned parsing: GKeyFile's integer parser accepts "-1" and
@@ -75,15 +79,32 @@ bmapd_config_load (BmapdConfig *config, const char *path, gboolean must_exist, G
         if (!parse_uint (path, groups[i], key, value, 1, BMAPD_CONFIG_MAX_MAX_JOBS,
                          &config->max_jobs, error))
           return FALSE;
+      } else if (daemon_group && g_str_equal (key, "MaxJobsPerUser")) {
+        if (!parse_uint (path, groups[i], key, value, 1, 1024, &config->max_jobs_per_user, error))
+          return FALSE;
+      } else if (daemon_group && g_str_equal (key, "MaxRequestsPerUser")) {
+        if (!parse_uint (path, groups[i], key, value, 1, 1024, &config->max_requests_per_user,
+                         error))
+          return FALSE;
+      } else if (daemon_group && g_str_equal (key, "RequestTimeoutSec")) {
+        if (!parse_uint (path, groups[i], key, value, 1, BMAPD_CONFIG_MAX_REQUEST_TIMEOUT_SEC,
+                         &config->request_timeout_sec, error))
+          return FALSE;
       } else if (!daemon_group && g_str_equal (key, "MaxRules")) {
         if (!parse_uint (path, groups[i], key, value, 0, BMAPD_CONFIG_MAX_MAX_RULES,
                          &config->max_rules, error))
           return FALSE;
+      } else if (!daemon_group && g_str_equal (key, "MaxRulesPerUser")) {
+        if (!parse_uint (path, groups[i], key, value, 0, BMAPD_CONFIG_MAX_MAX_RULES,
+                         &config->max_rules_per_user, error))
+          return FALSE;
       } else {
         g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                      "%s: [%s] %s=%s: unknown key (known: %s)%s", path, groups[i], key, value,
-                     daemon_group ? "IdleTimeoutSec, MaxJobs" : "MaxRules",
-                     daemon_group && g_str_equal (key, "MaxRules")
+                     daemon_group ? "IdleTimeoutSec, MaxJobs, MaxJobsPerUser, "
+                                    "MaxRequestsPerUser, RequestTimeoutSec"
+                                  : "MaxRules, MaxRulesPerUser",
+                     daemon_group && g_str_has_prefix (key, "MaxRules")
                          ? "; MaxRules= belongs in [AutoFlash]"
                          : "");
         return FALSE;

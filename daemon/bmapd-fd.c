@@ -3,15 +3,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "bmap-error.h"
 #include "bmapd-fd.h"
 #include "bmapd-sd.h"
-
-/* How long a caller may take to write a bmap into a pipe. */
-#define READER_TIMEOUT_USEC (60 * G_USEC_PER_SEC)
 
 static const char *
 describe_mode (mode_t mode)
@@ -37,14 +38,10 @@ describe_mode (mode_t mode)
 }
 
 int
-bmapd_fd_check (int fd, const char *what, BmapdFdMode mode, gboolean regular_only, struct stat *st,
-                GError **error)
+bmapd_fd_dup (int fd, const char *what, BmapdFdMode mode, GError **error)
 {
-  struct stat local_st;
   int flags, accmode, dup_fd;
 
-  if (st == NULL)
-    st = &local_st;
   flags = fcntl (fd, F_GETFL);
   if (flags < 0) {
     bmap_error_set_errno (error, errno, "%s: bad file descriptor", what);
@@ -56,16 +53,6 @@ bmapd_fd_check (int fd, const char *what, BmapdFdMode mode, gboolean regular_onl
                  "%s: got an O_PATH file descriptor, which cannot be read; open the file for "
                  "%s",
                  what, mode == BMAPD_FD_READ ? "reading" : "writing");
-    return -1;
-  }
-  if (fstat (fd, st) < 0) {
-    bmap_error_set_errno (error, errno, "%s: fstat", what);
-    return -1;
-  }
-  if (!S_ISREG (st->st_mode) && (regular_only || !S_ISFIFO (st->st_mode))) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "%s: the file descriptor is %s; expected a regular file%s", what,
-                 describe_mode (st->st_mode), regular_only ? "" : " or a pipe");
     return -1;
   }
   accmode = flags & O_ACCMODE;
@@ -87,6 +74,42 @@ bmapd_fd_check (int fd, const char *what, BmapdFdMode mode, gboolean regular_onl
   dup_fd = fcntl (fd, F_DUPFD_CLOEXEC, 3);
   if (dup_fd < 0) {
     bmap_error_set_errno (error, errno, "%s: dup", what);
+    return -1;
+  }
+  return dup_fd;
+}
+
+gboolean
+bmapd_fd_check_type (int fd, const char *what, gboolean regular_only, struct stat *st,
+                     GError **error)
+{
+  struct stat local_st;
+
+  if (st == NULL)
+    st = &local_st;
+  if (fstat (fd, st) < 0) {
+    bmap_error_set_errno (error, errno, "%s: fstat", what);
+    return FALSE;
+  }
+  if (!S_ISREG (st->st_mode) && (regular_only || !S_ISFIFO (st->st_mode))) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: the file descriptor is %s; expected a regular file%s", what,
+                 describe_mode (st->st_mode), regular_only ? "" : " or a pipe");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+int
+bmapd_fd_check (int fd, const char *what, BmapdFdMode mode, gboolean regular_only, struct stat *st,
+                GError **error)
+{
+  int dup_fd = bmapd_fd_dup (fd, what, mode, error);
+
+  if (dup_fd < 0)
+    return -1;
+  if (!bmapd_fd_check_type (dup_fd, what, regular_only, st, error)) {
+    close (dup_fd);
     return -1;
   }
   return dup_fd;
@@ -137,103 +160,324 @@ bmapd_fd_read_regular (int fd, gsize limit, const char *what, GError **error)
   return g_bytes_new_take (g_steal_pointer (&buf), done);
 }
 
-struct _BmapdFdReader {
+gboolean
+bmapd_fd_check_diskseq (int fd, const char *node, guint64 expected, GError **error)
+{
+  guint64 diskseq = 0;
+
+  if (expected == 0)
+    return TRUE; /* the device has none to compare */
+  if (ioctl (fd, BLKGETDISKSEQ, &diskseq) < 0) {
+    /* Before Linux 5.15: unknown; the device was read again instead. */
+    if (errno == ENOTTY || errno == EINVAL)
+      return TRUE;
+    bmap_error_set_errno (error, errno, "%s: BLKGETDISKSEQ", node);
+    return FALSE;
+  }
+  if (diskseq != expected) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_MEDIA_CHANGED,
+                 "the medium in %s changed: diskseq %" G_GUINT64_FORMAT
+                 " was checked, the opened device has %" G_GUINT64_FORMAT "; nothing was written",
+                 node, expected, diskseq);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Waits until @fd is readable; FALSE with Cancelled when @cancellable
+ * fires first. */
+static gboolean
+wait_readable (int fd, const char *what, GCancellable *cancellable, GError **error)
+{
+  GPollFD fds[2] = { { .fd = fd, .events = G_IO_IN | G_IO_HUP | G_IO_ERR } };
+  guint n_fds = 1;
+  gboolean ok = TRUE;
+
+  if (cancellable != NULL && g_cancellable_make_pollfd (cancellable, &fds[1]))
+    n_fds = 2;
+  for (;;) {
+    int n;
+
+    if (g_cancellable_set_error_if_cancelled (cancellable, error)) {
+      ok = FALSE;
+      break;
+    }
+    n = g_poll (fds, n_fds, -1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      bmap_error_set_errno (error, errno, "%s: poll", what);
+      ok = FALSE;
+      break;
+    }
+    if (n_fds == 2 && fds[1].revents != 0)
+      continue; /* reported at the top */
+    if (fds[0].revents != 0)
+      break;
+  }
+  if (n_fds == 2)
+    g_cancellable_release_fd (cancellable);
+  if (!ok && g_error_matches (*error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
+    g_clear_error (error);
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_CANCELLED, "%s: reading canceled", what);
+  }
+  return ok;
+}
+
+gboolean
+bmapd_fd_wait_readable (int fd, const char *what, GCancellable *cancellable, GError **error)
+{
+  return wait_readable (fd, what, cancellable, error);
+}
+
+GBytes *
+bmapd_fd_read_pipe (int fd, gsize limit, const char *what, GCancellable *cancellable,
+                    GError **error)
+{
+  g_autoptr (GByteArray) data = g_byte_array_new ();
+  g_autofree char *proc_path = g_strdup_printf ("/proc/self/fd/%d", fd);
+  guint8 buf[65536];
+  int own_fd;
+
+  /* An open file description of our own, non-blocking whatever the
+   * caller does to theirs: a caller that reads back the bytes that woke
+   * us up gets EAGAIN here, not a reader stuck in read(). Without /proc
+   * the caller's descriptor is used, and a stuck read is the deadline's. */
+  own_fd = open (proc_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  for (;;) {
+    int read_fd = own_fd >= 0 ? own_fd : fd;
+    ssize_t n;
+
+    if (!wait_readable (read_fd, what, cancellable, error))
+      break;
+    n = read (read_fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n < 0) {
+      bmap_error_set_errno (error, errno, "%s: read", what);
+      break;
+    }
+    if (n == 0) {
+      if (own_fd >= 0)
+        close (own_fd);
+      return g_byte_array_free_to_bytes (g_steal_pointer (&data));
+    }
+    g_byte_array_append (data, buf, (guint) n);
+    if (data->len > limit) {
+      set_too_large (error, what, data->len, limit);
+      break;
+    }
+  }
+  if (own_fd >= 0)
+    close (own_fd);
+  return NULL;
+}
+
+GBytes *
+bmapd_fd_read_all (int fd, gsize limit, const char *what, GCancellable *cancellable, GError **error)
+{
+  struct stat st;
+
+  if (!bmapd_fd_check_type (fd, what, FALSE, &st, error))
+    return NULL;
+  if (S_ISREG (st.st_mode))
+    return bmapd_fd_read_regular (fd, limit, what, error);
+  return bmapd_fd_read_pipe (fd, limit, what, cancellable, error);
+}
+
+/* ---- work on a thread, with a deadline ---- */
+
+/* What the thread and the loop share; the last one to let go frees it.
+ * After the loop has given up (deadline, or the call ended), the thread
+ * finishes on its own and frees the work, and with it the caller's
+ * descriptors and limit tickets. */
+typedef struct {
+  gint ref_count;
+  GMutex lock;
+  gboolean finished;
+  gboolean abandoned;
+  int event_fd; /* the loop's; written under the lock while not abandoned */
+  GError *error;
+  GCancellable *cancellable;
+  BmapdFdWorkFunc func;
+  gpointer work;
+  GDestroyNotify work_free;
+} WorkerShared;
+
+struct _BmapdFdWorker {
+  WorkerShared *shared;
   sd_event_source *io_source;
   sd_event_source *timer_source;
-  GByteArray *data;
-  gsize limit;
   char *what;
-  BmapdFdReadFunc func;
+  char *timeout_key;
+  guint timeout_sec;
+  BmapdFdWorkDoneFunc done;
   gpointer user_data;
 };
 
 static void
-reader_finish (BmapdFdReader *reader, GError *error)
+shared_unref (WorkerShared *shared)
 {
-  g_autoptr (GBytes) bytes = NULL;
+  if (!g_atomic_int_dec_and_test (&shared->ref_count))
+    return;
+  if (shared->work_free != NULL && shared->work != NULL)
+    shared->work_free (shared->work);
+  g_clear_error (&shared->error);
+  g_clear_object (&shared->cancellable);
+  g_mutex_clear (&shared->lock);
+  g_free (shared);
+}
 
-  sd_event_source_set_enabled (reader->io_source, SD_EVENT_OFF);
-  sd_event_source_set_enabled (reader->timer_source, SD_EVENT_OFF);
-  if (error == NULL)
-    bytes = g_byte_array_free_to_bytes (g_steal_pointer (&reader->data));
-  /* The callback may free the reader. */
-  reader->func (bytes, error, reader->user_data);
+static gpointer
+worker_thread (gpointer data)
+{
+  WorkerShared *shared = data;
+  GError *error = NULL;
+  gboolean ok;
+
+  ok = shared->func (shared->work, shared->cancellable, &error);
+  if (!ok && error == NULL)
+    g_set_error_literal (&error, BMAP_ERROR, BMAP_ERROR_IO, "failed without saying why");
+  if (ok)
+    g_clear_error (&error);
+  g_mutex_lock (&shared->lock);
+  shared->finished = TRUE;
+  shared->error = error;
+  if (!shared->abandoned)
+    eventfd_write (shared->event_fd, 1);
+  g_mutex_unlock (&shared->lock);
+  shared_unref (shared);
+  return NULL;
+}
+
+static void
+worker_stop_watching (BmapdFdWorker *worker)
+{
+  worker->io_source = sd_event_source_disable_unref (worker->io_source);
+  worker->timer_source = sd_event_source_disable_unref (worker->timer_source);
 }
 
 static int
-on_readable (sd_event_source *source, int fd, uint32_t revents, void *user_data)
+on_worker_done (sd_event_source *source, int fd, uint32_t revents, void *user_data)
 {
-  BmapdFdReader *reader = user_data;
-  guint8 buf[65536];
-  g_autoptr (GError) error = NULL;
-  ssize_t n;
+  BmapdFdWorker *worker = user_data;
+  WorkerShared *shared = worker->shared;
+  eventfd_t value;
 
-  /* One read per wakeup never blocks, even on a blocking descriptor. */
-  n = read (fd, buf, sizeof buf);
-  if (n < 0 && (errno == EINTR || errno == EAGAIN))
-    return 0;
-  if (n < 0) {
-    bmap_error_set_errno (&error, errno, "%s: read", reader->what);
-    reader_finish (reader, error);
-    return 0;
-  }
-  if (n == 0) {
-    reader_finish (reader, NULL);
-    return 0;
-  }
-  g_byte_array_append (reader->data, buf, (guint) n);
-  if (reader->data->len > reader->limit) {
-    set_too_large (&error, reader->what, reader->data->len, reader->limit);
-    reader_finish (reader, error);
-  }
+  (void) eventfd_read (fd, &value);
+  worker_stop_watching (worker);
+  /* The thread wrote the eventfd after setting its result. The callback
+   * may free the worker. */
+  worker->done (shared->work, shared->error, worker->user_data);
   return 0;
 }
 
 static int
-on_timeout (sd_event_source *source, uint64_t usec, void *user_data)
+on_worker_timeout (sd_event_source *source, uint64_t usec, void *user_data)
 {
-  BmapdFdReader *reader = user_data;
+  BmapdFdWorker *worker = user_data;
+  WorkerShared *shared = worker->shared;
   g_autoptr (GError) error = NULL;
+  gboolean finished;
 
-  g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-               "%s: the pipe was not closed within %d s (%u bytes read)", reader->what,
-               (int) (READER_TIMEOUT_USEC / G_USEC_PER_SEC), reader->data->len);
-  reader_finish (reader, error);
+  g_mutex_lock (&shared->lock);
+  finished = shared->finished;
+  g_mutex_unlock (&shared->lock);
+  if (finished)
+    return 0; /* its eventfd is pending: on_worker_done() reports it */
+  worker_stop_watching (worker);
+  if (worker->timeout_key != NULL)
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: the caller's descriptors gave no answer within %u s (%s=%u)", worker->what,
+                 worker->timeout_sec, worker->timeout_key, worker->timeout_sec);
+  else
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_IO, "%s: not done after %u s", worker->what,
+                 worker->timeout_sec);
+  worker->done (NULL, error, worker->user_data);
   return 0;
 }
 
-BmapdFdReader *
-bmapd_fd_reader_new (sd_event *event, int fd, gsize limit, const char *what, BmapdFdReadFunc func,
-                     gpointer user_data, GError **error)
+BmapdFdWorker *
+bmapd_fd_worker_start (sd_event *event, const char *what, guint timeout_sec, BmapdFdWorkFunc func,
+                       gpointer work, GDestroyNotify work_free, BmapdFdWorkDoneFunc done,
+                       gpointer user_data, GError **error)
 {
-  g_autoptr (BmapdFdReader) reader = g_new0 (BmapdFdReader, 1);
+  return bmapd_fd_worker_start_full (event, what, timeout_sec, "RequestTimeoutSec", func, work,
+                                     work_free, done, user_data, error);
+}
+
+BmapdFdWorker *
+bmapd_fd_worker_start_full (sd_event *event, const char *what, guint timeout_sec,
+                            const char *timeout_key, BmapdFdWorkFunc func, gpointer work,
+                            GDestroyNotify work_free, BmapdFdWorkDoneFunc done, gpointer user_data,
+                            GError **error)
+{
+  g_autoptr (BmapdFdWorker) worker = g_new0 (BmapdFdWorker, 1);
+  WorkerShared *shared = g_new0 (WorkerShared, 1);
+  g_autoptr (GError) thread_error = NULL;
+  GThread *thread;
   int r;
 
-  reader->data = g_byte_array_new ();
-  reader->limit = limit;
-  reader->what = g_strdup (what);
-  reader->func = func;
-  reader->user_data = user_data;
-  r = sd_event_add_io (event, &reader->io_source, fd, EPOLLIN, on_readable, reader);
-  if (r >= 0)
-    r = sd_event_add_time_relative (event, &reader->timer_source, CLOCK_MONOTONIC,
-                                    READER_TIMEOUT_USEC, 0, on_timeout, reader);
-  if (r < 0) {
-    bmap_error_set_errno (error, -r, "%s: watching the pipe", what);
+  shared->ref_count = 1;
+  g_mutex_init (&shared->lock);
+  shared->cancellable = g_cancellable_new ();
+  shared->func = func;
+  shared->work = work;
+  shared->work_free = work_free;
+  shared->event_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  worker->shared = shared;
+  worker->what = g_strdup (what);
+  worker->timeout_key = g_strdup (timeout_key);
+  worker->timeout_sec = timeout_sec;
+  worker->done = done;
+  worker->user_data = user_data;
+  if (shared->event_fd < 0) {
+    bmap_error_set_errno (error, errno, "%s: eventfd", what);
     return NULL;
   }
-  return g_steal_pointer (&reader);
+  r = sd_event_add_io (event, &worker->io_source, shared->event_fd, EPOLLIN, on_worker_done,
+                       worker);
+  if (r >= 0)
+    r = sd_event_add_time_relative (event, &worker->timer_source, CLOCK_MONOTONIC,
+                                    (guint64) timeout_sec * G_USEC_PER_SEC, 0, on_worker_timeout,
+                                    worker);
+  if (r < 0) {
+    bmap_error_set_errno (error, -r, "%s: watching the reader thread", what);
+    return NULL;
+  }
+  g_atomic_int_inc (&shared->ref_count);
+  thread = g_thread_try_new ("bmapd-reader", worker_thread, shared, &thread_error);
+  if (thread == NULL) {
+    g_atomic_int_dec_and_test (&shared->ref_count);
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "%s: cannot start a thread: %s", what,
+                 thread_error->message);
+    return NULL;
+  }
+  /* Never joined: a thread stuck in a caller's file is left behind. */
+  g_thread_unref (thread);
+  return g_steal_pointer (&worker);
 }
 
 void
-bmapd_fd_reader_free (BmapdFdReader *reader)
+bmapd_fd_worker_free (BmapdFdWorker *worker)
 {
-  if (reader == NULL)
+  WorkerShared *shared;
+
+  if (worker == NULL)
     return;
-  sd_event_source_disable_unref (reader->io_source);
-  sd_event_source_disable_unref (reader->timer_source);
-  if (reader->data != NULL)
-    g_byte_array_unref (reader->data);
-  g_free (reader->what);
-  g_free (reader);
+  worker_stop_watching (worker);
+  shared = worker->shared;
+  g_mutex_lock (&shared->lock);
+  if (!shared->finished) {
+    shared->abandoned = TRUE;
+    g_cancellable_cancel (shared->cancellable);
+  }
+  g_mutex_unlock (&shared->lock);
+  /* Not written any more: either finished or abandoned. */
+  if (shared->event_fd >= 0)
+    close (shared->event_fd);
+  shared_unref (shared);
+  g_free (worker->what);
+  g_free (worker->timeout_key);
+  g_free (worker);
 }

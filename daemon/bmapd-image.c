@@ -86,6 +86,20 @@ bmapd_image_free (BmapdImage *image)
   g_free (image);
 }
 
+BmapdImage *
+bmapd_image_copy (BmapdImage *image, GError **error)
+{
+  g_autoptr (BmapdImage) copy = g_memdup2 (image, sizeof (*image));
+
+  copy->name = g_strdup (image->name);
+  copy->fd = fcntl (image->fd, F_DUPFD_CLOEXEC, 3);
+  if (copy->fd < 0) {
+    bmap_error_set_errno (error, errno, "%s: dup", image->name);
+    return NULL;
+  }
+  return g_steal_pointer (&copy);
+}
+
 gboolean
 bmapd_image_is_seekable (BmapdImage *image)
 {

@@ -46,8 +46,15 @@ guint64 bmapd_image_get_size (BmapdImage *image);
 BmapCompression bmapd_image_get_compression (BmapdImage *image);
 
 /* A descriptor for one job, at the image's start, whose offset no other
- * job moves: a regular file or a pipe (see above). The caller owns it. */
+ * job moves: a regular file or a pipe (see above). The caller owns it.
+ * Opening a file again may block (a FUSE mount): for a thread, on a copy
+ * (bmapd_image_copy()). */
 int bmapd_image_open_reader (BmapdImage *image, GError **error);
+
+/* The same image through a duplicate of its descriptor, for a thread that
+ * opens a reader while the rule (and its image) may go away. Does not
+ * block. */
+BmapdImage *bmapd_image_copy (BmapdImage *image, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapdImage, bmapd_image_free)
 

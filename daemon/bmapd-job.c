@@ -9,10 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bmapd-fd.h"
 #include "bmapd-job.h"
 #include "bmapd-log.h"
 #include "bmapd-polkit.h"
 #include "bmapd-sd.h"
+#include "bmapd-source.h"
 
 /* Progress signals at most this often; the engine reports about as often. */
 #define PROGRESS_SIGNAL_INTERVAL_USEC (100 * 1000)
@@ -78,10 +80,11 @@ struct _BmapdJob {
   sd_event_source *flush_source; /* emits held-back progress properties */
 
   /* The work, set before the worker starts and owned by it until it ends. */
-  BmapSource *source;
-  int image_fd;
+  BmapdSource *source;
+  int image_fd; /* create */
   BmapMap *map;
   BmapTarget *target;
+  guint64 diskseq; /* of the medium checked, 0 when none */
   gboolean verify;
   gboolean verify_written;
   BmapdFlashFlags flash_flags;
@@ -161,10 +164,10 @@ const char *
 bmapd_job_state_to_string (BmapdJobState state)
 {
   static const char *const names[] = {
-    [BMAPD_JOB_AUTHORIZING] = "authorizing", [BMAPD_JOB_PREPARING] = "preparing",
-    [BMAPD_JOB_WRITING] = "writing",         [BMAPD_JOB_SYNCING] = "syncing",
-    [BMAPD_JOB_VERIFYING] = "verifying",     [BMAPD_JOB_DONE] = "done",
-    [BMAPD_JOB_FAILED] = "failed",           [BMAPD_JOB_CANCELED] = "canceled",
+    [BMAPD_JOB_QUEUED] = "queued",       [BMAPD_JOB_PREPARING] = "preparing",
+    [BMAPD_JOB_WRITING] = "writing",     [BMAPD_JOB_SYNCING] = "syncing",
+    [BMAPD_JOB_VERIFYING] = "verifying", [BMAPD_JOB_DONE] = "done",
+    [BMAPD_JOB_FAILED] = "failed",       [BMAPD_JOB_CANCELED] = "canceled",
   };
   return names[state];
 }
@@ -231,32 +234,6 @@ on_engine_progress (const BmapProgress *progress, gpointer user_data)
 }
 
 static gboolean
-wait_readable_or_cancelled (BmapdJob *job, int fd, GError **error)
-{
-  GPollFD fds[2] = { { .fd = fd, .events = G_IO_IN } };
-  gboolean ok = TRUE;
-
-  if (!g_cancellable_make_pollfd (job->cancellable, &fds[1]))
-    return TRUE;
-  for (;;) {
-    int n = g_poll (fds, 2, -1);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      break; /* let the source report the error */
-    if (fds[1].revents != 0 || g_cancellable_is_cancelled (job->cancellable)) {
-      bmap_error_set_if_cancelled (job->cancellable, error);
-      ok = FALSE;
-      break;
-    }
-    if (n != 0 && fds[0].revents != 0)
-      break;
-  }
-  g_cancellable_release_fd (job->cancellable);
-  return ok;
-}
-
-static gboolean
 worker_flash (BmapdJob *job, GError **error)
 {
   BmapCopyOptions options = {
@@ -272,23 +249,18 @@ worker_flash (BmapdJob *job, GError **error)
     .cancellable = job->cancellable,
   };
   BmapCopyResult result = { 0 };
+  BmapSource *source;
   gboolean ok;
 
-  if (job->source == NULL) {
-    /* A pipe's writer may not have started: wait for the first bytes here,
-     * where Cancel can interrupt the wait. */
-    if (!wait_readable_or_cancelled (job, job->image_fd, error))
-      return FALSE;
-    /* The source's name is in the engine's errors: the caller's name for
-     * the image, not a placeholder. */
-    job->source = bmap_source_new_full (
-        job->image_fd, TRUE, job->description[0] != '\0' ? job->description : "the image",
-        job->cancellable, error);
-    job->image_fd = -1; /* taken by the source, even on failure */
-    if (job->source == NULL)
-      return FALSE;
-  }
-  ok = bmap_copy (job->source, job->target, &options, &result, error);
+  /* Queued for a while: still the medium that was checked? */
+  if (!bmapd_fd_check_diskseq (bmap_target_get_fd (job->target), job->device_node, job->diskseq,
+                               error))
+    return FALSE;
+  /* A pipe is read from here on: its writer may have waited for the job. */
+  source = bmapd_source_open (job->source, job->cancellable, error);
+  if (source == NULL)
+    return FALSE;
+  ok = bmap_copy (source, job->target, &options, &result, error);
   if (ok) {
     g_mutex_lock (&job->mailbox_lock);
     job->mailbox_result = result;
@@ -297,7 +269,7 @@ worker_flash (BmapdJob *job, GError **error)
   /* Close the device here, so that it is closed when the loop hears that
    * the job ended. */
   g_clear_pointer (&job->target, bmap_target_free);
-  g_clear_pointer (&job->source, bmap_source_free);
+  g_clear_pointer (&job->source, bmapd_source_free);
   return ok;
 }
 
@@ -873,7 +845,7 @@ bmapd_job_new (sd_bus *bus, sd_event *event, guint id, BmapdJobOperation operati
   job->device_path = g_strdup (device_path != NULL ? device_path : "/");
   job->device_node = g_strdup (device_node);
   job->description = g_strdup (description != NULL ? description : "");
-  set_state (job, BMAPD_JOB_AUTHORIZING);
+  set_state (job, BMAPD_JOB_QUEUED);
   job->start_time = (guint64) g_get_real_time ();
   job->uid = (guint32) uid;
   job->error_name = g_strdup ("");
@@ -929,7 +901,7 @@ bmapd_job_free (BmapdJob *job)
   sd_event_source_disable_unref (job->event_source);
   if (job->event_fd >= 0)
     close (job->event_fd);
-  g_clear_pointer (&job->source, bmap_source_free);
+  g_clear_pointer (&job->source, bmapd_source_free);
   g_clear_pointer (&job->target, bmap_target_free);
   g_clear_pointer (&job->map, bmap_map_free);
   if (job->image_fd >= 0)
@@ -970,12 +942,11 @@ bmapd_job_set_abort_func (BmapdJob *job, BmapdJobAbortFunc func, gpointer user_d
 }
 
 void
-bmapd_job_set_flash (BmapdJob *job, BmapSource *source, int image_fd, BmapMap *map,
-                     BmapTarget *target, gboolean verify, gboolean verify_written,
-                     guint64 bytes_total)
+bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, BmapTarget *target,
+                     guint64 diskseq, gboolean verify, gboolean verify_written, guint64 bytes_total)
 {
   job->source = source;
-  job->image_fd = image_fd;
+  job->diskseq = diskseq;
   job->map = map;
   job->target = target;
   job->verify = verify;
@@ -1007,7 +978,7 @@ bmapd_job_start (BmapdJob *job, GError **error)
   g_autofree char *what = NULL;
   int r;
 
-  g_return_val_if_fail (job->state == BMAPD_JOB_AUTHORIZING, FALSE);
+  g_return_val_if_fail (job->state == BMAPD_JOB_QUEUED, FALSE);
 
   r = sd_event_add_io (job->event, &job->event_source, job->event_fd, EPOLLIN, on_mailbox, job);
   if (r < 0) {
@@ -1019,7 +990,7 @@ bmapd_job_start (BmapdJob *job, GError **error)
   emit_progress_properties (job, TRUE);
   job->thread = g_thread_try_new (thread_name, worker_main, job, &thread_error);
   if (job->thread == NULL) {
-    set_state (job, BMAPD_JOB_AUTHORIZING);
+    set_state (job, BMAPD_JOB_QUEUED);
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO, "cannot start a thread for job %u: %s", job->id,
                  thread_error->message);
     return FALSE;
@@ -1070,7 +1041,7 @@ bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who)
   g_free (job->stopped_by);
   job->stopped_by = g_strdup (who != NULL ? who : "");
 
-  if (job->state == BMAPD_JOB_AUTHORIZING) {
+  if (job->state == BMAPD_JOB_QUEUED) {
     g_autoptr (GError) error = NULL;
     BmapdJobState state = BMAPD_JOB_FAILED;
 
@@ -1089,8 +1060,8 @@ bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who)
       case BMAPD_JOB_STOP_DEVICE_GONE:
       case BMAPD_JOB_STOP_MEDIA_GONE:
         g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE,
-                     "%s was removed while waiting for authorization; nothing was written",
-                     job->device_node);
+                     "%s was removed or changed before job %u started; nothing was written",
+                     job->device_node, job->id);
         break;
       case BMAPD_JOB_STOP_SHUTDOWN:
         g_set_error (&error, BMAP_ERROR, BMAP_ERROR_CANCELLED,
@@ -1099,6 +1070,9 @@ bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who)
     }
     if (job->abort_func != NULL)
       job->abort_func (job, state, error, job->abort_data);
+    else if (job->state == BMAPD_JOB_QUEUED) /* its caller has it: it stays to be read */
+      bmapd_job_fail_before_start (job, state, bmap_error_code_to_dbus_name (error->code),
+                                   error->message);
     else
       bmapd_job_fail_early (job, state, bmap_error_code_to_dbus_name (error->code), error->message);
     return;
@@ -1133,7 +1107,7 @@ void
 bmapd_job_fail_early (BmapdJob *job, BmapdJobState state, const char *error_name,
                       const char *error_message)
 {
-  g_return_if_fail (job->state == BMAPD_JOB_AUTHORIZING);
+  g_return_if_fail (job->state == BMAPD_JOB_QUEUED);
   job->abort_func = NULL;
   /* Nobody saw the job start: no reason to keep it around. */
   finish_full (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message, 0);
@@ -1143,7 +1117,7 @@ void
 bmapd_job_fail_before_start (BmapdJob *job, BmapdJobState state, const char *error_name,
                              const char *error_message)
 {
-  g_return_if_fail (job->state == BMAPD_JOB_AUTHORIZING);
+  g_return_if_fail (job->state == BMAPD_JOB_QUEUED);
   job->abort_func = NULL;
   finish (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message);
 }

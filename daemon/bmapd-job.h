@@ -6,6 +6,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bmapd-source.h"
 #include "libbmap.h"
 
 G_BEGIN_DECLS
@@ -17,7 +18,7 @@ G_BEGIN_DECLS
 #define BMAPD_JOB_KEEP_USEC (60 * G_USEC_PER_SEC)
 
 typedef enum {
-  BMAPD_JOB_AUTHORIZING,
+  BMAPD_JOB_QUEUED, /* authorized, holding its device, waiting for its turn */
   BMAPD_JOB_PREPARING,
   BMAPD_JOB_WRITING,
   BMAPD_JOB_SYNCING,
@@ -48,13 +49,15 @@ typedef enum {
 typedef struct _BmapdJob BmapdJob;
 
 typedef void (*BmapdJobFunc) (BmapdJob *job, gpointer user_data);
-/* Called when the job is stopped while still authorizing: the owner of
- * the pending request ends it (bmapd_job_fail_early()). */
+/* Called when the job is stopped while still queued and its call not yet
+ * answered: the owner of the pending request ends it
+ * (bmapd_job_fail_early()). */
 typedef void (*BmapdJobAbortFunc) (BmapdJob *job, BmapdJobState state, const GError *error,
                                    gpointer user_data);
 
-/* Exports the job in state "authorizing" and announces it. @device_path is
- * "/" and @device_node NULL for create. */
+/* Exports the job in state "queued" and announces it: it is made once the
+ * work is authorized. @device_path is "/" and @device_node NULL for
+ * create. */
 BmapdJob *bmapd_job_new (sd_bus *bus, sd_event *event, guint id, BmapdJobOperation operation,
                          const char *device_path, const char *device_node, const char *description,
                          uid_t uid, GError **error);
@@ -67,11 +70,11 @@ void bmapd_job_set_handlers (BmapdJob *job, BmapdJobFunc finished, BmapdJobFunc 
                              gpointer user_data);
 void bmapd_job_set_abort_func (BmapdJob *job, BmapdJobAbortFunc func, gpointer user_data);
 
-/* The work: all arguments are taken. @source may be NULL, then it is
- * opened from @image_fd on the worker (a pipe may block until the writer
- * starts). @map NULL copies every block. */
-void bmapd_job_set_flash (BmapdJob *job, BmapSource *source, int image_fd, BmapMap *map,
-                          BmapTarget *target, gboolean verify, gboolean verify_written,
+/* The work: all arguments are taken. @map NULL copies every block.
+ * @diskseq: the medium checked (0: none); the worker checks the device's
+ * again before its first write, however long the job was queued. */
+void bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, BmapTarget *target,
+                          guint64 diskseq, gboolean verify, gboolean verify_written,
                           guint64 bytes_total);
 /* What a flash does beyond the copy: the Flash options minimize-writes,
  * discard, zero-unmapped and relocate-gpt. Before start. */
@@ -86,15 +89,16 @@ void bmapd_job_set_flash_flags (BmapdJob *job, BmapdFlashFlags flags);
 void bmapd_job_set_create (BmapdJob *job, int image_fd, int out_fd, BmapChecksumType checksum,
                            guint64 bytes_total);
 
-/* Starts the worker thread: state "preparing". */
+/* Starts the worker thread of a queued job: state "preparing". */
 gboolean bmapd_job_start (BmapdJob *job, GError **error);
 
 /* Cancels the job when its caller (the sender of @call) leaves the bus. */
 gboolean bmapd_job_bind_to_caller (BmapdJob *job, sd_bus_message *call, GError **error);
 
 /* Stops the job (see BmapdJobStopReason). A running job ends when its
- * worker has closed the device; an authorizing one at once, through the
- * abort function. @who says who stopped it, for the message. */
+ * worker has closed the device; a queued one at once, through the abort
+ * function while the call that made it is not answered yet. @who says who stopped it, for the
+ * message. */
 void bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who);
 
 /* For an exit that does not wait: every job whose worker still runs is

@@ -7,7 +7,9 @@
 
 #include "bmapd-config.h"
 #include "bmapd-device-registry.h"
+#include "bmapd-image.h"
 #include "bmapd-job.h"
+#include "bmapd-limits.h"
 
 G_BEGIN_DECLS
 
@@ -26,8 +28,13 @@ G_BEGIN_DECLS
  * it answers AddAutoFlash, listens to the registry after the manager (so
  * that the Device objects exist when it hears of a device), and starts its
  * cards' jobs with bmapd_manager_flash_card(), the path of Flash with the
- * polkit step skipped (the rule's authorization covers its cards). */
+ * polkit step skipped (the rule's authorization covers its cards).
+ *
+ * The path of a call from method to job is bmapd-request.c's. Jobs are
+ * made once authorized, hold their device from then on, and wait in a
+ * queue (state "queued") while MaxJobs jobs run; they start in order. */
 typedef struct _BmapdManager BmapdManager;
+typedef struct _BmapdRequest BmapdRequest;
 
 /* Called when the number of active jobs changes, and once every job has
  * ended after bmapd_manager_shutdown(). */
@@ -39,9 +46,9 @@ typedef void (*BmapdManagerJobFunc) (BmapdManager *manager, BmapdJob *job, gpoin
 /* What an auto-flash card's job needs. */
 typedef struct {
   const char *device_name;
-  guint64 diskseq; /* the medium the card was seen with: MediaChanged otherwise */
-  int image_fd;    /* taken; a regular file or a pipe, at the image's start */
-  BmapMap *map;    /* taken; NULL copies every block */
+  guint64 diskseq;   /* the medium the card was seen with: MediaChanged otherwise */
+  BmapdImage *image; /* taken: a copy of the rule's (bmapd_image_copy()) */
+  BmapMap *map;      /* taken; NULL copies every block */
   gboolean verify;
   gboolean verify_written;
   const char *description;
@@ -58,7 +65,8 @@ void bmapd_manager_set_config (BmapdManager *manager, const BmapdConfig *config)
 void
 bmapd_manager_set_activity_func (BmapdManager *manager, BmapdManagerFunc func, gpointer user_data);
 
-/* Jobs authorizing or running. */
+/* Jobs queued or running, and calls not answered yet (waiting for their
+ * data or for polkit). */
 guint bmapd_manager_get_n_active_jobs (BmapdManager *manager);
 
 /* Auto-flash: @add_func answers AddAutoFlash (Unsupported without it);
@@ -70,15 +78,20 @@ void bmapd_manager_set_auto_flash (BmapdManager *manager, sd_bus_message_handler
 void bmapd_manager_set_auto_flash_armed (BmapdManager *manager, gboolean armed);
 gboolean bmapd_manager_get_auto_flash_armed (BmapdManager *manager);
 
+/* A card's job: queued (or started), or already failed (a failed one
+ * stays exported like any finished job, its error to be read); NULL and
+ * @error when the card got no job at all (its image cannot be read,
+ * device gone or busy, MaxJobsPerUser). */
+typedef void (*BmapdManagerCardFunc) (BmapdJob *job, const GError *error, gpointer user_data);
+
 /* Starts an auto-flash card's job without asking polkit, through the same
- * checks as Flash (limits, device, diskseq, size, O_EXCL). Returns the job,
- * which has either started or already failed (a failed one stays exported
- * like any finished job, its error to be read); NULL and @error when the
- * card got no job at all (no place under MaxJobs, device gone or busy).
- * @card's descriptor and map are taken in every case. */
-BmapdJob *
-bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card, GError **error);
-/* Another job may start now (MaxJobs). */
+ * path as Flash (reader thread, device, diskseq, size, O_EXCL); @func is
+ * called once, from the loop, never before this returns. @card's
+ * descriptor and map are taken in every case. */
+void bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card,
+                               BmapdManagerCardFunc func, gpointer user_data);
+/* Another job may start now (MaxJobs, counting queued jobs and starting
+ * cards). */
 gboolean bmapd_manager_has_free_job_slot (BmapdManager *manager);
 /* The flash job holding device @name, NULL when idle. */
 BmapdJob *bmapd_manager_get_device_job (BmapdManager *manager, const char *name);
@@ -89,6 +102,29 @@ const char *bmapd_manager_get_device_path (BmapdManager *manager, const char *na
  * @done once every worker has closed its device. */
 void bmapd_manager_shutdown (BmapdManager *manager, const char *why, BmapdManagerFunc done,
                              gpointer user_data);
+
+/* ---- for bmapd-request.c ---- */
+
+sd_bus *bmapd_manager_get_bus (BmapdManager *manager);
+sd_event *bmapd_manager_get_event (BmapdManager *manager);
+BmapdDeviceRegistry *bmapd_manager_get_registry (BmapdManager *manager);
+const BmapdConfig *bmapd_manager_get_config (BmapdManager *manager);
+/* Per-uid limits (MaxRequestsPerUser, MaxJobsPerUser, MaxRulesPerUser). */
+BmapdLimits *bmapd_manager_get_limits (BmapdManager *manager);
+/* Cancelled once bmapd is shutting down. */
+gboolean bmapd_manager_check_accepting (BmapdManager *manager, GError **error);
+/* The manager owns requests until they end. */
+void bmapd_manager_add_request (BmapdManager *manager, BmapdRequest *req);
+/* Frees @req. */
+void bmapd_manager_remove_request (BmapdManager *manager, BmapdRequest *req);
+/* An authorized job, state "queued", holding device @device_name (NULL for
+ * create) from now on: DeviceBusy when a job holds it already, Limit
+ * beyond MaxJobsPerUser. */
+BmapdJob *
+bmapd_manager_add_job (BmapdManager *manager, BmapdJobOperation operation, const char *device_name,
+                       const char *device_node, const char *description, uid_t uid, GError **error);
+/* Its work is set: it starts in turn (or fails, reported by the job). */
+void bmapd_manager_queue_job (BmapdManager *manager, BmapdJob *job);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (BmapdManager, bmapd_manager_free)
 

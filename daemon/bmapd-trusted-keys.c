@@ -151,6 +151,8 @@ typedef struct {
   char *dir;
   GBytes *bmap;
   GBytes *signature;
+  gpointer hold; /* the caller's, released with the work */
+  GDestroyNotify hold_free;
   BmapdSignatureResult *result; /* set by the worker before it signals efd */
 } Work;
 
@@ -163,6 +165,8 @@ work_unref (Work *work)
   g_free (work->dir);
   g_bytes_unref (work->bmap);
   g_bytes_unref (work->signature);
+  if (work->hold_free != NULL && work->hold != NULL)
+    work->hold_free (work->hold);
   bmapd_signature_result_free (work->result);
   g_free (work);
 }
@@ -253,8 +257,9 @@ on_timeout (sd_event_source *source, uint64_t usec, void *user_data)
 }
 
 BmapdTrustedKeysCheck *
-bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature,
-                              BmapdTrustedKeysFunc func, gpointer user_data, GError **error)
+bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature, gpointer hold,
+                              GDestroyNotify hold_free, BmapdTrustedKeysFunc func,
+                              gpointer user_data, GError **error)
 {
   g_autoptr (BmapdTrustedKeysCheck) check = g_new0 (BmapdTrustedKeysCheck, 1);
   g_autoptr (GThread) thread = NULL;
@@ -268,6 +273,8 @@ bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature,
   work->dir = g_strdup (bmapd_trusted_keys_get_dir ());
   work->bmap = g_bytes_ref (bmap);
   work->signature = g_bytes_ref (signature);
+  work->hold = hold;
+  work->hold_free = hold_free;
   check->work = work;
   check->func = func;
   check->user_data = user_data;

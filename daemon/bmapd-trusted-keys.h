@@ -50,10 +50,14 @@ typedef void (*BmapdTrustedKeysFunc) (const BmapdSignatureResult *result, gpoint
 /* Checks @signature over @bmap: a detached signature, or a clearsigned
  * message whose signed text must be @bmap byte for byte. After
  * BMAPD_TRUSTED_KEYS_TIMEOUT_USEC the result is UNTRUSTED and the worker is
- * left to finish alone. */
+ * left to finish alone. @hold (may be NULL; taken, even on failure) is
+ * freed with @hold_free once both the worker and the check let go: what
+ * the caller's call holds (its place under MaxRequestsPerUser) stays held
+ * while a worker given up on still runs. */
 BmapdTrustedKeysCheck *
-bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature,
-                              BmapdTrustedKeysFunc func, gpointer user_data, GError **error);
+bmapd_trusted_keys_check_new (sd_event *event, GBytes *bmap, GBytes *signature, gpointer hold,
+                              GDestroyNotify hold_free, BmapdTrustedKeysFunc func,
+                              gpointer user_data, GError **error);
 /* The callback is not called after this; may be called from it. */
 void bmapd_trusted_keys_check_free (BmapdTrustedKeysCheck *check);
 

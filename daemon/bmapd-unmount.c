@@ -6,6 +6,7 @@
 #include <sys/mount.h>
 
 #include "bmap-error.h"
+#include "bmapd-fd.h"
 #include "bmapd-log.h"
 #include "bmapd-sd.h"
 #include "bmapd-unmount.h"
@@ -13,6 +14,10 @@
 #define UDISKS_NAME         "org.freedesktop.UDisks2"
 #define UDISKS_BLOCK_PREFIX "/org/freedesktop/UDisks2/block_devices"
 #define UDISKS_FILESYSTEM   "org.freedesktop.UDisks2.Filesystem"
+/* umount2() flushes what was written to the filesystem: it may take a
+ * while, on a thread; past this long the flash fails (the unmount goes on
+ * in the background). */
+#define UMOUNT_TIMEOUT_SEC 300
 
 struct _BmapdUnmount {
   sd_bus *bus;
@@ -22,6 +27,7 @@ struct _BmapdUnmount {
   guint next; /* index into partitions for udisks */
   sd_bus_slot *slot;
   sd_event_source *defer_source;
+  BmapdFdWorker *worker; /* umount2() without udisks2 */
   BmapdUnmountFunc func;
   gpointer user_data;
 };
@@ -42,26 +48,64 @@ compare_depth (gconstpointer a, gconstpointer b)
   return (gint) strlen (sb) - (gint) strlen (sa);
 }
 
+/* What the umount2() thread works on. */
+typedef struct {
+  char *node;
+  GPtrArray *mount_points; /* char *, deepest first */
+} DirectWork;
+
+static void
+direct_work_free (DirectWork *work)
+{
+  g_free (work->node);
+  g_ptr_array_unref (work->mount_points);
+  g_free (work);
+}
+
+static gboolean
+direct_work_run (gpointer data, GCancellable *cancellable, GError **error)
+{
+  DirectWork *work = data;
+
+  for (guint i = 0; i < work->mount_points->len; i++) {
+    const char *mp = g_ptr_array_index (work->mount_points, i);
+    if (umount2 (mp, UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT) {
+      int errsv = errno;
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY, "%s: cannot unmount %s: %s",
+                   work->node, mp, g_strerror (errsv));
+      return FALSE;
+    }
+    bmapd_log (LOG_INFO, "%s: unmounted %s", work->node, mp);
+  }
+  return TRUE;
+}
+
+static void
+on_direct_done (gpointer data, const GError *error, gpointer user_data)
+{
+  BmapdUnmount *unmount = user_data;
+  /* The worker owns @error, and the callback may free the worker. */
+  g_autoptr (GError) copy = error != NULL ? g_error_copy (error) : NULL;
+
+  done (unmount, copy);
+}
+
 static void
 unmount_directly (BmapdUnmount *unmount)
 {
-  g_autoptr (GPtrArray) sorted = g_ptr_array_new ();
   g_autoptr (GError) error = NULL;
+  DirectWork *work = g_new0 (DirectWork, 1);
 
+  work->node = g_strdup (unmount->node);
+  work->mount_points = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; unmount->mount_points[i] != NULL; i++)
-    g_ptr_array_add (sorted, unmount->mount_points[i]);
-  g_ptr_array_sort (sorted, compare_depth);
-  for (guint i = 0; i < sorted->len; i++) {
-    const char *mp = g_ptr_array_index (sorted, i);
-    if (umount2 (mp, UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT) {
-      int errsv = errno;
-      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY, "%s: cannot unmount %s: %s",
-                   unmount->node, mp, g_strerror (errsv));
-      break;
-    }
-    bmapd_log (LOG_INFO, "%s: unmounted %s", unmount->node, mp);
-  }
-  done (unmount, error);
+    g_ptr_array_add (work->mount_points, g_strdup (unmount->mount_points[i]));
+  g_ptr_array_sort (work->mount_points, compare_depth);
+  unmount->worker = bmapd_fd_worker_start_full (
+      sd_bus_get_event (unmount->bus), unmount->node, UMOUNT_TIMEOUT_SEC, NULL, direct_work_run,
+      work, (GDestroyNotify) direct_work_free, on_direct_done, unmount, &error);
+  if (unmount->worker == NULL)
+    done (unmount, error);
 }
 
 static void udisks_next (BmapdUnmount *unmount);
@@ -182,6 +226,7 @@ bmapd_unmount_free (BmapdUnmount *unmount)
     return;
   sd_bus_slot_unref (unmount->slot);
   sd_event_source_disable_unref (unmount->defer_source);
+  bmapd_fd_worker_free (unmount->worker);
   sd_bus_unref (unmount->bus);
   g_free (unmount->node);
   g_strfreev (unmount->partitions);

@@ -147,6 +147,20 @@ lookup_station_job (BmapdFlasherClient *self, GDBusProxy *proxy, const char *dev
   return job;
 }
 
+static void send_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job);
+
+/* The job has its path: followed from here on, and a cancel the person
+ * asked for while Flash was unanswered is sent now (the job is queued,
+ * the earliest it can be canceled). */
+static void
+job_found (BmapdFlasherClient *self, BmapdFlasherJob *job, const char *path)
+{
+  bmapd_flasher_job_set_object_path (job, path);
+  g_hash_table_replace (self->jobs, g_strdup (path), g_object_ref (job));
+  if (bmapd_flasher_job_take_pending_cancel (job))
+    send_cancel (self, job);
+}
+
 /* Our job, known by its path, or the pending one for its device. */
 static BmapdFlasherJob *
 lookup_job (BmapdFlasherClient *self, GDBusProxy *proxy)
@@ -163,10 +177,9 @@ lookup_job (BmapdFlasherClient *self, GDBusProxy *proxy)
   job = g_hash_table_lookup (self->pending, g_variant_get_string (device, NULL));
   if (job == NULL)
     return lookup_station_job (self, proxy, g_variant_get_string (device, NULL));
-  /* The job exists before Flash answers (it is "authorizing" while polkit
-   * asks): follow it from its first state on. */
-  bmapd_flasher_job_set_object_path (job, path);
-  g_hash_table_insert (self->jobs, g_strdup (path), g_object_ref (job));
+  /* bmapd adds the job once polkit said yes, and its signals may come
+   * before Flash's answer: follow it from its first state on. */
+  job_found (self, job, path);
   return job;
 }
 
@@ -419,8 +432,7 @@ on_flash_reply (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   g_variant_get (reply, "(&o)", &path);
-  bmapd_flasher_job_set_object_path (call->job, path);
-  g_hash_table_replace (self->jobs, g_strdup (path), g_object_ref (call->job));
+  job_found (self, call->job, path);
   /* What the job did before we knew its path. */
   proxy = g_dbus_object_manager_get_interface (self->manager, path, BMAPD_JOB_IFACE);
   if (proxy != NULL) {
@@ -519,6 +531,8 @@ bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
       g_variant_new ("(oha{sv})", bmapd_flasher_device_get_object_path (device), image_index,
                      &options),
       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, fds, NULL, on_flash_reply, call);
+  /* No job in bmapd until polkit says yes: the app's own state says so. */
+  bmapd_flasher_job_flash_called (job);
 }
 
 static void
@@ -621,18 +635,32 @@ on_cancel_reply (GObject *source, GAsyncResult *result, gpointer user_data)
     g_warning ("Cancel of %s failed: %s", bmapd_flasher_job_get_object_path (job), error->message);
 }
 
-void
-bmapd_flasher_client_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job)
+static void
+send_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job)
 {
   GDBusConnection *connection;
 
-  g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
-
-  if (bmapd_flasher_job_get_object_path (job) == NULL || bmapd_flasher_job_is_finished (job))
-    return;
   connection = g_dbus_proxy_get_connection (G_DBUS_PROXY (self->manager_proxy));
   g_dbus_connection_call (connection, BMAPD_BUS_NAME, bmapd_flasher_job_get_object_path (job),
                           BMAPD_JOB_IFACE, "Cancel", NULL, NULL,
                           G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, NULL,
                           on_cancel_reply, g_object_ref (job));
+}
+
+void
+bmapd_flasher_client_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
+
+  if (bmapd_flasher_job_is_finished (job))
+    return;
+  /* Before Flash answered there is no job to cancel: remembered, and sent
+   * by job_found(). */
+  if (bmapd_flasher_job_get_object_path (job) == NULL) {
+    bmapd_flasher_job_request_cancel (job);
+    return;
+  }
+  bmapd_flasher_job_request_cancel (job);
+  if (bmapd_flasher_job_take_pending_cancel (job))
+    send_cancel (self, job);
 }

@@ -128,7 +128,11 @@ bmapd_flasher_job_row_sync (BmapdFlasherJobRow *self)
   }
   status = bmapd_flasher_job_dup_status (self->job, g_get_real_time ());
   gtk_label_set_text (GTK_LABEL (self->status), status);
-  gtk_widget_set_sensitive (self->cancel, bmapd_flasher_job_get_object_path (self->job) != NULL);
+  /* Cancel works from the Flash call on: before the job has a path, the
+   * client remembers it. */
+  gtk_widget_set_sensitive (self->cancel,
+                            state >= BMAPD_FLASHER_JOB_AUTHORIZING
+                                && !bmapd_flasher_job_get_cancel_requested (self->job));
   if (state < BMAPD_FLASHER_JOB_WRITING && fraction == 0.0) {
     gtk_progress_bar_pulse (GTK_PROGRESS_BAR (self->progress));
   } else {

@@ -22,6 +22,8 @@ struct _BmapdFlasherJob {
   gboolean wrote;
   char *error_name;
   char *error_message;
+  gboolean cancel_requested; /* by the person, maybe before the job had a path */
+  gboolean cancel_sent;
 };
 
 G_DEFINE_TYPE (BmapdFlasherJob, bmapd_flasher_job, G_TYPE_OBJECT)
@@ -31,10 +33,10 @@ static guint signals[N_SIGNALS];
 
 static const char *const state_names[] = {
   [BMAPD_FLASHER_JOB_STARTING] = "starting",   [BMAPD_FLASHER_JOB_AUTHORIZING] = "authorizing",
-  [BMAPD_FLASHER_JOB_PREPARING] = "preparing", [BMAPD_FLASHER_JOB_WRITING] = "writing",
-  [BMAPD_FLASHER_JOB_SYNCING] = "syncing",     [BMAPD_FLASHER_JOB_VERIFYING] = "verifying",
-  [BMAPD_FLASHER_JOB_DONE] = "done",           [BMAPD_FLASHER_JOB_FAILED] = "failed",
-  [BMAPD_FLASHER_JOB_CANCELED] = "canceled",
+  [BMAPD_FLASHER_JOB_QUEUED] = "queued",       [BMAPD_FLASHER_JOB_PREPARING] = "preparing",
+  [BMAPD_FLASHER_JOB_WRITING] = "writing",     [BMAPD_FLASHER_JOB_SYNCING] = "syncing",
+  [BMAPD_FLASHER_JOB_VERIFYING] = "verifying", [BMAPD_FLASHER_JOB_DONE] = "done",
+  [BMAPD_FLASHER_JOB_FAILED] = "failed",       [BMAPD_FLASHER_JOB_CANCELED] = "canceled",
 };
 
 const char *
@@ -253,13 +255,54 @@ bmapd_flasher_job_call_failed (BmapdFlasherJob *self, const GError *error)
       message = stripped;
     }
   }
-  /* Every failure of the Flash call comes before the first byte. A job
-   * canceled while polkit asked fails the call with Cancelled: for the
-   * person it was canceled, not broken. */
+  /* Every failure of the Flash call comes before the first byte. A flash
+   * the person canceled while polkit asked (the password dialog then
+   * dismissed, or bmapd's Cancelled) was canceled, not broken. */
   self->wrote = FALSE;
-  bmapd_flasher_job_finish (
-      self, g_strcmp0 (remote, "org.bmapd.bmapd1.Error.Cancelled") == 0 ? "canceled" : "failed",
-      remote, message);
+  bmapd_flasher_job_finish (self,
+                            self->cancel_requested
+                                    || g_strcmp0 (remote, "org.bmapd.bmapd1.Error.Cancelled") == 0
+                                ? "canceled"
+                                : "failed",
+                            remote, message);
+}
+
+void
+bmapd_flasher_job_flash_called (BmapdFlasherJob *self)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_JOB (self));
+
+  set_state (self, BMAPD_FLASHER_JOB_AUTHORIZING);
+  g_signal_emit (self, signals[SIGNAL_CHANGED], 0);
+}
+
+void
+bmapd_flasher_job_request_cancel (BmapdFlasherJob *self)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_JOB (self));
+
+  if (bmapd_flasher_job_is_finished (self) || self->cancel_requested)
+    return;
+  self->cancel_requested = TRUE;
+  g_signal_emit (self, signals[SIGNAL_CHANGED], 0);
+}
+
+gboolean
+bmapd_flasher_job_get_cancel_requested (BmapdFlasherJob *self)
+{
+  g_return_val_if_fail (BMAPD_FLASHER_IS_JOB (self), FALSE);
+  return self->cancel_requested;
+}
+
+gboolean
+bmapd_flasher_job_take_pending_cancel (BmapdFlasherJob *self)
+{
+  g_return_val_if_fail (BMAPD_FLASHER_IS_JOB (self), FALSE);
+
+  if (!self->cancel_requested || self->cancel_sent || bmapd_flasher_job_is_finished (self))
+    return FALSE;
+  self->cancel_sent = TRUE;
+  return TRUE;
 }
 
 BmapdFlasherJobState
@@ -284,6 +327,8 @@ phase_label (BmapdFlasherJobState state)
       return _ ("Starting");
     case BMAPD_FLASHER_JOB_AUTHORIZING:
       return _ ("Waiting for permission");
+    case BMAPD_FLASHER_JOB_QUEUED:
+      return _ ("Waiting for other flashes to end");
     case BMAPD_FLASHER_JOB_PREPARING:
       return _ ("Preparing");
     case BMAPD_FLASHER_JOB_WRITING:
@@ -324,7 +369,8 @@ bmapd_flasher_job_dup_status (BmapdFlasherJob *self, gint64 now_usec)
 
   g_return_val_if_fail (BMAPD_FLASHER_IS_JOB (self), NULL);
 
-  status = g_string_new (phase_label (self->state));
+  /* Canceled before Flash answered: said until bmapd ends the job. */
+  status = g_string_new (self->cancel_requested ? _ ("Canceling") : phase_label (self->state));
   if (self->state >= BMAPD_FLASHER_JOB_WRITING && self->state <= BMAPD_FLASHER_JOB_VERIFYING) {
     gint64 left = seconds_left (self, now_usec);
 

@@ -9,8 +9,9 @@ G_BEGIN_DECLS
  * the job's states and Progress signals, to a result said in words. Fed by
  * the bus side (bmapd-flasher-client.c) or by a test; no GTK, no bus. */
 typedef enum {
-  BMAPD_FLASHER_JOB_STARTING, /* Flash called, no job yet */
-  BMAPD_FLASHER_JOB_AUTHORIZING,
+  BMAPD_FLASHER_JOB_STARTING,    /* about to call Flash */
+  BMAPD_FLASHER_JOB_AUTHORIZING, /* Flash called, no answer yet: polkit may be asking */
+  BMAPD_FLASHER_JOB_QUEUED,      /* the job exists, waiting for its turn */
   BMAPD_FLASHER_JOB_PREPARING,
   BMAPD_FLASHER_JOB_WRITING,
   BMAPD_FLASHER_JOB_SYNCING,
@@ -43,6 +44,15 @@ void bmapd_flasher_job_finish (BmapdFlasherJob *self, const char *state, const c
                                const char *error_message);
 /* The Flash call failed: nothing was written (the daemon guarantees it). */
 void bmapd_flasher_job_call_failed (BmapdFlasherJob *self, const GError *error);
+/* Flash was called: until it answers there is no job in bmapd (polkit may
+ * be asking), and the app shows the flash as waiting for permission. */
+void bmapd_flasher_job_flash_called (BmapdFlasherJob *self);
+/* Cancel before the job has a path: remembered, and applied once Flash
+ * answers with one. */
+void bmapd_flasher_job_request_cancel (BmapdFlasherJob *self);
+gboolean bmapd_flasher_job_get_cancel_requested (BmapdFlasherJob *self);
+/* TRUE once, when a cancel was requested and not yet sent to bmapd. */
+gboolean bmapd_flasher_job_take_pending_cancel (BmapdFlasherJob *self);
 
 BmapdFlasherJobState bmapd_flasher_job_get_state (BmapdFlasherJob *self);
 const char *bmapd_flasher_job_state_to_string (BmapdFlasherJobState state);

@@ -257,8 +257,11 @@ test_job_done (void)
 
   g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_STARTING);
   g_assert_null (bmapd_flasher_job_dup_result (job));
-  bmapd_flasher_job_update (job, job_state ("authorizing"));
+  /* No job in bmapd while polkit asks: the app's own state. */
+  bmapd_flasher_job_flash_called (job);
   g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_AUTHORIZING);
+  bmapd_flasher_job_update (job, job_state ("queued"));
+  g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_QUEUED);
   bmapd_flasher_job_update (job, job_state ("writing"));
   bmapd_flasher_job_progress (job, 50 * 1000 * 1000, 200 * 1000 * 1000, 10 * 1000 * 1000);
   g_assert_cmpfloat_with_epsilon (bmapd_flasher_job_get_fraction (job), 0.25, 1e-9);
@@ -384,6 +387,56 @@ test_station (void)
   g_assert_cmpstr (bmapd_flasher_station_get_error (station), ==, "not authorized");
 }
 
+/* Canceled while Flash was unanswered: remembered, sent once the job has a
+ * path, and the job bmapd cancels while queued wrote nothing. */
+static void
+test_job_cancel_pending (void)
+{
+  g_autoptr (BmapdFlasherJob) job
+      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autofree char *status = NULL;
+  g_autofree char *result = NULL;
+
+  bmapd_flasher_job_flash_called (job);
+  g_assert_false (bmapd_flasher_job_take_pending_cancel (job));
+  bmapd_flasher_job_request_cancel (job);
+  g_assert_true (bmapd_flasher_job_get_cancel_requested (job));
+  g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_AUTHORIZING);
+  status = bmapd_flasher_job_dup_status (job, 0);
+  g_assert_cmpstr (status, ==, "Canceling");
+
+  /* Flash answered: the cancel is sent once. */
+  bmapd_flasher_job_set_object_path (job, "/org/bmapd/bmapd1/job/1");
+  g_assert_true (bmapd_flasher_job_take_pending_cancel (job));
+  g_assert_false (bmapd_flasher_job_take_pending_cancel (job));
+  bmapd_flasher_job_update (job, job_state ("queued"));
+  bmapd_flasher_job_finish (job, "canceled", "org.bmapd.bmapd1.Error.Cancelled",
+                            "job 1 was canceled by uid 1000 before it started");
+  g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_CANCELED);
+  result = bmapd_flasher_job_dup_result (job);
+  g_assert_cmpstr (result, ==, "Canceled. Nothing was written: the card is as it was.");
+}
+
+/* Canceled while polkit asked, and then the password dialog was dismissed:
+ * canceled, not "permission was not given". */
+static void
+test_job_cancel_pending_then_refused (void)
+{
+  g_autoptr (BmapdFlasherJob) job
+      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (GError) error = g_dbus_error_new_for_dbus_error (
+      "org.bmapd.bmapd1.Error.NotAuthorized", "not authorized to flash /dev/sdb");
+  g_autofree char *result = NULL;
+
+  bmapd_flasher_job_flash_called (job);
+  bmapd_flasher_job_request_cancel (job);
+  bmapd_flasher_job_call_failed (job, error);
+  g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_CANCELED);
+  g_assert_false (bmapd_flasher_job_take_pending_cancel (job));
+  result = bmapd_flasher_job_dup_result (job);
+  g_assert_cmpstr (result, ==, "Canceled. Nothing was written: the card is as it was.");
+}
+
 static void
 test_job_canceled_while_authorizing (void)
 {
@@ -393,7 +446,7 @@ test_job_canceled_while_authorizing (void)
       "org.bmapd.bmapd1.Error.Cancelled", "job 1 was canceled by uid 1000 before it started");
   g_autofree char *result = NULL;
 
-  bmapd_flasher_job_update (job, job_state ("authorizing"));
+  bmapd_flasher_job_flash_called (job);
   bmapd_flasher_job_call_failed (job, error);
   g_assert_cmpint (bmapd_flasher_job_get_state (job), ==, BMAPD_FLASHER_JOB_CANCELED);
   result = bmapd_flasher_job_dup_result (job);
@@ -499,6 +552,9 @@ main (int argc, char *argv[])
   g_test_add_func ("/flasher/job/canceled-before-writing", test_job_canceled_before_writing);
   g_test_add_func ("/flasher/job/call-failed", test_job_call_failed);
   g_test_add_func ("/flasher/job/canceled-while-authorizing", test_job_canceled_while_authorizing);
+  g_test_add_func ("/flasher/job/cancel-pending", test_job_cancel_pending);
+  g_test_add_func ("/flasher/job/cancel-pending-then-refused",
+                   test_job_cancel_pending_then_refused);
   g_test_add_func ("/flasher/station", test_station);
   g_test_add_func ("/flasher/image", test_image);
   return g_test_run ();

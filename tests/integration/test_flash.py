@@ -346,7 +346,8 @@ def test_unknown_device(daemon, client, polkit, image, fds):
 
 
 @pytest.mark.parametrize('daemon_config', ['[Daemon]\nMaxJobs=1\n'])
-def test_max_jobs_limit(daemon, client, polkit, loop_factory, image, fds):
+def test_max_jobs_queues(daemon, client, polkit, loop_factory, image, fds):
+    '''Beyond MaxJobs an authorized job waits, queued, holding its device.'''
     polkit.set_allowed([h.ACTION_FLASH])
     first, second = loop_factory(), loop_factory()
     dev1 = client.wait_device(first.node)
@@ -355,14 +356,14 @@ def test_max_jobs_limit(daemon, client, polkit, loop_factory, image, fds):
     try:
         job = client.flash(dev1, pipe.read_fd, nobmap=True)
         pipe.close_read()
-        with pytest.raises(h.DBusCallError) as e:
-            client.flash(dev2, fds(image['path']), bmap_fd=fds(image['bmap']))
-        assert e.value.name == h.ERROR + 'Limit'
-        assert 'MaxJobs=1' in e.value.message
+        client.wait_state(job, 'writing')
+        job2 = client.flash(dev2, fds(image['path']), bmap_fd=fds(image['bmap']))
+        assert client.get(job2, h.JOB_IFACE, 'State') == 'queued'
+        assert client.get(job2, h.JOB_IFACE, 'Progress') == 0.0
+        assert client.get(dev2, h.DEVICE_IFACE, 'Job') == job2
         client.cancel(job)
     finally:
         pipe.stop()
     client.wait_finished(job)
-    # Once the first is over, the second device can be flashed.
-    job2 = client.flash(dev2, fds(image['path']), bmap_fd=fds(image['bmap']))
+    # Once the first is over, the second starts.
     assert client.wait_finished(job2)[0] == 'done'

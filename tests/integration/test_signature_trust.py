@@ -259,14 +259,26 @@ exec /usr/bin/gpg "$@"
                 pass
 
 
+def refusal_of_a_call(client, fds, image):
+    '''The error of a Flash call onto no device: Limit while the caller has
+    no place left (checked first), DeviceGone otherwise.'''
+    args = GLib.Variant('(oha{sv})', (h.DEVICE_PREFIX + 'nosuchdisk', 0,
+                                      {'nobmap': GLib.Variant('b', True)}))
+    with pytest.raises(h.DBusCallError) as e:
+        client.call(h.MANAGER_PATH, h.MANAGER_IFACE, 'Flash', args, [fds(image['path'])])
+    return e.value
+
+
 @pytest.mark.loop
 def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop, image, keys,
-                                                       user, tmp_path, stuck_gpg):
+                                                       user, tmp_path, stuck_gpg, fds):
     gpg_dir, pids = stuck_gpg
     # bmapd's private GnuPG homes go to a directory of this test.
     homes = tmp_path / 'tmp'
     homes.mkdir()
-    d = h.Daemon(bus, client, str(tmp_path), args=('--trusted-keys-dir', str(keys.trusted)),
+    # One call at a time for root, bmapctl's and this test's uid.
+    d = h.Daemon(bus, client, str(tmp_path), config='[Daemon]\nMaxRequestsPerUser=1\n',
+                 args=('--trusted-keys-dir', str(keys.trusted)),
                  env={'PATH': f'{gpg_dir}:{os.environ["PATH"]}', 'TMPDIR': str(homes)})
     try:
         polkit.set_allowed([h.ACTION_FLASH])
@@ -285,6 +297,11 @@ def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop
         assert_image_on(loop, image)
         assert flash_details(polkit)['bmap.signature'] == 'untrusted'
         assert 'the signature check took longer than 30 s' in d.read_log()
+        # The worker given up on still holds its caller's place, as a reader
+        # thread past its deadline does: stuck checks cannot pile up.
+        refused = refusal_of_a_call(client, fds, image)
+        assert refused.name == h.ERROR + 'Limit', refused
+        assert 'MaxRequestsPerUser=1' in refused.message
         # The gpg given up on can be stopped: it did not inherit bmapd's
         # blocked SIGTERM (systemd stops the service's processes with it).
         pid = int(pids.read_text().split()[0])
@@ -295,6 +312,10 @@ def test_stuck_check_gives_up_and_leaves_the_loop_free(bus, client, polkit, loop
         # The worker given up on then finishes, and removes its GnuPG home.
         h.wait_until(lambda: not os.listdir(homes), 20, f'bmapd to remove its GnuPG home '
                      f'{os.listdir(homes)}')
+        # Then the place is given back.
+        h.wait_until(lambda: refusal_of_a_call(client, fds, image).name != h.ERROR + 'Limit', 20,
+                     'the stuck check to give back its place')
+        assert refusal_of_a_call(client, fds, image).name == h.ERROR + 'DeviceGone'
     finally:
         d.stop()
 

@@ -668,13 +668,17 @@ def test_config_example():
     kf = GLib.KeyFile()
     kf.load_from_data(active, len(active.encode()), GLib.KeyFileFlags.NONE)
     documented = {k: kf.get_integer("Daemon", k) for k in kf.get_keys("Daemon")[0]}
-    assert set(documented) == {"IdleTimeoutSec", "MaxJobs"}, f"keys: {sorted(documented)}"
+    assert set(documented) == {"IdleTimeoutSec", "MaxJobs", "MaxJobsPerUser", "MaxRequestsPerUser",
+                               "RequestTimeoutSec"}, f"keys: {sorted(documented)}"
     header = src("daemon", "bmapd-config.h")
     if not os.path.exists(header):
         raise Skip(f"{header} is not written yet: defaults not compared")
     defines = dict(re.findall(r"#define (BMAPD_CONFIG_\w+)\s+(\d+)", open(header).read()))
     daemon = {"IdleTimeoutSec": int(defines["BMAPD_CONFIG_DEFAULT_IDLE_TIMEOUT_SEC"]),
-              "MaxJobs": int(defines["BMAPD_CONFIG_DEFAULT_MAX_JOBS"])}
+              "MaxJobs": int(defines["BMAPD_CONFIG_DEFAULT_MAX_JOBS"]),
+              "MaxJobsPerUser": int(defines["BMAPD_CONFIG_DEFAULT_MAX_JOBS_PER_USER"]),
+              "MaxRequestsPerUser": int(defines["BMAPD_CONFIG_DEFAULT_MAX_REQUESTS_PER_USER"]),
+              "RequestTimeoutSec": int(defines["BMAPD_CONFIG_DEFAULT_REQUEST_TIMEOUT_SEC"])}
     assert documented == daemon, f"example documents {documented}, bmapd uses {daemon}"
 
 
