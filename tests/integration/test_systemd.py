@@ -3,6 +3,7 @@
 
 import os
 import socket
+import threading
 
 import pytest
 
@@ -10,26 +11,44 @@ import bmapd_harness as h
 
 
 class NotifySocket:
-    '''Plays systemd's NOTIFY_SOCKET.'''
+    '''Plays systemd's NOTIFY_SOCKET, and reads it all the time as systemd
+    does: a unix datagram socket queues only net.unix.max_dgram_qlen (10)
+    messages, and a sender's sd_notify() blocks once they are unread, so a
+    test that stops reading for two seconds of watchdog pings would freeze
+    bmapd's loop itself.'''
 
     def __init__(self, tmpdir):
         self.path = os.path.join(tmpdir, 'notify')
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
-        self.sock.setblocking(False)
+        self.sock.settimeout(0.1)
         self.messages = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        while not self.stopping:
+            try:
+                message = self.sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.messages.append(message)
 
     def poll(self):
-        while True:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return self.messages
+        with self.lock:
+            return list(self.messages)
 
     def seen(self, text):
         return any(text in m for m in self.poll())
 
     def close(self):
+        self.stopping = True
+        self.reader.join(5)
         self.sock.close()
 
 
