@@ -343,18 +343,19 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     BmapCopyResult result = { 0 };
     gint64 elapsed = g_get_monotonic_time () - start;
 
-    result.bytes_written = job->bytes_done;
+    /* BytesDone covers the whole job (writing, syncing, verifying);
+     * BytesWritten is what reached the device. */
+    result.bytes_written = job->bytes_written;
     result.image_size = 0; /* the job reports what it wrote, not the image's size */
     result.verified = !args->no_verify && !args->nobmap;
     result.verified_written = args->verify_written;
     if (args->minimize_writes) {
-      result.bytes_written = job->bytes_written;
       result.bytes_checked = job->bytes_checked;
       result.bytes_skipped = job->bytes_checked - MIN (job->bytes_checked, job->bytes_written);
     }
     bmapctl_bmaptool_copy_end (options, target->arg,
                                map != NULL ? map->mapped_blocks_count * map->block_size
-                                           : job->bytes_done,
+                                           : job->bytes_written,
                                (double) elapsed / G_USEC_PER_SEC);
     print_result (options, image, dest, &result, job->result, elapsed);
   }

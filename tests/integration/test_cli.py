@@ -140,6 +140,9 @@ def test_copy_json_progress(daemon, client, polkit, loop, image, bmapctl):
     updates, result = objects[:-1], objects[-1]
     assert result['result'] == 'done'
     assert result['verified_written'] is True
+    # What reached the device: the mapped bytes, not the whole job's count
+    # (which adds syncing and the read-back).
+    assert result['bytes_written'] == sum(length for _, length in image['ranges'])
     assert updates, 'no progress objects'
     for u in updates:
         assert 0.0 <= u['progress'] <= 1.0
