@@ -77,6 +77,9 @@ def test_ready_status_and_watchdog(bus, client, polkit, notify, tmp_path, fds):
                                   [fds(str(img)),
                                    fds(str(tmp_path / 'n.bmap'), os.O_WRONLY | os.O_CREAT)])
         h.wait_until(lambda: notify.seen('STATUS=1 job running'), 10, 'STATUS=1 job running')
+        # The call counts from its arrival, before bmapd, having read its
+        # descriptors on a thread, asks polkit: release only a held check.
+        h.wait_until(lambda: polkit.held_count() == 1, 10, 'the polkit check')
         polkit.release_held()
         h.wait_until(lambda: reply, 10, 'the Create reply')
         client.wait_finished(reply['result'][0])
@@ -88,4 +91,5 @@ def test_ready_status_and_watchdog(bus, client, polkit, notify, tmp_path, fds):
         h.wait_until(idle_again, 10, 'STATUS=idle again')
     finally:
         assert d.stop() == 0
-    assert notify.seen('STOPPING=1')
+    # Sent before bmapd exited; the reader thread may not have taken it yet.
+    h.wait_until(lambda: notify.seen('STOPPING=1'), 5, 'STOPPING=1')
