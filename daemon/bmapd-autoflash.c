@@ -732,15 +732,7 @@ add_work_run (gpointer data, GCancellable *cancellable, GError **error)
   }
   /* The bmap is read once, now: every card uses the same. */
   if (work->bmap_fd >= 0) {
-    g_autoptr (GBytes) bytes = NULL;
-    gsize len = 0;
-    const char *text;
-
-    bytes = bmapd_fd_read_all (work->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap", cancellable, error);
-    if (bytes == NULL)
-      return FALSE;
-    text = g_bytes_get_data (bytes, &len);
-    map = bmap_map_load_data (text, len, "bmap", error);
+    map = bmapd_fd_read_bmap (work->bmap_fd, cancellable, NULL, error);
     if (map == NULL)
       return FALSE;
   }

@@ -12,6 +12,7 @@
 
 #include "bmap-error.h"
 #include "bmapd-fd.h"
+#include "bmapd-manager.h"
 #include "bmapd-sd.h"
 
 static const char *
@@ -480,4 +481,22 @@ bmapd_fd_worker_free (BmapdFdWorker *worker)
   g_free (worker->what);
   g_free (worker->timeout_key);
   g_free (worker);
+}
+
+BmapMap *
+bmapd_fd_read_bmap (int fd, GCancellable *cancellable, GBytes **out_bytes, GError **error)
+{
+  g_autoptr (GBytes) bytes = NULL;
+  BmapMap *map;
+  gsize len = 0;
+  const char *text;
+
+  bytes = bmapd_fd_read_all (fd, BMAPD_MAX_BMAP_SIZE, "bmap", cancellable, error);
+  if (bytes == NULL)
+    return NULL;
+  text = g_bytes_get_data (bytes, &len);
+  map = bmap_map_load_data (text, len, "bmap", error);
+  if (map != NULL && out_bytes != NULL)
+    *out_bytes = g_steal_pointer (&bytes);
+  return map;
 }

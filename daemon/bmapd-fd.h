@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <systemd/sd-event.h>
 
+#include "bmap-format.h"
+
 G_BEGIN_DECLS
 
 typedef enum {
@@ -39,6 +41,11 @@ GBytes *bmapd_fd_read_pipe (int fd, gsize limit, const char *what, GCancellable 
 /* A regular file or a pipe, whichever @fd is. For a thread. */
 GBytes *bmapd_fd_read_all (int fd, gsize limit, const char *what, GCancellable *cancellable,
                            GError **error);
+
+/* A caller's bmap: read whole (at most BMAPD_MAX_BMAP_SIZE) and parsed.
+ * @out_bytes, when given, gets the bytes parsed (for a signature check).
+ * For a thread. */
+BmapMap *bmapd_fd_read_bmap (int fd, GCancellable *cancellable, GBytes **out_bytes, GError **error);
 
 /* Waits until @fd has data (or its end); Cancelled when @cancellable
  * fires first. For a thread. */

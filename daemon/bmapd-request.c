@@ -247,19 +247,10 @@ request_work_run (gpointer data, GCancellable *cancellable, GError **error)
       return FALSE;
   }
   if (work->bmap_fd >= 0) {
-    g_autoptr (GBytes) bytes = NULL;
-    gsize len = 0;
-    const char *text;
-
-    bytes = bmapd_fd_read_all (work->bmap_fd, BMAPD_MAX_BMAP_SIZE, "bmap", cancellable, error);
-    if (bytes == NULL)
-      return FALSE;
-    text = g_bytes_get_data (bytes, &len);
-    work->map = bmap_map_load_data (text, len, "bmap", error);
+    work->map = bmapd_fd_read_bmap (work->bmap_fd, cancellable,
+                                    work->sig_fd >= 0 ? &work->bmap : NULL, error);
     if (work->map == NULL)
       return FALSE;
-    if (work->sig_fd >= 0)
-      work->bmap = g_steal_pointer (&bytes);
   }
   if (work->sig_fd >= 0) {
     /* A clearsigned bmap is as large as the bmap, plus its armor. */
@@ -456,7 +447,7 @@ on_unmounted (const GError *error, gpointer user_data)
   request_open_device (req);
 }
 
-static void on_flash_authorized (const sd_bus_error *error, gpointer user_data);
+static void on_authorized (const sd_bus_error *error, gpointer user_data);
 
 /* bmap.signature (none, trusted, untrusted) and, when trusted, bmap.signer
  * (the key's fingerprint) for polkit rules. Trusted only when the signed
@@ -501,9 +492,9 @@ ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
   add_signature_details (req, details);
   g_ptr_array_add (details, NULL);
   req->asked_flash_system = info->system;
-  req->check = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
-                                       action, (const char *const *) details->pdata,
-                                       on_flash_authorized, req, &error);
+  req->check
+      = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid, action,
+                                (const char *const *) details->pdata, on_authorized, req, &error);
   if (req->check == NULL)
     bmapd_request_fail (req, error);
 }
@@ -629,20 +620,7 @@ request_authorized (BmapdRequest *req)
 }
 
 static void
-on_flash_authorized (const sd_bus_error *error, gpointer user_data)
-{
-  BmapdRequest *req = user_data;
-
-  bmapd_polkit_check_free (g_steal_pointer (&req->check));
-  if (error != NULL && sd_bus_error_is_set (error)) {
-    request_fail_full (req, BMAPD_JOB_FAILED, error->name, error->message);
-    return;
-  }
-  request_authorized (req);
-}
-
-static void
-on_create_authorized (const sd_bus_error *error, gpointer user_data)
+on_authorized (const sd_bus_error *error, gpointer user_data)
 {
   BmapdRequest *req = user_data;
 
@@ -763,9 +741,9 @@ on_work_done (gpointer data, const GError *error, gpointer user_data)
   bmapd_fd_worker_free (g_steal_pointer (&req->worker));
 
   if (req->operation == BMAPD_JOB_CREATE) {
-    req->check = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
-                                         BMAPD_ACTION_CREATE, NULL, on_create_authorized, req,
-                                         &local_error);
+    req->check
+        = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
+                                  BMAPD_ACTION_CREATE, NULL, on_authorized, req, &local_error);
     if (req->check == NULL)
       bmapd_request_fail (req, local_error);
     return;
