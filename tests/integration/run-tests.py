@@ -42,7 +42,7 @@ def main():
     if umockdev and 'umockdev' not in os.environ.get('LD_PRELOAD', ''):
         os.execvp('umockdev-wrapper', ['umockdev-wrapper', sys.executable, *sys.argv])
     import pytest
-    args = ['-p', 'no:cacheprovider', '-v', '-rs', '--rootdir', HERE]
+    args = ['-p', 'no:cacheprovider', '-v', '-rfEs', '--rootdir', HERE]
     if umockdev:
         args += UMOCKDEV_TESTS
     else:
