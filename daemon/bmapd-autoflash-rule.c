@@ -207,8 +207,9 @@ rule_method_remove (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
   request->rule = rule;
   request->call = sd_bus_message_ref (m);
   g_ptr_array_add (rule->remove_requests, request);
+  /* No options: polkit may ask, as udisks2 lets it. */
   request->check = bmapd_polkit_check_new (rule->bus, m, uid, BMAPD_ACTION_AUTO_FLASH, details,
-                                           on_remove_authorized, request, &error);
+                                           FALSE, on_remove_authorized, request, &error);
   if (request->check == NULL) {
     g_ptr_array_remove (rule->remove_requests, request);
     return sd_bus_error_setf (ret_error, bmap_error_code_to_dbus_name (error->code), "%s",

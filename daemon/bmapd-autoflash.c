@@ -61,6 +61,7 @@ typedef struct {
   BmapdFdWorker *worker;
   BmapdPolkitCheck *check;
   gboolean asked_flash_system;
+  gboolean no_user_interaction;
 } AddRequest;
 
 /* What an AddAutoFlash call's reader thread works on. */
@@ -571,6 +572,9 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
     req->bmap_fd = bmapd_fd_dup (fd, "bmap", BMAPD_FD_READ, error);
     return req->bmap_fd >= 0; /* descriptors are left out of Options */
   }
+  /* About this call, not the rule: left out of Options too. */
+  if (g_str_equal (key, BMAPD_POLKIT_OPTION_NO_USER_INTERACTION))
+    return bmapd_bus_read_bool (m, key, &req->no_user_interaction, error);
   if (g_str_equal (key, "nobmap") || g_str_equal (key, "verify")
       || g_str_equal (key, "verify-written") || g_str_equal (key, "keep")) {
     gboolean *field = g_str_equal (key, "nobmap")   ? &spec->nobmap
@@ -606,7 +610,7 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
   } else {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "unknown AddAutoFlash option \"%s\" (known: bmap, nobmap, verify, "
-                 "verify-written, description, count, keep)",
+                 "verify-written, description, count, keep, no-user-interaction)",
                  key);
     return FALSE;
   }
@@ -693,8 +697,8 @@ on_add_authorized (const sd_bus_error *error, gpointer user_data)
   if (req->spec->match.allow_non_removable && !req->asked_flash_system) {
     req->asked_flash_system = TRUE;
     req->check = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid,
-                                         BMAPD_ACTION_FLASH_SYSTEM, NULL, on_add_authorized, req,
-                                         &local_error);
+                                         BMAPD_ACTION_FLASH_SYSTEM, NULL, req->no_user_interaction,
+                                         on_add_authorized, req, &local_error);
     if (req->check == NULL)
       add_request_fail (req, local_error);
     return;
@@ -759,9 +763,9 @@ on_add_work_done (gpointer data, const GError *error, gpointer user_data)
   req->spec = g_steal_pointer (&work->spec);
   bmapd_fd_worker_free (g_steal_pointer (&req->worker));
   details[1] = req->spec->match.allow_non_removable ? "true" : "false";
-  req->check
-      = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid, BMAPD_ACTION_AUTO_FLASH,
-                                details, on_add_authorized, req, &local_error);
+  req->check = bmapd_polkit_check_new (req->autoflash->bus, req->call, req->uid,
+                                       BMAPD_ACTION_AUTO_FLASH, details, req->no_user_interaction,
+                                       on_add_authorized, req, &local_error);
   if (req->check == NULL)
     add_request_fail (req, local_error);
 }

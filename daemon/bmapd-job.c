@@ -818,7 +818,8 @@ job_method_cancel (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
                               uid_str, "device", job->device_node != NULL ? job->device_node : "",
                               NULL };
 
-    request->check = bmapd_polkit_check_new (job->bus, m, uid, BMAPD_ACTION_CANCEL, details,
+    /* No options: polkit may ask, as udisks2 lets it. */
+    request->check = bmapd_polkit_check_new (job->bus, m, uid, BMAPD_ACTION_CANCEL, details, FALSE,
                                              on_cancel_authorized, request, &error);
   }
   if (request->check == NULL) {

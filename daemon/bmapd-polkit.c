@@ -43,6 +43,7 @@ on_reply (sd_bus_message *reply, void *user_data, sd_bus_error *ret_error)
   BmapdPolkitCheck *check = user_data;
   g_auto (sd_bus_error) error = SD_BUS_ERROR_NULL;
   int authorized = 0, challenge = 0;
+  gboolean dismissed = FALSE;
   int r;
 
   /* sd-bus keeps the slot alive while it dispatches; drop ours so that the
@@ -74,6 +75,16 @@ on_reply (sd_bus_message *reply, void *user_data, sd_bus_error *ret_error)
   r = sd_bus_message_enter_container (reply, 'r', "bba{ss}");
   if (r >= 0)
     r = sd_bus_message_read (reply, "bb", &authorized, &challenge);
+  if (r >= 0)
+    r = sd_bus_message_enter_container (reply, 'a', "{ss}");
+  while (r > 0) {
+    const char *key = NULL, *value = NULL;
+
+    r = sd_bus_message_read (reply, "{ss}", &key, &value);
+    /* The user closed the agent's dialog. */
+    if (r > 0 && g_str_equal (key, "polkit.dismissed"))
+      dismissed = g_strcmp0 (value, "true") == 0;
+  }
   if (r < 0) {
     sd_bus_error_setf (&error, BMAP_DBUS_ERROR_PREFIX "NotAuthorized",
                        "%s: cannot parse polkit's answer: %s", check->action_id, g_strerror (-r));
@@ -83,16 +94,19 @@ on_reply (sd_bus_message *reply, void *user_data, sd_bus_error *ret_error)
   if (authorized) {
     finish (check, NULL);
   } else if (challenge && !check->interactive) {
-    sd_bus_error_setf (&error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                       "%s needs authentication, but the call did not allow interactive "
-                       "authorization",
-                       check->action_id);
+    sd_bus_error_setf (&error, BMAP_DBUS_ERROR_PREFIX "NotAuthorized",
+                       "%s needs authentication for uid %u, and the call's options carried "
+                       "\"" BMAPD_POLKIT_OPTION_NO_USER_INTERACTION "\" true, so no password "
+                       "was asked for",
+                       check->action_id, (guint) check->caller_uid);
     finish (check, &error);
   } else {
     sd_bus_error_setf (&error, BMAP_DBUS_ERROR_PREFIX "NotAuthorized",
                        "uid %u is not authorized for %s%s", (guint) check->caller_uid,
                        check->action_id,
-                       challenge ? " (authentication needed but no agent answered)" : "");
+                       dismissed   ? " (the password dialog was dismissed)"
+                       : challenge ? " (authentication needed but no agent answered)"
+                                   : "");
     finish (check, &error);
   }
   return 0;
@@ -100,8 +114,8 @@ on_reply (sd_bus_message *reply, void *user_data, sd_bus_error *ret_error)
 
 BmapdPolkitCheck *
 bmapd_polkit_check_new (sd_bus *bus, sd_bus_message *call, uid_t caller_uid, const char *action_id,
-                        const char *const *details, BmapdPolkitFunc func, gpointer user_data,
-                        GError **error)
+                        const char *const *details, gboolean no_user_interaction,
+                        BmapdPolkitFunc func, gpointer user_data, GError **error)
 {
   g_autoptr (BmapdPolkitCheck) check = g_new0 (BmapdPolkitCheck, 1);
   g_autoptr (sd_bus_message) m = NULL;
@@ -113,7 +127,9 @@ bmapd_polkit_check_new (sd_bus *bus, sd_bus_message *call, uid_t caller_uid, con
   check->action_id = g_strdup (action_id);
   check->cancellation_id = g_strdup_printf ("bmapd-%" G_GUINT64_FORMAT, next_cancellation_id++);
   check->caller_uid = caller_uid;
-  check->interactive = sd_bus_message_get_allow_interactive_authorization (call) > 0;
+  /* udisks2's rule, so that generated bindings (which set no message
+   * flags) get a password dialog: the message flag adds nothing. */
+  check->interactive = !no_user_interaction;
   check->func = func;
   check->user_data = user_data;
 
@@ -151,7 +167,7 @@ bmapd_polkit_check_new (sd_bus *bus, sd_bus_message *call, uid_t caller_uid, con
     return NULL;
   }
   bmapd_log (LOG_DEBUG, "asking polkit for %s (uid %u, %s%s)", action_id, (guint) caller_uid,
-             sender, check->interactive ? ", interactive" : "");
+             sender, check->interactive ? ", interactive" : ", no user interaction");
   return g_steal_pointer (&check);
 }
 

@@ -47,6 +47,7 @@ struct _BmapdRequest {
   guint64 diskseq;
   char *description;
   BmapChecksumType checksum;
+  gboolean no_user_interaction;
 
   BmapdFdWorker *worker;
   BmapMap *map;
@@ -492,9 +493,9 @@ ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
   add_signature_details (req, details);
   g_ptr_array_add (details, NULL);
   req->asked_flash_system = info->system;
-  req->check
-      = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid, action,
-                                (const char *const *) details->pdata, on_authorized, req, &error);
+  req->check = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
+                                       action, (const char *const *) details->pdata,
+                                       req->no_user_interaction, on_authorized, req, &error);
   if (req->check == NULL)
     bmapd_request_fail (req, error);
 }
@@ -741,9 +742,9 @@ on_work_done (gpointer data, const GError *error, gpointer user_data)
   bmapd_fd_worker_free (g_steal_pointer (&req->worker));
 
   if (req->operation == BMAPD_JOB_CREATE) {
-    req->check
-        = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
-                                  BMAPD_ACTION_CREATE, NULL, on_authorized, req, &local_error);
+    req->check = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
+                                         BMAPD_ACTION_CREATE, NULL, req->no_user_interaction,
+                                         on_authorized, req, &local_error);
     if (req->check == NULL)
       bmapd_request_fail (req, local_error);
     return;
@@ -872,6 +873,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
     return bmapd_bus_read_bool (m, key, &req->bind_to_caller, error);
   if (g_str_equal (key, "description"))
     return bmapd_bus_read_string (m, key, &req->description, error);
+  if (g_str_equal (key, BMAPD_POLKIT_OPTION_NO_USER_INTERACTION))
+    return bmapd_bus_read_bool (m, key, &req->no_user_interaction, error);
   if (g_str_equal (key, "diskseq")) {
     req->has_diskseq = TRUE;
     return bmapd_bus_read_basic (m, key, 't', &req->diskseq, error);
@@ -879,7 +882,7 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
                "verify-written, minimize-writes, discard, zero-unmapped, relocate-gpt, diskseq, "
-               "unmount, bind-to-caller, description)",
+               "unmount, bind-to-caller, description, no-user-interaction)",
                key);
   return FALSE;
 }
@@ -891,6 +894,8 @@ parse_create_option (sd_bus_message *m, const char *key, gpointer user_data, GEr
 
   if (g_str_equal (key, "description"))
     return bmapd_bus_read_string (m, key, &req->description, error);
+  if (g_str_equal (key, BMAPD_POLKIT_OPTION_NO_USER_INTERACTION))
+    return bmapd_bus_read_bool (m, key, &req->no_user_interaction, error);
   if (g_str_equal (key, "checksum")) {
     g_autofree char *name = NULL;
     if (!bmapd_bus_read_string (m, key, &name, error))
@@ -910,7 +915,9 @@ parse_create_option (sd_bus_message *m, const char *key, gpointer user_data, GEr
     return TRUE;
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-               "unknown Create option \"%s\" (known: checksum, description)", key);
+               "unknown Create option \"%s\" (known: checksum, description, "
+               "no-user-interaction)",
+               key);
   return FALSE;
 }
 

@@ -265,7 +265,7 @@ class Client:
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'Flash', args, fds, interactive)[0]
 
     def create(self, image_fd, out_fd, **options):
-        opts = {k.replace('_', '-'): GLib.Variant('s', v) for k, v in options.items()}
+        opts = {k.replace('_', '-'): auto_variant(v) for k, v in options.items()}
         args = GLib.Variant('(hha{sv})', (0, 1, opts))
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'Create', args, [image_fd, out_fd])[0]
 
@@ -372,7 +372,16 @@ class PolkitMock:
         self._mock('SetAllowed', '(as)', (list(actions),))
 
     def set_challenge(self, actions):
+        '''Actions that need a password: the mock's agent answers when the
+        check allows user interaction.'''
         self._mock('SetChallenge', '(as)', (list(actions),))
+
+    def set_agent_answer(self, answer):
+        self._mock('SetAgentAnswer', '(b)', (answer,))
+
+    def agent_requests(self):
+        '''[(action, subject_name)] for every password an agent asked for.'''
+        return self._mock('GetAgentRequests')[0]
 
     def set_hold(self, hold):
         self._mock('SetHold', '(b)', (hold,))

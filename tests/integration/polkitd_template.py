@@ -2,9 +2,15 @@
 '''A polkitd mock for bmapd's integration tests (python-dbusmock template).
 
 Like dbusmock's own polkitd template, plus what bmapd's tests need to see:
-challenges (an action that needs a password: authorized only when the call
-allows user interaction, as if an agent had asked), a log of every check
-with its subject, details and flags, and checks held back until released.
+challenges ("ask": an action that needs a password), a log of every check
+with its subject, details and flags (AllowUserInteraction = flags & 1), and
+checks held back until released.
+
+A challenge with AllowUserInteraction is answered as polkitd does when an
+authentication agent asks the user: the agent's answer (SetAgentAnswer,
+yes by default) decides, a "no" being a dismissed dialog, and the request
+is logged (GetAgentRequests). Without AllowUserInteraction it is the
+challenge polkitd returns: not authorized, is_challenge true.
 '''
 
 import dbus
@@ -31,16 +37,21 @@ def load(mock, _parameters):
     mock.hold = False
     mock.held = []
     mock.cancelled = []
+    mock.agent_answer = True
+    mock.agent_requests = []
 
 
-def _answer(self, action_id, flags):
+def _answer(self, action_id, flags, name):
     if action_id in self.allowed:
         return (True, False, {})
     if action_id in self.challenge:
-        # An agent asked and the user typed the password.
-        if flags & ALLOW_USER_INTERACTION:
+        if not flags & ALLOW_USER_INTERACTION:
+            return (False, True, {})
+        # The agent asked the user for a password.
+        self.agent_requests.append((action_id, name))
+        if self.agent_answer:
             return (True, False, {})
-        return (False, True, {})
+        return (False, False, {'polkit.dismissed': 'true'})
     return (False, False, {})
 
 
@@ -53,9 +64,9 @@ def CheckAuthorization(self, subject, action_id, details, flags, cancellation_id
     self.checks.append((str(action_id), dict((str(k), str(v)) for k, v in details.items()),
                         int(flags), str(kind), name, str(cancellation_id)))
     if self.hold:
-        self.held.append((ok_cb, str(action_id), int(flags)))
+        self.held.append((ok_cb, str(action_id), int(flags), name))
         return
-    ok_cb(_answer(self, action_id, flags))
+    ok_cb(_answer(self, str(action_id), int(flags), name))
 
 
 @dbus.service.method(MAIN_IFACE, in_signature='s', out_signature='')
@@ -76,8 +87,21 @@ def SetAllowed(self, actions):
 
 @dbus.service.method(MOCK_IFACE, in_signature='as', out_signature='')
 def SetChallenge(self, actions):
-    '''Actions that need authentication: a challenge unless the call allows interaction.'''
+    '''Actions that need authentication ("ask"): the agent answers when the check
+    allows user interaction, otherwise a challenge is returned.'''
     self.challenge = [str(a) for a in actions]
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='b', out_signature='')
+def SetAgentAnswer(self, answer):
+    '''What the user tells the agent: the password (True) or dismisses it (False).'''
+    self.agent_answer = bool(answer)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='', out_signature='a(ss)')
+def GetAgentRequests(self):
+    '''Every password request an agent showed: action, subject name.'''
+    return dbus.Array(self.agent_requests, signature='(ss)')
 
 
 @dbus.service.method(MOCK_IFACE, in_signature='', out_signature='a(sa{ss}usss)')
@@ -90,6 +114,7 @@ def GetChecks(self):
 def ClearChecks(self):
     self.checks = []
     self.cancelled = []
+    self.agent_requests = []
 
 
 @dbus.service.method(MOCK_IFACE, in_signature='', out_signature='as')
@@ -111,5 +136,5 @@ def GetHeldCount(self):
 @dbus.service.method(MOCK_IFACE, in_signature='', out_signature='')
 def ReleaseHeld(self):
     held, self.held = self.held, []
-    for ok_cb, action_id, flags in held:
-        ok_cb(_answer(self, action_id, flags))
+    for ok_cb, action_id, flags, name in held:
+        ok_cb(_answer(self, action_id, flags, name))

@@ -197,10 +197,10 @@ def test_not_authorized(daemon, client, polkit, image, fds):
 def test_interactive_authorization(daemon, client, polkit, image, fds):
     polkit.set_challenge([h.ACTION_AUTO_FLASH])
     with pytest.raises(h.DBusCallError) as e:
-        add(client, fds, image)
-    assert e.value.name == h.INTERACTIVE_REQUIRED
-    rule = client.add_auto_flash(fds(image['path']), bmap_fd=fds(image['bmap']),
-                                 interactive=True)
+        add(client, fds, image, no_user_interaction=True)
+    assert e.value.name == h.ERROR + 'NotAuthorized'
+    # Interactive by default: the mock's agent says yes.
+    rule = add(client, fds, image)
     assert rule.startswith(h.AUTOFLASH_PREFIX)
 
 

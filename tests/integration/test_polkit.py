@@ -9,6 +9,9 @@ import pytest
 
 import bmapd_harness as h
 from conftest import run_as_nobody
+from test_jobs import start_slow_flash
+
+ALLOW_USER_INTERACTION = 1  # polkit's CheckAuthorization flag
 
 DETAIL_KEYS = {'device', 'drive.vendor', 'drive.model', 'drive.serial', 'drive.bus',
                'drive.removable', 'bmap.signature'}
@@ -49,24 +52,158 @@ def test_allowed_with_subject_details_and_flags(daemon, client, polkit, loop, im
     assert details['drive.bus'] == 'virtual'
     assert details['drive.removable'] == 'false'
     assert details['bmap.signature'] == 'none'  # no "bmap-signature" passed
-    assert flags == 0  # the call did not allow interaction
+    # Interactive by default, as udisks2: the call set no message flag.
+    assert flags == ALLOW_USER_INTERACTION
 
 
 @pytest.mark.loop
-def test_interactive_authorization(daemon, client, polkit, loop, image, fds):
+def test_interactive_by_default(daemon, client, polkit, loop, image, fds):
+    '''No message flag, no option: polkit may ask, and the agent's yes flashes.'''
     polkit.set_challenge([h.ACTION_FLASH])
+    dev = client.wait_device(loop.node)
+    job = client.flash(dev, fds(image['path']), bmap_fd=fds(image['bmap']))
+    assert client.wait_finished(job)[0] == 'done'
+    assert [c[2] for c in polkit.checks()] == [ALLOW_USER_INTERACTION]
+    assert polkit.agent_requests() == [(h.ACTION_FLASH, client.unique_name)]
+    for offset, length in image['ranges']:
+        assert loop.read(offset, length) == h.read_range(image['path'], offset, length)
+
+
+@pytest.mark.loop
+def test_no_user_interaction(daemon, client, polkit, loop, image, fds):
+    '''"no-user-interaction" true: no password is asked for, and a check that
+    needs one is NotAuthorized; it wins over the message flag.'''
+    polkit.set_challenge([h.ACTION_FLASH])
+    before = loop.sha256()
+    dev = client.wait_device(loop.node)
+    for interactive in (False, True):
+        with pytest.raises(h.DBusCallError) as e:
+            client.flash(dev, fds(image['path']), bmap_fd=fds(image['bmap']),
+                         interactive=interactive, no_user_interaction=True)
+        assert e.value.name == h.ERROR + 'NotAuthorized'
+        assert h.ACTION_FLASH in e.value.message
+        assert '"no-user-interaction" true' in e.value.message
+    assert [c[2] for c in polkit.checks()] == [0, 0]
+    assert polkit.agent_requests() == []
+    assert loop.sha256() == before
+
+    # false is the default, said out loud.
+    job = client.flash(dev, fds(image['path']), bmap_fd=fds(image['bmap']),
+                       no_user_interaction=False)
+    assert client.wait_finished(job)[0] == 'done'
+    assert polkit.checks()[-1][2] == ALLOW_USER_INTERACTION
+
+
+@pytest.mark.loop
+def test_password_dialog_dismissed(daemon, client, polkit, loop, image, fds):
+    polkit.set_challenge([h.ACTION_FLASH])
+    polkit.set_agent_answer(False)
     before = loop.sha256()
     dev = client.wait_device(loop.node)
     with pytest.raises(h.DBusCallError) as e:
         client.flash(dev, fds(image['path']), bmap_fd=fds(image['bmap']))
-    assert e.value.name == h.INTERACTIVE_REQUIRED
+    assert e.value.name == h.ERROR + 'NotAuthorized'
+    assert 'dismissed' in e.value.message
+    assert polkit.agent_requests() == [(h.ACTION_FLASH, client.unique_name)]
     assert loop.sha256() == before
 
-    # With the flag, polkit may ask (the mock's agent says yes).
-    job = client.flash(dev, fds(image['path']), bmap_fd=fds(image['bmap']), interactive=True)
+
+@pytest.mark.loop
+def test_no_user_interaction_wrong_type(daemon, client, polkit, loop, image, fds, tmp_path):
+    '''Validated like every option, for every method that takes it, before
+    polkit is asked.'''
+    polkit.set_allowed([h.ACTION_FLASH, h.ACTION_CREATE, h.ACTION_AUTO_FLASH])
+    dev = client.wait_device(loop.node)
+    calls = {
+        'Flash': lambda: client.flash(dev, fds(image['path']), bmap_fd=fds(image['bmap']),
+                                      no_user_interaction='yes'),
+        'Create': lambda: client.create(fds(image['path']),
+                                        fds(str(tmp_path / 'x.bmap'), os.O_WRONLY | os.O_CREAT),
+                                        no_user_interaction='yes'),
+        'AddAutoFlash': lambda: client.add_auto_flash(fds(image['path']),
+                                                      bmap_fd=fds(image['bmap']),
+                                                      no_user_interaction='yes'),
+    }
+    for method, call in calls.items():
+        with pytest.raises(h.DBusCallError) as e:
+            call()
+        assert e.value.name == h.ERROR + 'InvalidArgument', method
+        assert e.value.message.endswith(
+            'option "no-user-interaction" has type "s", expected "b"'), (method, e.value.message)
+    assert polkit.checks() == []
+
+
+def test_create_and_auto_flash_take_no_user_interaction(daemon, client, polkit, image, fds,
+                                                        tmp_path):
+    polkit.set_challenge([h.ACTION_CREATE, h.ACTION_AUTO_FLASH])
+    out = str(tmp_path / 'c.bmap')
+    with pytest.raises(h.DBusCallError) as e:
+        client.create(fds(image['path']), fds(out, os.O_WRONLY | os.O_CREAT),
+                      no_user_interaction=True)
+    assert e.value.name == h.ERROR + 'NotAuthorized'
+    with pytest.raises(h.DBusCallError) as e:
+        client.add_auto_flash(fds(image['path']), bmap_fd=fds(image['bmap']),
+                              no_user_interaction=True)
+    assert e.value.name == h.ERROR + 'NotAuthorized'
+    assert client.rules() == {}
+    assert [(c[0], c[2]) for c in polkit.checks()] == [(h.ACTION_CREATE, 0),
+                                                      (h.ACTION_AUTO_FLASH, 0)]
+    assert polkit.agent_requests() == []
+
+    # By default the agent asks, and both go through.
+    job = client.create(fds(image['path']), fds(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
     assert client.wait_finished(job)[0] == 'done'
-    flags = [check[2] for check in polkit.checks()]
-    assert flags == [0, 1]
+    rule = client.add_auto_flash(fds(image['path']), bmap_fd=fds(image['bmap']))
+    assert rule.startswith(h.AUTOFLASH_PREFIX)
+    # The option is about the call, not the rule: not in its Options.
+    assert 'no-user-interaction' not in client.get(rule, h.AUTOFLASH_IFACE, 'Options')
+    assert polkit.agent_requests() == [(h.ACTION_CREATE, client.unique_name),
+                                       (h.ACTION_AUTO_FLASH, client.unique_name)]
+
+
+def test_remove_is_interactive(daemon, client, polkit, image, fds):
+    '''Remove takes no options: polkit may always ask, as udisks2 lets it.'''
+    polkit.set_allowed([h.ACTION_AUTO_FLASH])
+    rule = client.add_auto_flash(fds(image['path']), bmap_fd=fds(image['bmap']))
+    polkit.set_allowed([])
+    polkit.set_challenge([h.ACTION_AUTO_FLASH])
+    polkit.clear_checks()
+    client.call(rule, h.AUTOFLASH_IFACE, 'Remove')
+    assert client.rules() == {}
+    assert [(c[0], c[2]) for c in polkit.checks()] == [(h.ACTION_AUTO_FLASH,
+                                                       ALLOW_USER_INTERACTION)]
+    assert polkit.agent_requests() == [(h.ACTION_AUTO_FLASH, client.unique_name)]
+
+
+@pytest.mark.loop
+def test_cancel_of_another_uid_is_interactive(daemon, bus, client, polkit, loop):
+    '''Cancel takes no options: polkit may always ask, as udisks2 lets it.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    polkit.set_challenge([h.ACTION_CANCEL])
+    dev = client.wait_device(loop.node)
+    job, pipe = start_slow_flash(client, dev)
+    script = f'''
+import sys
+sys.path.insert(0, {h.HERE!r})
+import bmapd_harness as h
+c = h.Client({bus.address!r})
+try:
+    c.cancel({job!r})
+    print('OK', c.unique_name)
+except h.DBusCallError as e:
+    print(e.name, e.message)
+'''
+    try:
+        result = run_as_nobody(script)
+    finally:
+        pipe.stop()
+    assert result.returncode == 0, result.stderr
+    word, name = result.stdout.split()
+    assert word == 'OK', result.stdout
+    assert client.wait_finished(job)[0] == 'canceled'
+    cancel_checks = [c for c in polkit.checks() if c[0] == h.ACTION_CANCEL]
+    assert [c[2] for c in cancel_checks] == [ALLOW_USER_INTERACTION]
+    assert polkit.agent_requests() == [(h.ACTION_CANCEL, name)]
 
 
 @pytest.mark.loop
