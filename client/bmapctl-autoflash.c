@@ -392,7 +392,7 @@ remove_rule (sd_bus *bus, const BmapctlOptions *options, const char *path, GErro
   r = sd_bus_message_new_method_call (bus, &call, BMAPD_BUS_NAME, path, BMAPD_AUTOFLASH_IFACE,
                                       "Remove");
   if (r >= 0)
-    r = sd_bus_message_set_allow_interactive_authorization (call, TRUE);
+    r = bmapctl_bus_set_interaction (call, options);
   agent = bmapctl_polkit_agent_open (options);
   if (r >= 0)
     r = sd_bus_call (bus, call, (guint64) 3600 * G_USEC_PER_SEC, &bus_error, &reply);
@@ -611,9 +611,11 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
                                (guint32) args->count, "keep", "b", args->keep, "description", "s",
                                description);
   if (r >= 0)
+    r = bmapctl_bus_append_no_user_interaction (call, options);
+  if (r >= 0)
     r = sd_bus_message_close_container (call);
   if (r >= 0)
-    r = sd_bus_message_set_allow_interactive_authorization (call, TRUE);
+    r = bmapctl_bus_set_interaction (call, options);
   close (image_fd);
   if (bmap_fd >= 0)
     close (bmap_fd);

@@ -55,6 +55,45 @@ is_not_running_error (const char *name)
          || g_str_has_prefix (name, "org.freedesktop.DBus.Error.Spawn.");
 }
 
+/* Why the last call told bmapd that polkit must not ask for a password,
+ * for the error when authorization then fails; NULL when it may ask. */
+static const char *no_password_reason;
+
+static const char *
+get_no_password_reason (const BmapctlOptions *options)
+{
+  if (options->no_ask_password)
+    return "--no-ask-password was given";
+  /* Nobody could type a password: scripts must not hang on a prompt. */
+  if (!isatty (STDIN_FILENO))
+    return "standard input is not a terminal";
+  return NULL;
+}
+
+gboolean
+bmapctl_may_ask_password (const BmapctlOptions *options)
+{
+  return get_no_password_reason (options) == NULL;
+}
+
+int
+bmapctl_bus_set_interaction (sd_bus_message *call, const BmapctlOptions *options)
+{
+  no_password_reason = get_no_password_reason (options);
+  /* bmapd lets polkit ask by default; bmapd 0.1 only with this flag. */
+  return sd_bus_message_set_allow_interactive_authorization (call, no_password_reason == NULL);
+}
+
+int
+bmapctl_bus_append_no_user_interaction (sd_bus_message *call, const BmapctlOptions *options)
+{
+  no_password_reason = get_no_password_reason (options);
+  /* Sent only when true, so that the call stays one bmapd 0.1 takes. */
+  if (no_password_reason == NULL)
+    return 0;
+  return sd_bus_message_append (call, "{sv}", "no-user-interaction", "b", 1);
+}
+
 void
 bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, const char *what)
 {
@@ -64,7 +103,12 @@ bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, con
   BmapErrorCode code;
 
   if (name != NULL && bmap_error_code_from_dbus_name (name, &code)) {
-    g_set_error (error, BMAP_ERROR, code, "%s", message);
+    if (code == BMAP_ERROR_NOT_AUTHORIZED && no_password_reason != NULL)
+      g_set_error (error, BMAP_ERROR, code,
+                   "%s (bmapctl did not let polkit ask for a password: %s)", message,
+                   no_password_reason);
+    else
+      g_set_error (error, BMAP_ERROR, code, "%s", message);
     return;
   }
   if (g_strcmp0 (name, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired") == 0) {
@@ -150,7 +194,7 @@ bmapctl_polkit_agent_open (const BmapctlOptions *options)
 
   /* polkit authorizes root without asking, and bmapd without polkit
    * allows root only: no prompt can ever be needed. */
-  if (options->no_ask_password || !isatty (STDIN_FILENO) || geteuid () == 0)
+  if (!bmapctl_may_ask_password (options) || geteuid () == 0)
     return 0;
   agent = g_find_program_in_path ("pkttyagent");
   if (agent == NULL)

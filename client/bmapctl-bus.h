@@ -34,10 +34,23 @@ sd_bus *bmapctl_bus_open (GError **error);
  * opposed to bmapd answering with an error. */
 sd_bus *bmapctl_bus_open_bmapd (GPtrArray **devices, gboolean *unreachable, GError **error);
 
-/* Turns a D-Bus error into a BMAP_ERROR: our own names map one to one,
- * InteractiveAuthorizationRequired and AccessDenied become NotAuthorized,
- * an absent or failing service says that bmapd is not running. */
+/* Turns a D-Bus error into a BMAP_ERROR: our own names map one to one
+ * (NotAuthorized saying why no password was asked for, when bmapctl told
+ * bmapd so), InteractiveAuthorizationRequired (bmapd 0.1) and AccessDenied
+ * become NotAuthorized, an absent or failing service says that bmapd is
+ * not running. */
 void bmapctl_bus_set_error (GError **error, const sd_bus_error *bus_error, int r, const char *what);
+
+/* Whether polkit may ask for a password here: standard input is a terminal
+ * and --no-ask-password was not given. */
+gboolean bmapctl_may_ask_password (const BmapctlOptions *options);
+/* For a call that polkit checks: the allow-interactive-authorization flag
+ * when a password may be asked for (bmapd 0.1 needed it; bmapd now lets
+ * polkit ask by default). Remembers why not, for bmapctl_bus_set_error(). */
+int bmapctl_bus_set_interaction (sd_bus_message *call, const BmapctlOptions *options);
+/* Into an open a{sv} of options: "no-user-interaction" true when no
+ * password may be asked for. */
+int bmapctl_bus_append_no_user_interaction (sd_bus_message *call, const BmapctlOptions *options);
 
 /* Runs pkttyagent for the duration of a call when stdin is a terminal,
  * --no-ask-password was not given and the caller is not root (who is never

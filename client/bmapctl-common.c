@@ -42,7 +42,8 @@ bmapctl_is_bmaptool (void)
 static const GOptionEntry global_entries[] = {
   { "quiet", 'q', 0, G_OPTION_ARG_NONE, NULL, "Print only errors", NULL },
   { "json", 0, 0, G_OPTION_ARG_NONE, NULL, "Machine-readable output (JSON lines)", NULL },
-  { "no-ask-password", 0, 0, G_OPTION_ARG_NONE, NULL, "Do not ask for a password", NULL },
+  { "no-ask-password", 0, 0, G_OPTION_ARG_NONE, NULL,
+    "Never let polkit ask for a password (it does not without a terminal either)", NULL },
   { "local", 0, 0, G_OPTION_ARG_NONE, NULL, "Run the engine in-process, never through bmapd",
     NULL },
   { "debug", 'd', 0, G_OPTION_ARG_NONE, NULL, "Print debugging messages", NULL },
@@ -80,6 +81,14 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
     g_option_context_set_description (context, description);
   if (entries != NULL)
     g_option_context_add_main_entries (context, entries, NULL);
+  if (command->asks_polkit) {
+    /* Where a password may be asked for, say so in the command's --help
+     * rather than only under --help-global. */
+    GOptionEntry ask[] = { globals[2], { NULL } };
+
+    g_option_context_add_main_entries (context, ask, NULL);
+    memmove (&globals[2], &globals[3], sizeof (globals) - 3 * sizeof (globals[0]));
+  }
   group = g_option_group_new ("global", "Global Options:", "Show global options", NULL, NULL);
   g_option_group_add_entries (group, globals);
   g_option_context_add_group (context, group);

@@ -35,7 +35,8 @@ struct _BmapctlCommand {
   const char *args;    /* "[OPTION…] IMAGE DEST" */
   const char *summary; /* one line for the command list */
   BmapctlCommandFunc run;
-  gboolean bmapd_only; /* nothing to run in-process: --local is refused */
+  gboolean bmapd_only;  /* nothing to run in-process: --local is refused */
+  gboolean asks_polkit; /* calls a method polkit checks: --no-ask-password in its --help */
 };
 
 /* Parses @argv (argv[0] is the command name) with the command's @entries

@@ -156,8 +156,9 @@ check_url_bmap (GBytes *bmap, const char *location, const char *name, GCancellab
 }
 
 static int
-build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *device, int image_fd,
-                  int bmap_fd, int sig_fd, const CopyArgs *args, const char *description)
+build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options,
+                  const BmapctlDevice *device, int image_fd, int bmap_fd, int sig_fd,
+                  const CopyArgs *args, const char *description)
 {
   int r = sd_bus_message_new_method_call (bus, call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                           BMAPD_MANAGER_IFACE, "Flash");
@@ -187,6 +188,8 @@ build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlDevice *devic
     r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
   if (r >= 0 && args->relocate_gpt)
     r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
+  if (r >= 0)
+    r = bmapctl_bus_append_no_user_interaction (*call, options);
   if (r >= 0)
     r = sd_bus_message_close_container (*call);
   return r;
@@ -308,9 +311,9 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
 
   /* The matches go in before the call, so no signal of the job is missed. */
   follower = bmapctl_follower_new (bus, options, &error);
-  r = follower != NULL
-          ? build_flash_call (bus, &call, device, image_fd, bmap_fd, sig_fd, args, description)
-          : 0;
+  r = follower != NULL ? build_flash_call (bus, &call, options, device, image_fd, bmap_fd, sig_fd,
+                                           args, description)
+                       : 0;
   /* The message holds duplicates of the descriptors. */
   if (image_fd != STDIN_FILENO)
     close (image_fd);

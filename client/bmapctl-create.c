@@ -121,9 +121,17 @@ create_through_daemon (BmapctlOptions *options, const char *image, const char *o
     r = sd_bus_message_new_method_call (bus, &call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                         BMAPD_MANAGER_IFACE, "Create");
     if (r >= 0)
-      r = sd_bus_message_append (call, "hha{sv}", image_fd, out_fd, 2, "checksum", "s",
+      r = sd_bus_message_append (call, "hh", image_fd, out_fd);
+    if (r >= 0)
+      r = sd_bus_message_open_container (call, SD_BUS_TYPE_ARRAY, "{sv}");
+    if (r >= 0)
+      r = sd_bus_message_append (call, "{sv}{sv}", "checksum", "s",
                                  bmap_checksum_type_to_string (checksum), "description", "s",
                                  description);
+    if (r >= 0)
+      r = bmapctl_bus_append_no_user_interaction (call, options);
+    if (r >= 0)
+      r = sd_bus_message_close_container (call);
   }
   close (image_fd);
   if (out_fd != STDOUT_FILENO)

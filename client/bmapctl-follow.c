@@ -314,7 +314,7 @@ bmapctl_follower_run (BmapctlFollower *f, sd_bus_message *call, const char *what
   int r;
 
   f->what = what;
-  sd_bus_message_set_allow_interactive_authorization (call, TRUE);
+  bmapctl_bus_set_interaction (call, f->options);
   /* polkit may ask for a password: allow far longer than the default. */
   r = sd_bus_call_async (f->bus, &f->call_slot, call, on_call_reply, f,
                          (guint64) 24 * 3600 * G_USEC_PER_SEC);

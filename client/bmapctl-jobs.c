@@ -110,7 +110,7 @@ bmapctl_cancel (const BmapctlCommand *command, BmapctlOptions *options, int argc
   r = sd_bus_message_new_method_call (bus, &call, BMAPD_BUS_NAME, job->path, BMAPD_JOB_IFACE,
                                       "Cancel");
   if (r >= 0)
-    r = sd_bus_message_set_allow_interactive_authorization (call, TRUE);
+    r = bmapctl_bus_set_interaction (call, options);
   agent = bmapctl_polkit_agent_open (options);
   if (r >= 0)
     r = sd_bus_call (bus, call, (guint64) 3600 * G_USEC_PER_SEC, &bus_error, &reply);

@@ -8,16 +8,16 @@
 #include "bmapctl-commands.h"
 
 static const BmapctlCommand commands[] = {
-  { "create", "[OPTION…] IMAGE", "Create the bmap of an image", bmapctl_create, FALSE },
+  { "create", "[OPTION…] IMAGE", "Create the bmap of an image", bmapctl_create, FALSE, TRUE },
   { "copy", "[OPTION…] IMAGE DEST", "Write an image onto a device or into a file", bmapctl_copy,
-    FALSE },
-  { "flash", "[OPTION…] IMAGE DEST", "Same as copy", bmapctl_copy, FALSE },
+    FALSE, TRUE },
+  { "flash", "[OPTION…] IMAGE DEST", "Same as copy", bmapctl_copy, FALSE, TRUE },
   { "devices", "[OPTION…]", "List the block devices bmapd can write to", bmapctl_devices, TRUE },
   { "jobs", "[OPTION…]", "List running and recently finished jobs", bmapctl_jobs, TRUE },
-  { "cancel", "[OPTION…] JOB", "Cancel a job (by id or object path)", bmapctl_cancel, TRUE },
+  { "cancel", "[OPTION…] JOB", "Cancel a job (by id or object path)", bmapctl_cancel, TRUE, TRUE },
   { "monitor", "[OPTION…]", "Follow devices and jobs until Ctrl-C", bmapctl_monitor, TRUE },
   { "auto-flash", "[OPTION…] IMAGE | --list | --remove RULE",
-    "Flash every card inserted from now on that matches", bmapctl_autoflash, TRUE },
+    "Flash every card inserted from now on that matches", bmapctl_autoflash, TRUE, TRUE },
 };
 
 static void
@@ -32,7 +32,7 @@ print_help (FILE *out)
   fprintf (out, "\nGlobal options:\n"
                 "  -q, --quiet          Print only errors\n"
                 "  --json               Machine-readable output (JSON lines)\n"
-                "  --no-ask-password    Do not ask for a password\n"
+                "  --no-ask-password    Never let polkit ask for a password\n"
                 "  --local              Run the engine in-process, never through bmapd\n"
                 "  -d, --debug          Print debugging messages\n"
                 "  --version            Print the version and exit\n"

@@ -2,6 +2,8 @@
 '''What bmapd asks polkit, and what it does with the answer.'''
 
 import os
+import pty
+import select
 import shutil
 import subprocess
 
@@ -9,6 +11,7 @@ import pytest
 
 import bmapd_harness as h
 from conftest import run_as_nobody
+from test_cli import bmapctl  # noqa: F401 (a fixture)
 from test_jobs import start_slow_flash
 
 ALLOW_USER_INTERACTION = 1  # polkit's CheckAuthorization flag
@@ -301,3 +304,79 @@ except h.DBusCallError as e:
     job = client.flash(dev, fds(img), nobmap=True)
     assert client.wait_finished(job)[0] == 'done'
     assert loop.read(0, len(data)) == data
+
+
+def on_terminal(bmapctl, *args):
+    '''bmapctl with a terminal for stdin, stdout and stderr, as a user runs it:
+    (exit status, what it printed).'''
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execve(bmapctl.exe, [bmapctl.exe, *args], bmapctl.env)
+    output = b''
+    while select.select([master], [], [], 120)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    return os.waitstatus_to_exitcode(status), output.decode(errors='replace')
+
+
+@pytest.mark.loop
+def test_bmapctl_on_a_terminal_lets_polkit_ask(daemon, client, polkit, loop, image, bmapctl):
+    polkit.set_challenge([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    status, output = on_terminal(bmapctl, 'copy', '--bmap', image['bmap'], image['path'],
+                                 loop.node)
+    assert status == 0, output
+    [(action, _, flags, _, name, _)] = polkit.checks()
+    assert (action, flags) == (h.ACTION_FLASH, ALLOW_USER_INTERACTION)
+    assert polkit.agent_requests() == [(h.ACTION_FLASH, name)]
+    for offset, length in image['ranges']:
+        assert loop.read(offset, length) == h.read_range(image['path'], offset, length)
+
+
+@pytest.mark.loop
+def test_bmapctl_no_ask_password(daemon, client, polkit, loop, image, bmapctl):
+    '''--no-ask-password on a terminal: bmapd is told, and polkit does not ask.'''
+    polkit.set_challenge([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    before = loop.sha256()
+    status, output = on_terminal(bmapctl, 'copy', '--no-ask-password', '--bmap', image['bmap'],
+                                 image['path'], loop.node)
+    assert status == 3, output
+    assert 'no-user-interaction' in output
+    assert 'bmapctl did not let polkit ask for a password: --no-ask-password was given' in output
+    assert [c[2] for c in polkit.checks()] == [0]
+    assert polkit.agent_requests() == []
+    assert loop.sha256() == before
+
+
+@pytest.mark.loop
+def test_bmapctl_without_a_terminal_never_lets_polkit_ask(daemon, client, polkit, loop, image,
+                                                          bmapctl, tmp_path):
+    '''A script's bmapctl (stdin not a terminal) must not hang on a password
+    prompt: copy, create and auto-flash pass no-user-interaction.'''
+    polkit.set_challenge([h.ACTION_FLASH, h.ACTION_CREATE, h.ACTION_AUTO_FLASH])
+    client.wait_device(loop.node)
+    before = loop.sha256()
+    runs = {
+        h.ACTION_FLASH: ('copy', '--bmap', image['bmap'], image['path'], loop.node),
+        h.ACTION_CREATE: ('create', '--daemon', '-o', str(tmp_path / 'out.bmap'),
+                          image['path']),
+        h.ACTION_AUTO_FLASH: ('auto-flash', '--keep', '--bmap', image['bmap'], image['path']),
+    }
+    for action, args in runs.items():
+        proc = bmapctl(*args, stdin=subprocess.DEVNULL, check=3)
+        assert action in proc.stderr
+        assert 'no password was asked for' in proc.stderr
+        assert 'bmapctl did not let polkit ask for a password: standard input is not a ' \
+            'terminal' in proc.stderr
+    assert [(c[0], c[2]) for c in polkit.checks()] == [(a, 0) for a in runs]
+    assert polkit.agent_requests() == []
+    assert loop.sha256() == before
+    assert client.rules() == {}
