@@ -4,7 +4,9 @@ into a destdir), gdbus-codegen generates C bindings from the installed
 copy, a small C client (gdbus-client/) is compiled against them with cc and
 gio-unix-2.0, and it flashes a loop device through bmapd: devices from the
 object manager, file descriptors passed through the generated UnixFD
-functions, the job followed from Progress to Finished, and cancelled.'''
+functions, the job followed from Progress to Finished, and cancelled; and,
+with no message flags (generated code sets none), a password asked for by
+the polkit mock's agent, unless the call says no-user-interaction.'''
 
 import glob
 import os
@@ -73,6 +75,9 @@ def run_client(exe, bus, *args):
     return proc, [(kind, rest.split('\t')) for kind, rest in events]
 
 
+ALLOW_USER_INTERACTION = 1  # polkit's CheckAuthorization flag
+
+
 def test_flash_with_generated_bindings(daemon, bus, client, polkit, loop, image, gui_client):
     polkit.set_allowed([h.ACTION_FLASH])
     client.wait_device(loop.node)
@@ -92,6 +97,46 @@ def test_flash_with_generated_bindings(daemon, bus, client, polkit, loop, image,
     assert dict(events)['finished'] == ['done', '', '']
     for offset, length in image['ranges']:
         assert loop.read(offset, length) == h.read_range(image['path'], offset, length)
+
+
+def test_password_request_with_generated_bindings(daemon, bus, client, polkit, loop, image,
+                                                 gui_client):
+    '''flash needs a password: bmapd lets polkit ask although the generated
+    call carries no interactive-authorization flag, and the agent's yes
+    flashes.'''
+    polkit.set_challenge([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    proc, events = run_client(gui_client, bus, 'flash', loop.node, image['path'], image['bmap'])
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    [caller] = dict(events)['caller']
+    [(action, _, flags, kind, name, _)] = polkit.checks()
+    assert (action, kind, name) == (h.ACTION_FLASH, 'system-bus-name', caller)
+    assert flags & ALLOW_USER_INTERACTION, 'bmapd did not let polkit ask for a password'
+    assert polkit.agent_requests() == [(h.ACTION_FLASH, caller)]
+    assert dict(events)['finished'] == ['done', '', '']
+    for offset, length in image['ranges']:
+        assert loop.read(offset, length) == h.read_range(image['path'], offset, length)
+
+
+def test_no_user_interaction_with_generated_bindings(daemon, bus, client, polkit, loop, image,
+                                                    gui_client):
+    '''The option no-user-interaction true: polkit may not ask, and a flash
+    that needs a password is NotAuthorized, writing nothing.'''
+    polkit.set_challenge([h.ACTION_FLASH])
+    client.wait_device(loop.node)
+    before = loop.sha256()
+    proc, events = run_client(gui_client, bus, 'flash', loop.node, image['path'], image['bmap'],
+                              'no-user-interaction')
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    name, message = dict(events)['flash-failed']
+    assert name == h.ERROR + 'NotAuthorized'
+    assert h.ACTION_FLASH in message and 'no-user-interaction' in message
+    [(action, _, flags, _, subject, _)] = polkit.checks()
+    assert (action, subject) == (h.ACTION_FLASH, dict(events)['caller'][0])
+    assert not flags & ALLOW_USER_INTERACTION
+    assert polkit.agent_requests() == []
+    assert 'job' not in dict(events)
+    assert loop.sha256() == before
 
 
 class SlowFifo:

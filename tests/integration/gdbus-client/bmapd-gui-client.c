@@ -3,14 +3,20 @@
  * but the bindings gdbus-codegen generates from the installed
  * org.bmapd.bmapd1.xml: find the device through the object manager, show
  * what it is and what flashing erases, pass the image and bmap as file
- * descriptors, follow the job's Progress to Finished, cancel it.
+ * descriptors, follow the job's Progress to Finished, cancel it. The calls
+ * carry no message flags, as generated code's do not: polkit asks for a
+ * password (through the session's agent) because bmapd lets it by default.
  *
- *   bmapd-gui-client flash NODE IMAGE BMAP
+ *   bmapd-gui-client flash NODE IMAGE BMAP [no-user-interaction]
  *   bmapd-gui-client cancel NODE IMAGE BMAP   (cancels once writing started)
  *
- * Prints one line per event on stdout ("device ...", "content ...", "job
- * ...", "progress STATE DONE TOTAL RATE", "finished STATE NAME MESSAGE") and
- * exits 0 when the job ended as asked (done, or canceled). Built and run by
+ * "no-user-interaction" passes that option, true: no password may be asked
+ * for.
+ *
+ * Prints one line per event on stdout ("device ...", "content ...", "caller
+ * UNIQUE-NAME", "job ...", "progress STATE DONE TOTAL RATE", "finished
+ * STATE NAME MESSAGE", or "flash-failed NAME MESSAGE") and exits 0 when the
+ * job ended as asked (done, or canceled). Built and run by
  * test_gdbus_codegen.py. */
 
 #include <errno.h>
@@ -170,10 +176,13 @@ main (int argc, char **argv)
   GVariantBuilder options;
   Gui gui = { 0 };
   const char *early;
+  gboolean no_user_interaction;
   int image_index, bmap_index;
 
-  if (argc != 5 || (strcmp (argv[1], "flash") != 0 && strcmp (argv[1], "cancel") != 0)) {
-    fprintf (stderr, "usage: %s flash|cancel NODE IMAGE BMAP\n", argv[0]);
+  no_user_interaction = argc == 6 && strcmp (argv[5], "no-user-interaction") == 0;
+  if ((argc != 5 && !no_user_interaction)
+      || (strcmp (argv[1], "flash") != 0 && strcmp (argv[1], "cancel") != 0)) {
+    fprintf (stderr, "usage: %s flash|cancel NODE IMAGE BMAP [no-user-interaction]\n", argv[0]);
     return 2;
   }
   gui.cancel = strcmp (argv[1], "cancel") == 0;
@@ -217,6 +226,11 @@ main (int argc, char **argv)
   g_variant_builder_add (&options, "{sv}", "description", g_variant_new_string (description));
   g_variant_builder_add (&options, "{sv}", "diskseq",
                          g_variant_new_uint64 (bmapd_device_get_disk_seq (device)));
+  if (no_user_interaction)
+    g_variant_builder_add (&options, "{sv}", "no-user-interaction", g_variant_new_boolean (TRUE));
+  /* The subject polkit is asked about. */
+  printf ("caller %s\n",
+          g_dbus_connection_get_unique_name (g_dbus_proxy_get_connection (G_DBUS_PROXY (bmapd))));
   if (!bmapd_manager_call_flash_sync (bmapd, g_dbus_proxy_get_object_path (G_DBUS_PROXY (device)),
                                       g_variant_new_handle (image_index),
                                       g_variant_builder_end (&options), fds, &job_path, NULL, NULL,
