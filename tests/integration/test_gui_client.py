@@ -52,7 +52,8 @@ class ImagingApp:
         if path == self.job and 'State' in changed:
             self.states.append(changed['State'])
 
-    def flash(self, device, image_path, bmap_path):
+    def flash(self, device, image_path, bmap_path,
+              flags=Gio.DBusCallFlags.ALLOW_INTERACTIVE_AUTHORIZATION, options=None):
         # Subscribe first: the job may end before the reply is read.
         subs = [
             self.conn.signal_subscribe('org.bmapd.bmapd1', 'org.bmapd.bmapd1.Job', None, None,
@@ -64,9 +65,10 @@ class ImagingApp:
         image_fd = os.open(image_path, os.O_RDONLY | os.O_CLOEXEC)
         bmap_fd = os.open(bmap_path, os.O_RDONLY | os.O_CLOEXEC)
         fd_list = Gio.UnixFDList.new_from_array([image_fd, bmap_fd])  # takes them
-        options = {'bmap': GLib.Variant('h', 1),
-                   'description': GLib.Variant('s', os.path.basename(image_path)),
-                   'bind-to-caller': GLib.Variant('b', True)}
+        if options is None:
+            options = {'description': GLib.Variant('s', os.path.basename(image_path)),
+                       'bind-to-caller': GLib.Variant('b', True)}
+        options = dict(options, bmap=GLib.Variant('h', 1))
 
         def on_reply(conn, res):
             try:
@@ -79,7 +81,7 @@ class ImagingApp:
         self.conn.call_with_unix_fd_list(
             'org.bmapd.bmapd1', '/org/bmapd/bmapd1', 'org.bmapd.bmapd1.Manager', 'Flash',
             GLib.Variant('(oha{sv})', (device, 0, options)), GLib.VariantType('(o)'),
-            Gio.DBusCallFlags.ALLOW_INTERACTIVE_AUTHORIZATION, 600000, fd_list, None, on_reply)
+            flags, 600000, fd_list, None, on_reply)
         GLib.timeout_add_seconds(60, self.loop.quit)
         self.loop.run()
         for sub in subs:
@@ -106,5 +108,29 @@ def test_gui_flow(daemon, bus, polkit, loop, image):
     last_done, last_total, _ = app.progress[-1]
     assert last_done == last_total >= sum(length for _, length in image['ranges'])
     assert [p[0] for p in app.progress] == sorted(p[0] for p in app.progress)
+    for offset, length in image['ranges']:
+        assert loop.read(offset, length) == h.read_range(image['path'], offset, length)
+
+
+def test_gui_flow_with_defaults(daemon, bus, polkit, loop, image):
+    '''A GUI that knows nothing of authorization: no message flags, no
+    options but the bmap. bmapd lets polkit ask, the agent asks for the
+    password, and the flash goes through.'''
+    polkit.set_challenge([h.ACTION_FLASH])
+    app = ImagingApp(bus.address)
+    h.wait_until(lambda: any(p['Node'] == loop.node for p in app.devices().values()), 20,
+                 'the loop device')
+    [device] = [path for path, p in app.devices().items() if p['Node'] == loop.node]
+
+    state, error_name, message = app.flash(device, image['path'], image['bmap'],
+                                           flags=Gio.DBusCallFlags.NONE, options={})
+    assert (state, error_name) == ('done', ''), message
+    name = app.conn.get_unique_name()
+    [(action, _, flags, _, subject, _)] = polkit.checks()
+    assert (action, subject) == (h.ACTION_FLASH, name)
+    assert flags & 1, 'bmapd did not let polkit ask for a password'
+    assert polkit.agent_requests() == [(h.ACTION_FLASH, name)]
+    last_done, last_total, _ = app.progress[-1]
+    assert last_done == last_total > 0
     for offset, length in image['ranges']:
         assert loop.read(offset, length) == h.read_range(image['path'], offset, length)
