@@ -365,6 +365,7 @@ static const PropSpec device_props[] = {
   DEV ("Busy", 'b', busy),
   DEV ("DiskSeq", 't', diskseq),
   DEV ("Job", 'o', job),
+  DEV ("PartitionOf", 'o', partition_of),
 };
 #undef DEV
 
@@ -440,6 +441,7 @@ bmapctl_device_free (BmapctlDevice *device)
   g_free (device->serial);
   g_free (device->bus);
   g_free (device->job);
+  g_free (device->partition_of);
   g_free (device);
 }
 

@@ -81,6 +81,7 @@ typedef struct {
   gboolean busy;
   guint64 diskseq;
   char *job;
+  char *partition_of; /* a partition's disk (its object path), "/" or NULL for a disk */
 } BmapctlDevice;
 
 typedef struct {

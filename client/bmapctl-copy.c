@@ -490,11 +490,12 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   return BMAPCTL_EXIT_OK;
 }
 
-/* A whole disk goes through bmapd unless --local. When neither the bus nor
- * bmapd can be reached and the caller may write the device itself, it is
- * written in-process, as bmaptool would: board farms call bmaptool on
- * hosts without bmapd. A partition is written in-process (bmapd offers
- * whole disks), unless --daemon. */
+/* A whole disk or a partition goes through bmapd unless --local. When
+ * neither the bus nor bmapd can be reached and the caller may write the
+ * device itself, it is written in-process, as bmaptool would: board farms
+ * call bmaptool on hosts without bmapd. A partition bmapd does not offer
+ * (of a disk it does not offer) is written in-process too, unless
+ * --daemon. */
 static int
 copy_to_block_device (BmapctlOptions *options, CopyArgs *args, const char *image,
                       const BmapctlTarget *target)
@@ -506,12 +507,13 @@ copy_to_block_device (BmapctlOptions *options, CopyArgs *args, const char *image
 
   if (options->local)
     return copy_local (options, args, image, target);
-  if (target->partition && !args->daemon && !args->detach && !args->unmount) {
-    g_debug ("%s is a partition: written in-process", target->path);
-    return copy_local (options, args, image, target);
-  }
 
   bus = bmapctl_bus_open_bmapd (&devices, &unreachable, &error);
+  if (bus != NULL && target->partition && !args->daemon && !args->detach && !args->unmount
+      && bmapctl_find_device (devices, target->path) == NULL) {
+    bmapctl_info (options, "bmapd does not offer %s: writing it in-process", target->path);
+    return copy_local (options, args, image, target);
+  }
   if (bus != NULL)
     return copy_through_daemon (options, args, image, target, bus, devices);
 

@@ -36,6 +36,50 @@ or_dash (const char *s)
   return s != NULL && *s != '\0' ? s : "-";
 }
 
+static gboolean
+is_partition (const BmapctlDevice *d)
+{
+  return d->partition_of != NULL && !g_str_equal (d->partition_of, "/");
+}
+
+/* Each disk followed by its partitions, which are listed, like their disk,
+ * unless System hides them; a partition whose disk is not listed comes
+ * last. */
+static GPtrArray *
+order_devices (GPtrArray *devices, gboolean all, guint *hidden)
+{
+  GPtrArray *shown = g_ptr_array_new ();
+
+  for (guint i = 0; i < devices->len; i++) {
+    BmapctlDevice *d = g_ptr_array_index (devices, i);
+
+    if (is_partition (d))
+      continue;
+    if (d->system && !all) {
+      (*hidden)++;
+      continue;
+    }
+    g_ptr_array_add (shown, d);
+    for (guint j = 0; j < devices->len; j++) {
+      BmapctlDevice *p = g_ptr_array_index (devices, j);
+      if (is_partition (p) && g_str_equal (p->partition_of, d->path))
+        g_ptr_array_add (shown, p);
+    }
+  }
+  for (guint i = 0; i < devices->len; i++) {
+    BmapctlDevice *p = g_ptr_array_index (devices, i);
+    gboolean placed = FALSE;
+
+    if (!is_partition (p) || (p->system && !all))
+      continue;
+    for (guint j = 0; j < shown->len && !placed; j++)
+      placed = g_ptr_array_index (shown, j) == p;
+    if (!placed)
+      g_ptr_array_add (shown, p);
+  }
+  return shown;
+}
+
 int
 bmapctl_devices (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv)
 {
@@ -47,12 +91,13 @@ bmapctl_devices (const BmapctlCommand *command, BmapctlOptions *options, int arg
   g_autoptr (GError) error = NULL;
   g_autoptr (sd_bus) bus = NULL;
   g_autoptr (GPtrArray) devices = NULL;
-  g_autoptr (GPtrArray) shown = g_ptr_array_new ();
+  g_autoptr (GPtrArray) shown = NULL;
   guint hidden = 0;
 
   if (!bmapctl_parse (options, command, entries,
-                      "Lists the whole disks bmapd can write to. System disks (the disk holding "
-                      "/, internal fixed\ndisks) are hidden unless --all is given.",
+                      "Lists the disks bmapd can write to, each followed by its partitions "
+                      "(indented). System\ndisks (the disk holding /, internal fixed disks) and "
+                      "their partitions are hidden\nunless --all is given.",
                       &argc, &argv))
     return BMAPCTL_EXIT_USAGE;
   if (argc != 1)
@@ -62,14 +107,7 @@ bmapctl_devices (const BmapctlCommand *command, BmapctlOptions *options, int arg
   if (bus == NULL || !bmapctl_get_managed_objects (bus, &devices, NULL, NULL, &error))
     return bmapctl_report_error (options, error);
 
-  for (guint i = 0; i < devices->len; i++) {
-    BmapctlDevice *d = g_ptr_array_index (devices, i);
-
-    if (d->system && !all)
-      hidden++;
-    else
-      g_ptr_array_add (shown, d);
-  }
+  shown = order_devices (devices, all, &hidden);
 
   if (options->json) {
     g_autoptr (GString) json = g_string_new ("[");
@@ -100,6 +138,11 @@ bmapctl_devices (const BmapctlCommand *command, BmapctlOptions *options, int arg
     }
     /* Model, vendor and serial are what the device says about itself. */
     node = bmap_text_escape (or_dash (d->node), BMAP_TEXT_ESCAPE_DEFAULT);
+    if (is_partition (d)) {
+      char *indented = g_strconcat ("  ", node, NULL);
+      g_free (node);
+      node = indented;
+    }
     bus_name = bmap_text_escape (or_dash (d->bus), BMAP_TEXT_ESCAPE_DEFAULT);
     model_shown = bmap_text_escape (g_strstrip (model), BMAP_TEXT_ESCAPE_DEFAULT);
     serial = bmap_text_escape (or_dash (d->serial), BMAP_TEXT_ESCAPE_DEFAULT);

@@ -60,6 +60,8 @@ bmapctl_append_device_json (GString *json, const BmapctlDevice *d)
                           d->read_only ? "true" : "false", d->media_present ? "true" : "false",
                           d->busy ? "true" : "false", d->diskseq);
   bmapctl_json_append_member (json, "job", d->job != NULL ? d->job : "/");
+  bmapctl_json_append_member (json, "partition_of",
+                              d->partition_of != NULL ? d->partition_of : "/");
   g_string_append_c (json, '}');
 }
 

@@ -258,8 +258,11 @@ bmapctl_device_summary (sd_bus *bus, const BmapctlDevice *device)
   if (parts->len == 0) {
     g_string_append (s,
                      from_contents ? ": no partition or filesystem recognised" : ": no partitions");
-  } else if (parts->len == 1 && g_array_index (parts, Part, 0).number == 0) {
-    /* A filesystem on the whole disk, no partition table. */
+  } else if (parts->len == 1
+             && (g_array_index (parts, Part, 0).number == 0
+                 || g_strcmp0 (g_array_index (parts, Part, 0).name, device->name) == 0)) {
+    /* A filesystem on the whole disk, no partition table; or a partition's
+     * own. */
     g_string_append (s, ": ");
     append_part (s, &g_array_index (parts, Part, 0));
   } else {

@@ -453,6 +453,9 @@ on_device_event (BmapdDeviceEvent event, const BmapdDeviceInfo *old_info,
   BmapdAutoFlash *autoflash = user_data;
   const char *name = info != NULL ? info->name : old_info->name;
 
+  /* A card is a whole disk; its partitions come and go with it. */
+  if ((info != NULL ? info : old_info)->parent != NULL)
+    return;
   if (info == NULL || !info->media_present) {
     /* The medium went: the next one in this device is a new card. A
      * device that goes keeps its entry: should it come back with the same

@@ -380,6 +380,86 @@ bmapd_device_info_new (struct udev_device *dev, BmapdDiskUsage *usage, char **wh
   return g_steal_pointer (&info);
 }
 
+static char **
+list_partition_holders (struct udev_device *dev)
+{
+  char *none[] = { NULL };
+
+  /* A partition has no partitions: only its own holders/ is read. */
+  return list_holders (dev, none);
+}
+
+BmapdDeviceInfo *
+bmapd_device_info_new_partition (struct udev_device *dev, const BmapdDeviceInfo *disk,
+                                 char **why_not)
+{
+  g_autoptr (BmapdDeviceInfo) info = NULL;
+  const char *node = udev_device_get_devnode (dev);
+  const BmapdDeviceContent *content = NULL;
+  g_autofree char *size_text = NULL;
+
+  if (g_strcmp0 (udev_device_get_devtype (dev), "partition") != 0) {
+    *why_not = g_strdup ("not a partition");
+    return NULL;
+  }
+  if (!disk->media_present) {
+    *why_not = g_strdup_printf ("%s has no medium", disk->node);
+    return NULL;
+  }
+
+  /* What the disk is, its partitions are: a partition of a System disk is
+   * System, one of a removable disk removable. */
+  info = bmapd_device_info_copy (disk);
+  g_clear_pointer (&info->contents, g_ptr_array_unref);
+  g_strfreev (info->mount_points);
+  g_strfreev (info->holders);
+  g_strfreev (info->partitions);
+  g_free (info->name);
+  g_free (info->node);
+  g_free (info->syspath);
+  g_free (info->display_name);
+
+  info->name = g_strdup (udev_device_get_sysname (dev));
+  info->node = node != NULL ? g_strdup (node) : g_strconcat ("/dev/", info->name, NULL);
+  info->syspath = g_strdup (udev_device_get_syspath (dev));
+  info->devnum = udev_device_get_devnum (dev);
+  info->parent = g_strdup (disk->name);
+  info->parent_node = g_strdup (disk->node);
+  /* sysfs counts in 512-byte sectors whatever the block size. */
+  info->size = sysattr_u64 (dev, "size", 0) * 512;
+  info->partition_number = (guint32) sysattr_u64 (dev, "partition", 0);
+  info->partition_offset = sysattr_u64 (dev, "start", 0) * 512;
+  info->read_only = disk->read_only || sysattr_is (dev, "ro", "1");
+  if (info->size == 0) {
+    /* An extended partition's entry, or one being deleted. */
+    *why_not = g_strdup_printf ("%s is empty", info->node);
+    return NULL;
+  }
+
+  /* Its own entry of the disk's contents: its filesystem and mounts. */
+  info->contents = g_ptr_array_new_with_free_func ((GDestroyNotify) bmapd_device_content_free);
+  for (guint i = 0; i < disk->contents->len; i++) {
+    const BmapdDeviceContent *c = g_ptr_array_index (disk->contents, i);
+    if (g_strcmp0 (c->name, info->name) == 0)
+      content = c;
+  }
+  if (content != NULL) {
+    g_autoptr (GPtrArray) one = g_ptr_array_new ();
+    g_ptr_array_add (one, (gpointer) content);
+    g_ptr_array_unref (info->contents);
+    info->contents = bmapd_device_contents_copy (one);
+  }
+  info->mount_points = content != NULL ? g_strdupv (content->mount_points) : g_new0 (char *, 1);
+  info->partitions = g_new0 (char *, 1);
+  info->holders = list_partition_holders (dev);
+  info->busy = info->mount_points[0] != NULL || info->holders[0] != NULL;
+
+  size_text = bmapd_device_info_format_size (info->size);
+  info->display_name = g_strdup_printf ("Partition %u (%s) of %s", info->partition_number,
+                                        size_text, disk->display_name);
+  return g_steal_pointer (&info);
+}
+
 BmapdDeviceInfo *
 bmapd_device_info_copy (const BmapdDeviceInfo *info)
 {
@@ -399,6 +479,8 @@ bmapd_device_info_copy (const BmapdDeviceInfo *info)
   copy->display_name = g_strdup (info->display_name);
   copy->icon_name = g_strdup (info->icon_name);
   copy->contents = bmapd_device_contents_copy (info->contents);
+  copy->parent = g_strdup (info->parent);
+  copy->parent_node = g_strdup (info->parent_node);
   return copy;
 }
 
@@ -421,6 +503,8 @@ bmapd_device_info_free (BmapdDeviceInfo *info)
   g_free (info->display_name);
   g_free (info->icon_name);
   g_clear_pointer (&info->contents, g_ptr_array_unref);
+  g_free (info->parent);
+  g_free (info->parent_node);
   g_free (info);
 }
 
@@ -450,6 +534,8 @@ bmapd_device_info_diff (const BmapdDeviceInfo *a, const BmapdDeviceInfo *b)
   CMP_VAL (diskseq, "DiskSeq");
   CMP_STR (display_name, "DisplayName");
   CMP_STR (icon_name, "IconName");
+  CMP_VAL (partition_number, "PartitionNumber");
+  CMP_VAL (partition_offset, "PartitionOffset");
   if (!bmapd_device_contents_equal (a->contents, b->contents))
     g_ptr_array_add (changed, (gpointer) "Contents");
 #undef CMP_STR

@@ -10,8 +10,9 @@
 
 G_BEGIN_DECLS
 
-/* A snapshot of one whole disk as udev and sysfs describe it, with the
- * classification the Device object exposes. Plain data; no D-Bus. */
+/* A snapshot of one whole disk, or of one partition of a disk we offer, as
+ * udev and sysfs describe it, with the classification the Device object
+ * exposes. Plain data; no D-Bus. */
 typedef struct {
   char *name;    /* kernel name, "sdb" */
   char *node;    /* "/dev/sdb" */
@@ -37,14 +38,26 @@ typedef struct {
   char *display_name;
   char *icon_name;
   GPtrArray *contents; /* BmapdDeviceContent; never NULL */
+  /* A partition: its disk's kernel name and node, NULL for a whole disk.
+   * It takes the disk's description (vendor, bus, Removable, System,
+   * diskseq); Size, ReadOnly, Busy, mounts and holders are its own. */
+  char *parent;
+  char *parent_node;
+  guint32 partition_number; /* 0 for a whole disk */
+  guint64 partition_offset; /* bytes from the start of the disk */
 } BmapdDeviceInfo;
 
 /* Reads @dev. Returns NULL when it is not a disk we offer as a target
- * (a partition, ram, zram, device-mapper, md, an optical drive, a loop
+ * (not a whole disk, ram, zram, device-mapper, md, an optical drive, a loop
  * device without backing file, an eMMC boot or RPMB area) and sets
  * @why_not to a reason for debug logs. */
 BmapdDeviceInfo *
 bmapd_device_info_new (struct udev_device *dev, BmapdDiskUsage *usage, char **why_not);
+/* Reads the partition @dev of the disk @disk (as bmapd_device_info_new()
+ * gave it). Returns NULL when it is not offered (no medium, an empty
+ * entry) and sets @why_not. */
+BmapdDeviceInfo *bmapd_device_info_new_partition (struct udev_device *dev,
+                                                  const BmapdDeviceInfo *disk, char **why_not);
 BmapdDeviceInfo *bmapd_device_info_copy (const BmapdDeviceInfo *info);
 void bmapd_device_info_free (BmapdDeviceInfo *info);
 

@@ -83,8 +83,59 @@ read_device (BmapdDeviceRegistry *registry, struct udev_device *dev, BmapdDiskUs
   return info;
 }
 
-/* Reads every known device again: mounts, swaps, partitions or stacked
- * devices changed, which affects System and Busy. */
+/* The partitions of @disk_name as they are now: those of @disk (NULL: the
+ * disk is gone or not offered) are read again, the others removed. */
+static void
+update_partitions (BmapdDeviceRegistry *registry, const char *disk_name,
+                   const BmapdDeviceInfo *disk)
+{
+  g_autoptr (GPtrArray) stale = g_ptr_array_new_with_free_func (g_free);
+  GHashTableIter iter;
+  const char *key;
+  BmapdDeviceInfo *value;
+
+  g_hash_table_iter_init (&iter, registry->devices);
+  while (g_hash_table_iter_next (&iter, (gpointer *) &key, (gpointer *) &value)) {
+    if (g_strcmp0 (value->parent, disk_name) == 0
+        && (disk == NULL || !g_strv_contains ((const char *const *) disk->partitions, key)))
+      g_ptr_array_add (stale, g_strdup (key));
+  }
+  for (guint i = 0; i < stale->len; i++)
+    update_device (registry, g_ptr_array_index (stale, i), NULL);
+  for (guint i = 0; disk != NULL && disk->partitions[i] != NULL; i++) {
+    const char *name = disk->partitions[i];
+    struct udev_device *dev
+        = udev_device_new_from_subsystem_sysname (registry->udev, "block", name);
+    g_autofree char *why_not = NULL;
+    BmapdDeviceInfo *info = NULL;
+
+    if (dev != NULL) {
+      info = bmapd_device_info_new_partition (dev, disk, &why_not);
+      udev_device_unref (dev);
+    }
+    if (info == NULL && why_not != NULL)
+      bmapd_log (LOG_DEBUG, "%s: not offered: %s", name, why_not);
+    update_device (registry, name, info);
+  }
+}
+
+/* A disk and its partitions: a disk comes before its partitions and goes
+ * after them, so that PartitionOf always names an object that exists. */
+static void
+update_disk (BmapdDeviceRegistry *registry, const char *name, BmapdDeviceInfo *info)
+{
+  if (info == NULL) {
+    update_partitions (registry, name, NULL);
+    update_device (registry, name, NULL);
+    return;
+  }
+  update_device (registry, name, info);
+  /* @info is the registry's now, unchanged until the next update. */
+  update_partitions (registry, name, info);
+}
+
+/* Reads every known disk again, and its partitions: mounts, swaps,
+ * partitions or stacked devices changed, which affects System and Busy. */
 static void
 refresh_all (BmapdDeviceRegistry *registry)
 {
@@ -92,18 +143,21 @@ refresh_all (BmapdDeviceRegistry *registry)
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
   GHashTableIter iter;
   const char *key;
+  BmapdDeviceInfo *value;
 
-  /* Copies: update_device() replaces the table's entries. */
+  /* Copies: update_disk() replaces the table's entries. */
   g_hash_table_iter_init (&iter, registry->devices);
-  while (g_hash_table_iter_next (&iter, (gpointer *) &key, NULL))
-    g_ptr_array_add (names, g_strdup (key));
+  while (g_hash_table_iter_next (&iter, (gpointer *) &key, (gpointer *) &value)) {
+    if (value->parent == NULL)
+      g_ptr_array_add (names, g_strdup (key));
+  }
   for (guint i = 0; i < names->len; i++) {
     const char *name = g_ptr_array_index (names, i);
     struct udev_device *dev
         = udev_device_new_from_subsystem_sysname (registry->udev, "block", name);
     BmapdDeviceInfo *info = dev != NULL ? read_device (registry, dev, usage) : NULL;
 
-    update_device (registry, name, info);
+    update_disk (registry, name, info);
     if (dev != NULL)
       udev_device_unref (dev);
   }
@@ -124,20 +178,24 @@ on_uevent (sd_event_source *source, int fd, uint32_t revents, void *user_data)
     if (g_strcmp0 (devtype, "disk") == 0 && !g_str_has_prefix (name, "dm-")
         && !g_str_has_prefix (name, "md")) {
       if (g_strcmp0 (action, "remove") == 0) {
-        update_device (registry, name, NULL);
+        update_disk (registry, name, NULL);
       } else {
         g_autoptr (BmapdDiskUsage) usage = bmapd_disk_usage_new (registry->udev);
         /* The event's own device object carries the event's properties; a
          * fresh one reads the udev database and sysfs as they are now. */
         struct udev_device *fresh
             = udev_device_new_from_syspath (registry->udev, udev_device_get_syspath (dev));
-        update_device (registry, name, read_device (registry, fresh != NULL ? fresh : dev, usage));
+        update_disk (registry, name, read_device (registry, fresh != NULL ? fresh : dev, usage));
         if (fresh != NULL)
           udev_device_unref (fresh);
       }
     } else {
-      /* A partition or a stacked device came or went: Busy and System of
-       * the disks below may have changed. */
+      /* A partition that goes stops what writes it, even when sysfs still
+       * shows it (a synthetic event): it is read again with its disk. */
+      if (g_strcmp0 (devtype, "partition") == 0 && g_strcmp0 (action, "remove") == 0)
+        update_device (registry, name, NULL);
+      /* A partition or a stacked device came or went: the disks' partitions,
+       * and Busy and System of the disks below, may have changed. */
       refresh_all (registry);
     }
     udev_device_unref (dev);
@@ -312,7 +370,7 @@ bmapd_device_registry_start (BmapdDeviceRegistry *registry, GError **error)
       continue;
     info = read_device (registry, dev, usage);
     if (info != NULL)
-      update_device (registry, udev_device_get_sysname (dev), info);
+      update_disk (registry, udev_device_get_sysname (dev), info);
     udev_device_unref (dev);
   }
   udev_enumerate_unref (enumerate);
@@ -352,6 +410,8 @@ bmapd_device_registry_read_fresh (BmapdDeviceRegistry *registry, const char *nam
 {
   g_autoptr (BmapdDiskUsage) usage = bmapd_disk_usage_new (registry->udev);
   struct udev_device *dev = udev_device_new_from_subsystem_sysname (registry->udev, "block", name);
+  struct udev_device *disk_dev;
+  g_autoptr (BmapdDeviceInfo) disk = NULL;
   g_autofree char *why_not = NULL;
   BmapdDeviceInfo *info;
 
@@ -359,7 +419,23 @@ bmapd_device_registry_read_fresh (BmapdDeviceRegistry *registry, const char *nam
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone", name);
     return NULL;
   }
-  info = bmapd_device_info_new (dev, usage, &why_not);
+  if (g_strcmp0 (udev_device_get_devtype (dev), "partition") != 0) {
+    info = bmapd_device_info_new (dev, usage, &why_not);
+    udev_device_unref (dev);
+    if (info == NULL) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone (%s)", name,
+                   why_not);
+      return NULL;
+    }
+    return info;
+  }
+  /* A partition is what its disk, read fresh too, makes it. */
+  disk_dev = udev_device_get_parent_with_subsystem_devtype (dev, "block", "disk");
+  if (disk_dev != NULL)
+    disk = bmapd_device_info_new (disk_dev, usage, &why_not);
+  else
+    why_not = g_strdup ("no disk above it");
+  info = disk != NULL ? bmapd_device_info_new_partition (dev, disk, &why_not) : NULL;
   udev_device_unref (dev);
   if (info == NULL) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone (%s)", name, why_not);

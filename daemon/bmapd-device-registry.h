@@ -8,7 +8,9 @@
 
 G_BEGIN_DECLS
 
-/* The whole disks we offer as targets: enumerated through udev at start,
+/* The whole disks we offer as targets, and their partitions (with
+ * BmapdDeviceInfo.parent set; added after their disk, removed before it):
+ * enumerated through udev at start,
  * then followed through the udev monitor (add, change, remove) and through
  * /proc/self/mountinfo and /proc/swaps (System and Busy), all on the event
  * loop. Listeners hear about every change. */
@@ -26,11 +28,13 @@ typedef void (*BmapdDeviceListener) (BmapdDeviceEvent event, const BmapdDeviceIn
 BmapdDeviceRegistry *bmapd_device_registry_new (sd_event *event, GError **error);
 void bmapd_device_registry_free (BmapdDeviceRegistry *registry);
 
-/* Listeners are called in the order they were added. */
+/* Listeners are called in the order they were added, for disks and
+ * partitions alike. */
 void bmapd_device_registry_add_listener (BmapdDeviceRegistry *registry,
                                          BmapdDeviceListener listener, gpointer user_data);
 
-/* Starts the monitor, then enumerates (an ADDED event per disk). */
+/* Starts the monitor, then enumerates (an ADDED event per disk and
+ * partition). */
 gboolean bmapd_device_registry_start (BmapdDeviceRegistry *registry, GError **error);
 
 const BmapdDeviceInfo *

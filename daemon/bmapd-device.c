@@ -13,6 +13,7 @@ struct _BmapdDevice {
   BmapdDeviceInfo info;
   char *path;
   char *job_path;
+  char *parent_path; /* PartitionOf: the disk's object, "/" for a whole disk */
   sd_bus *bus;
   sd_bus_slot *slot;
 };
@@ -113,6 +114,12 @@ static const sd_bus_vtable device_vtable[] = {
   SD_BUS_PROPERTY ("IconName", "s", NULL, INFO_OFFSET (icon_name),
                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
   SD_BUS_PROPERTY ("Contents", "aa{sv}", get_contents, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("PartitionOf", "o", NULL, offsetof (BmapdDevice, parent_path),
+                   SD_BUS_VTABLE_PROPERTY_CONST),
+  SD_BUS_PROPERTY ("PartitionNumber", "u", NULL, INFO_OFFSET (partition_number),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+  SD_BUS_PROPERTY ("PartitionOffset", "t", NULL, INFO_OFFSET (partition_offset),
+                   SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
   SD_BUS_VTABLE_END,
 };
 
@@ -161,6 +168,8 @@ info_move_into (BmapdDeviceInfo *dest, BmapdDeviceInfo *src)
   g_free (dest->display_name);
   g_free (dest->icon_name);
   g_clear_pointer (&dest->contents, g_ptr_array_unref);
+  g_free (dest->parent);
+  g_free (dest->parent_node);
   *dest = *src;
   g_free (src);
 }
@@ -174,8 +183,10 @@ bmapd_device_new (sd_bus *bus, const BmapdDeviceInfo *info, GError **error)
   info_move_into (&device->info, bmapd_device_info_copy (info));
   device->path = bmapd_device_path_for_name (info->name);
   device->job_path = g_strdup ("/");
+  device->parent_path
+      = info->parent != NULL ? bmapd_device_path_for_name (info->parent) : g_strdup ("/");
   device->bus = sd_bus_ref (bus);
-  if (device->path == NULL) {
+  if (device->path == NULL || device->parent_path == NULL) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "no object path for device name %s", info->name);
     return NULL;
@@ -211,6 +222,7 @@ bmapd_device_free (BmapdDevice *device)
   info_move_into (&device->info, g_new0 (BmapdDeviceInfo, 1));
   g_free (device->path);
   g_free (device->job_path);
+  g_free (device->parent_path);
   g_free (device);
 }
 

@@ -11,7 +11,7 @@ G_BEGIN_DECLS
 #define BMAPD_DEVICE_INTERFACE   "org.bmapd.bmapd1.Device"
 #define BMAPD_DEVICE_PATH_PREFIX "/org/bmapd/bmapd1/device"
 
-/* The org.bmapd.bmapd1.Device object of one whole disk. */
+/* The org.bmapd.bmapd1.Device object of one whole disk or partition. */
 typedef struct _BmapdDevice BmapdDevice;
 
 /* Exports the object and announces it with InterfacesAdded. */

@@ -216,7 +216,6 @@ bmapd_manager_add_job (BmapdManager *manager, BmapdJobOperation operation, const
   g_autoptr (BmapdLimitsTicket) ticket = NULL;
   BmapdDevice *device = NULL;
   BmapdJob *job;
-  BmapdJob *busy_job;
   guint id;
 
   if (!bmapd_manager_check_accepting (manager, error))
@@ -227,13 +226,8 @@ bmapd_manager_add_job (BmapdManager *manager, BmapdJobOperation operation, const
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone", device_name);
       return NULL;
     }
-    busy_job = g_hash_table_lookup (manager->busy, device_name);
-    if (busy_job != NULL) {
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
-                   "%s is busy: job %u (%s) is writing it", device_node,
-                   bmapd_job_get_id (busy_job), bmapd_job_get_path (busy_job));
+    if (!bmapd_manager_check_device_free (manager, device_name, device_node, error))
       return NULL;
-    }
   }
   ticket = bmapd_limits_take (manager->limits, BMAPD_LIMIT_JOBS, uid, error);
   if (ticket == NULL)
@@ -366,7 +360,36 @@ bmapd_manager_has_free_job_slot (BmapdManager *manager)
 BmapdJob *
 bmapd_manager_get_device_job (BmapdManager *manager, const char *name)
 {
-  return g_hash_table_lookup (manager->busy, name);
+  const BmapdDeviceInfo *info = bmapd_device_registry_lookup (manager->registry, name);
+  BmapdJob *job = g_hash_table_lookup (manager->busy, name);
+
+  if (job != NULL || info == NULL)
+    return job;
+  if (info->parent != NULL)
+    return g_hash_table_lookup (manager->busy, info->parent);
+  for (guint i = 0; info->partitions[i] != NULL && job == NULL; i++)
+    job = g_hash_table_lookup (manager->busy, info->partitions[i]);
+  return job;
+}
+
+gboolean
+bmapd_manager_check_device_free (BmapdManager *manager, const char *name, const char *node,
+                                 GError **error)
+{
+  BmapdJob *job = bmapd_manager_get_device_job (manager, name);
+  const char *writing;
+
+  if (job == NULL)
+    return TRUE;
+  writing = bmapd_job_get_device_node (job);
+  if (g_strcmp0 (writing, node) == 0)
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY, "%s is busy: job %u (%s) is writing it",
+                 node, bmapd_job_get_id (job), bmapd_job_get_path (job));
+  else
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                 "%s is busy: job %u (%s) is writing %s, which it is part of or holds", node,
+                 bmapd_job_get_id (job), bmapd_job_get_path (job), writing);
+  return FALSE;
 }
 
 const char *

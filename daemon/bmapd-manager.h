@@ -93,8 +93,13 @@ void bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card
 /* Another job may start now (MaxJobs, counting queued jobs and starting
  * cards). */
 gboolean bmapd_manager_has_free_job_slot (BmapdManager *manager);
-/* The flash job holding device @name, NULL when idle. */
+/* The flash job holding device @name, its disk or one of its partitions
+ * (writing one overwrites the other), NULL when they are all idle. */
 BmapdJob *bmapd_manager_get_device_job (BmapdManager *manager, const char *name);
+/* FALSE with DeviceBusy, naming @node and what the job writes, when
+ * bmapd_manager_get_device_job() finds a job. */
+gboolean bmapd_manager_check_device_free (BmapdManager *manager, const char *name, const char *node,
+                                          GError **error);
 /* The Device object path of @name, NULL when not exported. */
 const char *bmapd_manager_get_device_path (BmapdManager *manager, const char *name);
 

@@ -280,9 +280,28 @@ format_size (guint64 bytes)
   return g_strdup_printf ("%" G_GUINT64_FORMAT " bytes (%s)", bytes, human);
 }
 
+/* What a partition target cannot do: the options whose work lies outside
+ * it. discard and zero-unmapped stay inside it (the descriptor is the
+ * partition's). */
+static gboolean
+check_partition_options (BmapdRequest *req, const BmapdDeviceInfo *info, GError **error)
+{
+  if (info->parent != NULL && (req->flash_flags & BMAPD_FLASH_RELOCATE_GPT) != 0) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "\"relocate-gpt\" cannot be used on %s: it is partition %u of %s, and a GPT's "
+                 "backup belongs at the end of the whole disk (flash %s instead, or leave the "
+                 "option out)",
+                 info->node, info->partition_number, info->parent_node, info->parent_node);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 check_device (BmapdRequest *req, const BmapdDeviceInfo *info, GError **error)
 {
+  if (!check_partition_options (req, info, error))
+    return FALSE;
   if (!info->media_present) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "%s has no medium", info->node);
     return FALSE;
@@ -483,9 +502,12 @@ ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
   g_autoptr (GError) error = NULL;
   const char *action = info->system ? BMAPD_ACTION_FLASH_SYSTEM : BMAPD_ACTION_FLASH;
   const char *removable = info->removable ? "true" : "false";
-  const char *fixed[] = { "device",      info->node,  "drive.vendor",    info->vendor,
-                          "drive.model", info->model, "drive.serial",    info->serial,
-                          "drive.bus",   info->bus,   "drive.removable", removable };
+  /* A partition's: "device" names it, "disk" the disk it is part of. */
+  const char *disk = info->parent_node != NULL ? info->parent_node : info->node;
+  const char *fixed[] = { "device",          info->node,   "disk",        disk,
+                          "drive.vendor",    info->vendor, "drive.model", info->model,
+                          "drive.serial",    info->serial, "drive.bus",   info->bus,
+                          "drive.removable", removable };
   g_autoptr (GPtrArray) details = g_ptr_array_new ();
 
   for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
@@ -507,13 +529,8 @@ request_flash_authorized (BmapdRequest *req)
   BmapdManager *manager = req->manager;
   g_autoptr (GError) error = NULL;
   g_autoptr (BmapdDeviceInfo) fresh = NULL;
-  BmapdJob *busy_job;
 
-  busy_job = bmapd_manager_get_device_job (manager, req->device_name);
-  if (busy_job != NULL) {
-    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
-                 "%s is busy: job %u (%s) is writing it", req->snapshot->node,
-                 bmapd_job_get_id (busy_job), bmapd_job_get_path (busy_job));
+  if (!bmapd_manager_check_device_free (manager, req->device_name, req->snapshot->node, &error)) {
     bmapd_request_fail (req, error);
     return;
   }
@@ -641,7 +658,6 @@ request_check_device (BmapdRequest *req, GError **error)
 {
   BmapdManager *manager = req->manager;
   const BmapdDeviceInfo *info;
-  BmapdJob *busy_job;
 
   info = bmapd_device_registry_lookup (bmapd_manager_get_registry (manager), req->device_name);
   if (info == NULL || bmapd_manager_get_device_path (manager, req->device_name) == NULL) {
@@ -649,12 +665,8 @@ request_check_device (BmapdRequest *req, GError **error)
     return FALSE;
   }
   /* Held by an authorized job now: no reason to ask polkit. */
-  busy_job = bmapd_manager_get_device_job (manager, req->device_name);
-  if (busy_job != NULL) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY, "%s is busy: job %u (%s) is writing it",
-                 info->node, bmapd_job_get_id (busy_job), bmapd_job_get_path (busy_job));
+  if (!bmapd_manager_check_device_free (manager, req->device_name, info->node, error))
     return FALSE;
-  }
   /* A card's failures are its job's to report: checked once it has one. */
   if (req->call != NULL && !check_device (req, info, error))
     return FALSE;
