@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-'''bmapctl run as bmaptool (a symlink) with bmapd running: a whole disk goes
-through bmapd and prints bmaptool 3.9's info lines; a partition, which bmapd
-does not offer, is written in-process without asking it.'''
+'''bmapctl run as bmaptool (a symlink) with bmapd running: a whole disk, and
+a partition of one, go through bmapd and print bmaptool 3.9's info lines.'''
 
 import os
 import re
@@ -52,9 +51,12 @@ def test_bmaptool_lines_through_bmapd(daemon, client, polkit, loop, image, bmapt
 
 
 @pytest.mark.loop
-def test_partition_is_written_in_process_while_bmapd_runs(daemon, client, polkit, loop_factory,
-                                                          image, bmaptool):
-    polkit.set_allowed([])  # bmapd would refuse: it is not asked
+def test_partition_is_written_through_bmapd(daemon, client, polkit, loop_factory, image,
+                                            bmaptool):
+    '''labgrid's write_image(partition=...): the partition of a disk bmapd
+    offers is written by bmapd (a job for it, polkit asked about it), within
+    the partition.'''
+    polkit.set_allowed([h.ACTION_FLASH])
     loop = loop_factory(size=16 * h.MiB, fill=b'\0')
     client.wait_device(loop.node)
     # BLKPG, as partx adds partitions: no partition table parser needed.
@@ -72,9 +74,15 @@ def test_partition_is_written_in_process_while_bmapd_runs(daemon, client, polkit
             threading.Event().wait(0.05)
         else:
             pytest.skip(f'{part} did not appear in /dev')
-        bmaptool('copy', image['path'], part, f"--bmap={image['bmap']}", check=0)
+        part_path = client.wait_device(part)
+        proc = bmaptool('copy', image['path'], part, f"--bmap={image['bmap']}", check=0)
+        assert 'in-process' not in proc.stderr
+        h.wait_until(lambda: client.jobs_for(part_path), 10, 'the job on the partition')
+        assert [c[1]['device'] for c in polkit.checks()] == [part]
         for offset, length in image['ranges']:
             assert loop.read(h.MiB + offset, length) == h.read_range(image['path'], offset, length)
+        assert loop.read(0, h.MiB) == bytes(h.MiB)
+        assert loop.read(13 * h.MiB, 3 * h.MiB) == bytes(3 * h.MiB)
     finally:
         subprocess.run(['delpart', loop.node, '1'], capture_output=True)
 
