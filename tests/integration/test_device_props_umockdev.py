@@ -114,6 +114,9 @@ def test_display_names_and_icons(fake_daemon, client):
     names = {name: (p['DisplayName'], p['IconName']) for name, p in devices.items()}
     assert names == {
         'sdt': ('SanDisk Ultra 32 GB', 'drive-removable-media-usb'),
+        # Its partitions: their own size, the disk's icon.
+        'sdt1': ('Partition 1 (268 MB) of SanDisk Ultra 32 GB', 'drive-removable-media-usb'),
+        'sdt2': ('Partition 2 (3.4 GB) of SanDisk Ultra 32 GB', 'drive-removable-media-usb'),
         # A reader without a card: no size to show.
         'sdu': ('Generic STORAGE DEVICE', 'media-flash-sd'),
         'sdv': ('Samsung SSD 870 500 GB', 'drive-harddisk-solidstate'),

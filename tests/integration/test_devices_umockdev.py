@@ -85,7 +85,7 @@ def testbed():
                ['vendor=Generic', 'model=STORAGE DEVICE']),
         parent(f'{PCI}/0000:00:14.0/usb1/1-2', 'usb', ['DEVTYPE=usb_device'],
                ['removable=removable'])))
-    # A partition of the reader's card: never offered.
+    # A partition of the reader's card: offered with its disk.
     tb.add_from_string(
         f'P: {USB_READER}/sdx1\nN: sdx1\nE: DEVNAME=/dev/sdx1\nE: DEVTYPE=partition\n'
         'E: SUBSYSTEM=block\nE: MAJOR=8\nE: MINOR=17\nA: dev=8:17\nA: partition=1\n'
@@ -150,10 +150,11 @@ def by_name(client):
 
 def test_classification(fake_daemon, client, testbed):
     devices = by_name(client)
-    expected = {'sdx', 'sdw', 'mmcblk7', 'mmcblk8', 'nvme3n1', 'vdx', 'loop60'}
+    # The partitions of the disks offered; no boot area, empty loop, zram.
+    expected = {'sdx', 'sdx1', 'sdw', 'mmcblk7', 'mmcblk8', 'nvme3n1', 'vdx', 'loop60'}
     if testbed.root_devnum:
-        expected.add('sdy')
-    assert set(devices) == expected  # no partition, boot area, empty loop, zram
+        expected |= {'sdy', 'sdy2'}
+    assert set(devices) == expected
 
     reader = devices['sdx']
     assert reader['Node'] == '/dev/sdx'
@@ -250,7 +251,7 @@ def test_polkit_action_and_details(fake_daemon, client, polkit, tmp_path, fds):
     assert e.value.name == h.ERROR + 'NotAuthorized'
     action, details, flags, kind, name, _ = polkit.checks()[-1]
     assert action == h.ACTION_FLASH
-    assert details == {'device': '/dev/sdx', 'drive.vendor': 'Generic',
+    assert details == {'device': '/dev/sdx', 'disk': '/dev/sdx', 'drive.vendor': 'Generic',
                        'drive.model': 'STORAGE DEVICE', 'drive.serial': '000000000819',
                        'drive.bus': 'usb', 'drive.removable': 'true',
                        'bmap.signature': 'none'}
