@@ -505,6 +505,15 @@ copy_to_block_device (BmapctlOptions *options, CopyArgs *args, const char *image
   g_autoptr (sd_bus) bus = NULL;
   gboolean unreachable = FALSE;
 
+  /* As bmapd refuses it: in-process would move a backup GPT to the end of
+   * the partition, where no disk looks for it. */
+  if (target->partition && args->relocate_gpt) {
+    g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: --relocate-gpt cannot be used on a partition: a GPT's backup belongs at "
+                 "the end of the whole disk",
+                 target->path);
+    return bmapctl_report_error (options, error);
+  }
   if (options->local)
     return copy_local (options, args, image, target);
 
@@ -588,11 +597,11 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
                       "the image is an archive's\nfirst file. IMAGE may be - for standard "
                       "input. DEST is a block device node (/dev/sdb),\na device name (sdb), a "
                       "partition, a regular file or /dev/null; a path under /dev must\nexist. A "
-                      "whole disk is written through bmapd, or in-process when bmapd cannot be "
-                      "reached\nand you may write to it yourself; a partition or a file "
-                      "in-process. Without --bmap or\n--nobmap, the bmap is looked for next to "
-                      "IMAGE: IMAGE.bmap, then with one extension stripped at\na time. "
-                      "IMAGE and --bmap may be URLs (http, https, ftp, ssh, file), fetched by\n"
+                      "disk or a partition is written through bmapd, or in-process when bmapd\n"
+                      "cannot be reached (or does not offer it) and you may write to it yourself; "
+                      "a file\nin-process. Without --bmap or --nobmap, the bmap is looked for "
+                      "next to IMAGE:\nIMAGE.bmap, then with one extension stripped at a time. "
+                      "IMAGE and --bmap may be\nURLs (http, https, ftp, ssh, file), fetched by "
                       "bmapctl; see URLS in bmapctl(1).",
                       &argc, &argv))
     return BMAPCTL_EXIT_USAGE;

@@ -311,6 +311,10 @@ def test_bmapctl_copy_onto_a_partition_goes_through_bmapd(daemon, bus, client, p
     assert client.jobs_for(part) or h.wait_until(lambda: client.jobs_for(part), 10, 'the job')
     assert polkit.checks()[-1][1]['device'] == loop.part
     assert_image_in_partition(loop, image, before)
-    # --relocate-gpt: refused by bmapd, naming the option.
-    proc = bmapctl(bus, 'copy', '--relocate-gpt', image['path'], loop.part, check=1)
-    assert 'relocate-gpt' in proc.stderr
+    # --relocate-gpt: refused as bmapd refuses it, in-process too, and
+    # nothing is written.
+    before = loop.read(0, loop.size)
+    for local in ([], ['--local']):
+        proc = bmapctl(bus, *local, 'copy', '--relocate-gpt', image['path'], loop.part, check=1)
+        assert f'{loop.part}: --relocate-gpt cannot be used on a partition' in proc.stderr
+    assert loop.read(0, loop.size) == before
