@@ -411,13 +411,13 @@ bmapd_device_info_new_partition (struct udev_device *dev, const BmapdDeviceInfo 
    * System, one of a removable disk removable. */
   info = bmapd_device_info_copy (disk);
   g_clear_pointer (&info->contents, g_ptr_array_unref);
-  g_strfreev (info->mount_points);
-  g_strfreev (info->holders);
-  g_strfreev (info->partitions);
-  g_free (info->name);
-  g_free (info->node);
-  g_free (info->syspath);
-  g_free (info->display_name);
+  g_clear_pointer (&info->mount_points, g_strfreev);
+  g_clear_pointer (&info->holders, g_strfreev);
+  g_clear_pointer (&info->partitions, g_strfreev);
+  g_clear_pointer (&info->name, g_free);
+  g_clear_pointer (&info->node, g_free);
+  g_clear_pointer (&info->syspath, g_free);
+  g_clear_pointer (&info->display_name, g_free);
 
   info->name = g_strdup (udev_device_get_sysname (dev));
   info->node = node != NULL ? g_strdup (node) : g_strconcat ("/dev/", info->name, NULL);

@@ -61,6 +61,16 @@ def test_partition_of_a_system_disk_needs_flash_system(fake_daemon, client, polk
     assert polkit.checks()[-1][0] == h.ACTION_FLASH_SYSTEM
 
 
+def test_empty_partition_entry_is_not_offered(fake_daemon, client, testbed):
+    '''A partition of size 0 (an entry being deleted) is no target; bmapd
+    goes on (a crash fails the fixture).'''
+    add_partition(testbed, SATA, 'sdw2', ('8', '34'), 2, 4096, 0)
+    add_partition(testbed, SATA, 'sdw3', ('8', '35'), 3, 8192, 2048)
+    client.wait_device('/dev/sdw3')
+    assert client.device_path('/dev/sdw2') is None
+    assert client.device_path('/dev/sdw') is not None
+
+
 def test_partition_of_the_root_stick(fake_daemon, client, polkit, testbed, tmp_path, fds):
     '''sdy2 holds / (it has the real root's dev_t): System and Busy, and
     never written, even with flash-system.'''
