@@ -16,7 +16,7 @@ from test_jobs import start_slow_flash
 
 ALLOW_USER_INTERACTION = 1  # polkit's CheckAuthorization flag
 
-DETAIL_KEYS = {'device', 'drive.vendor', 'drive.model', 'drive.serial', 'drive.bus',
+DETAIL_KEYS = {'device', 'disk', 'drive.vendor', 'drive.model', 'drive.serial', 'drive.bus',
                'drive.removable', 'bmap.signature'}
 
 
@@ -51,7 +51,7 @@ def test_allowed_with_subject_details_and_flags(daemon, client, polkit, loop, im
     assert action == h.ACTION_FLASH
     assert kind == 'system-bus-name' and name == client.unique_name
     assert set(details) == DETAIL_KEYS
-    assert details['device'] == loop.node
+    assert details['device'] == loop.node and details['disk'] == loop.node
     assert details['drive.bus'] == 'virtual'
     assert details['drive.removable'] == 'false'
     assert details['bmap.signature'] == 'none'  # no "bmap-signature" passed
