@@ -87,5 +87,8 @@ def test_object_manager_lists_devices(daemon, client):
             assert path == h.DEVICE_PREFIX + props['Name'] or path.startswith(h.DEVICE_PREFIX)
             assert props['Node'].startswith('/dev/')
             assert props['Job'] == '/'
-            # Whole disks only.
-            assert not os.path.exists(f'/sys/class/block/{props["Name"]}/partition')
+            # Whole disks, and partitions of disks that are listed too.
+            if os.path.exists(f'/sys/class/block/{props["Name"]}/partition'):
+                assert props['PartitionOf'] in objects and props['PartitionNumber'] > 0
+            else:
+                assert props['PartitionOf'] == '/' and props['PartitionNumber'] == 0
