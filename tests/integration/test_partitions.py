@@ -30,11 +30,11 @@ class PartitionedLoop:
     '''A loop device over a file of @size bytes of 0xa5, with partition 1
     (zeros, as an image's holes are not written) of @sectors from START.'''
 
-    def __init__(self, tmpdir, size, sectors):
+    def __init__(self, tmpdir, size, sectors, inside=b'\0'):
         self.backing = os.path.join(tmpdir, f'partitioned-{sectors}.img')
         with open(self.backing, 'wb') as f:
             f.write(OUTSIDE * (START * 512))
-            f.write(b'\0' * (sectors * 512))
+            f.write(inside * (sectors * 512))
             f.write(OUTSIDE * (size - (START + sectors) * 512))
         self.size = size
         self.start = START * 512
@@ -67,9 +67,9 @@ def partitioned(tmp_path):
         pytest.skip(reason)
     made = []
 
-    def make(size=24 * h.MiB, sectors=10 * 2048):
+    def make(size=24 * h.MiB, sectors=10 * 2048, inside=b'\0'):
         try:
-            loop = PartitionedLoop(str(tmp_path), size, sectors)
+            loop = PartitionedLoop(str(tmp_path), size, sectors, inside)
         except OSError as e:
             pytest.skip(f'no partitioned loop device: {e}')
         made.append(loop)
@@ -151,6 +151,27 @@ def test_relocate_gpt_is_refused_on_a_partition(daemon, client, polkit, partitio
     assert loop.read(0, loop.size) == before
 
 
+def test_zero_unmapped_and_discard_stay_in_the_partition(daemon, client, polkit, partitioned,
+                                                        image, fds):
+    '''zero-unmapped zeros the image's holes within the partition; discard
+    (which a loop device over a file does by punching holes) touches
+    nothing outside it either.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    loop = partitioned(inside=b'\x5a')
+    part = client.wait_device(loop.part)
+    before = loop.outside()
+    job = client.flash(part, fds(image['path']), bmap_fd=fds(image['bmap']), zero_unmapped=True,
+                       discard=True)
+    state, _, message = client.wait_finished(job)
+    assert state == 'done', message
+    assert_image_in_partition(loop, image, before)
+    # A hole of the image, inside the partition: zeros now.
+    hole = image['ranges'][0][0] + image['ranges'][0][1]
+    assert loop.read(loop.start + hole, 64 * 1024) == bytes(64 * 1024)
+    # Past the image's end the partition keeps what it had.
+    assert loop.read(loop.start + image['size'], h.MiB) == b'\x5a' * h.MiB
+
+
 @pytest.fixture
 def mkfs():
     if not shutil.which('mkfs.ext4'):
@@ -186,6 +207,44 @@ def test_mounted_partition_is_busy_then_unmounted(daemon, client, polkit, partit
         h.wait_until(lambda: not client.get(part, h.DEVICE_IFACE, 'Busy'), 20, 'not Busy')
     finally:
         subprocess.run(['umount', str(mnt)], check=False, stderr=subprocess.DEVNULL)
+
+
+def test_unmount_is_the_partitions_own(daemon, client, polkit, loop_factory, image, fds,
+                                       tmp_path, mkfs):
+    '''Partition 2 of a disk whose partition 1 is mounted is not busy, and
+    flashing it with "unmount" leaves partition 1 mounted.'''
+    polkit.set_allowed([h.ACTION_FLASH])
+    loop = loop_factory(size=24 * h.MiB, fill=b'\0')
+    client.wait_device(loop.node)
+    added = []
+    try:
+        for number, start in ((1, 2048), (2, 12 * 2048)):
+            proc = subprocess.run(['addpart', loop.node, str(number), str(start), str(10 * 2048)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                pytest.skip(f'cannot add a partition to {loop.node}: {proc.stderr.strip()}')
+            added.append(number)
+        p1 = client.wait_device(loop.node + 'p1')
+        p2 = client.wait_device(loop.node + 'p2')
+        subprocess.run(['mkfs.ext4', '-q', '-F', loop.node + 'p1'], check=True)
+        mnt = tmp_path / 'mnt'
+        mnt.mkdir()
+        subprocess.run(['mount', loop.node + 'p1', str(mnt)], check=True)
+        try:
+            h.wait_until(lambda: client.get(p1, h.DEVICE_IFACE, 'Busy'), 20, 'p1 Busy')
+            assert not client.get(p2, h.DEVICE_IFACE, 'Busy')
+            job = client.flash(p2, fds(image['path']), bmap_fd=fds(image['bmap']), unmount=True)
+            state, _, message = client.wait_finished(job)
+            assert state == 'done', message
+            assert os.path.ismount(str(mnt))
+            for offset, length in image['ranges']:
+                assert loop.read(12 * h.MiB + offset, length) == h.read_range(image['path'],
+                                                                              offset, length)
+        finally:
+            subprocess.run(['umount', str(mnt)], check=False, stderr=subprocess.DEVNULL)
+    finally:
+        for number in added:
+            subprocess.run(['delpart', loop.node, str(number)], capture_output=True)
 
 
 def slow_flash(client, device, size=4 * h.MiB):
