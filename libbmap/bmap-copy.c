@@ -7,16 +7,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bmap-copy.h"
-#include "bmap-delta.h"
+#include "bmap-copy-private.h"
 #include "bmap-error.h"
-#include "bmap-gpt.h"
 #include "bmap-io.h"
 #include "bmap-unmapped.h"
 
 /* The pipeline: producer threads read (and decode) the image into a small
- * ring of chunks, and the calling thread writes them. Memory is N_CHUNKS *
- * CHUNK_SIZE whatever the image size. With a bmap, chunks hold mapped data
+ * ring of chunks, and the calling thread hands each chunk to every target's
+ * writer (bmap-fanout.c), writing the first target itself. Memory is
+ * N_CHUNKS * CHUNK_SIZE whatever the image size, and EXTRA_CHUNKS *
+ * CHUNK_SIZE more for each target after the first. With a bmap, chunks hold mapped data
  * only, each chunk of one range; range checksums are checked where there is
  * a core to spare:
  *
@@ -29,55 +29,11 @@
 #define CHUNK_SIZE    ((gsize) 2 * 1024 * 1024)
 #define N_CHUNKS      6
 #define MAX_PRODUCERS 4
-#define ZERO_BLOCK    4096
+#define EXTRA_CHUNKS  (BMAP_COPY_BYTES_PER_EXTRA_TARGET / CHUNK_SIZE)
 /* Unmapped bytes of a stream are skipped this much at a time between checks
  * for a cancel. */
 #define SKIP_STEP ((guint64) 8 * 1024 * 1024)
 
-typedef struct {
-  guint8 *data;
-  gsize len;
-  guint64 offset; /* of data[0] in the image */
-  gint range;     /* the bmap range the data belongs to, -1 without one */
-  gboolean last;  /* the end of that range */
-} Chunk;
-
-typedef struct {
-  BmapSource *source;
-  BmapTarget *target;
-  const BmapMap *map;
-  GCancellable *cancellable;
-  const char *name; /* the target's name, for messages */
-
-  gboolean verify;
-  gboolean skip_zeros;
-  guint64 image_size; /* expected size, 0 when unknown */
-
-  Chunk chunks[N_CHUNKS];
-  Chunk eof;
-  GAsyncQueue *free_chunks;
-  GAsyncQueue *full_chunks;   /* producers to the hasher or the writer */
-  GAsyncQueue *hashed_chunks; /* the hasher to the writer */
-  gint abort;
-
-  /* Producers: the first error wins. */
-  GMutex lock;
-  GError *producer_error;
-  guint n_producers;
-  gint producers_left;
-  gint next_range;  /* seekable sources: the next range to claim */
-  guint64 produced; /* streams: decoded bytes so far */
-
-  GError *hasher_error;
-
-  /* The writer */
-  BmapDelta *delta; /* minimize-writes: compares before writing */
-  guint64 blocks_written;
-  guint64 bytes_written;
-  guint64 bytes_checked;
-  guint64 bytes_done;
-  BmapProgressReporter reporter;
-} CopyJob;
 
 static guint64
 range_start (const BmapMap *map, const BmapRange *range)
@@ -120,12 +76,6 @@ hash_chunk (CopyJob *job, BmapHasher *hasher, const Chunk *chunk, GError **error
 {
   bmap_hasher_update (hasher, chunk->data, chunk->len);
   return !chunk->last || range_digest_matches (job, (guint) chunk->range, hasher, error);
-}
-
-static gboolean
-is_zero (const guint8 *p, gsize len)
-{
-  return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
 }
 
 /* ---- producers --------------------------------------------------------- */
@@ -388,113 +338,35 @@ hasher_thread (gpointer data)
   return NULL;
 }
 
-/* ---- writer ------------------------------------------------------------ */
+/* ---- the dispatch ------------------------------------------------------- */
 
-static gboolean
-write_skipping_zeros (CopyJob *job, const Chunk *chunk, GError **error)
+void
+bmap_copy_chunk_release (CopyJob *job, Chunk *chunk)
 {
-  gsize pos = 0;
-
-  while (pos < chunk->len) {
-    gsize run_start, run_end;
-
-    /* Blocks are aligned to image offsets, so holes line up with the
-     * target's blocks. */
-    while (pos < chunk->len) {
-      gsize blk = ZERO_BLOCK - ((chunk->offset + pos) % ZERO_BLOCK);
-      gsize n = MIN (blk, chunk->len - pos);
-
-      if (!is_zero (chunk->data + pos, n))
-        break;
-      pos += n;
-    }
-    run_start = pos;
-    while (pos < chunk->len) {
-      gsize blk = ZERO_BLOCK - ((chunk->offset + pos) % ZERO_BLOCK);
-      gsize n = MIN (blk, chunk->len - pos);
-
-      if (is_zero (chunk->data + pos, n))
-        break;
-      pos += n;
-    }
-    run_end = pos;
-    if (run_end > run_start) {
-      if (!bmap_target_write (job->target, chunk->offset + run_start, chunk->data + run_start,
-                              run_end - run_start, error))
-        return FALSE;
-      job->bytes_written += run_end - run_start;
-    }
-  }
-  return TRUE;
-}
-
-/* Writes a chunk whole, or with minimize-writes only where the target
- * holds something else. */
-static gboolean
-write_or_delta (CopyJob *job, const Chunk *chunk, GError **error)
-{
-  if (job->delta != NULL) {
-    if (!bmap_delta_write (job->delta, chunk->offset, chunk->data, chunk->len, &job->bytes_written,
-                           error))
-      return FALSE;
-    job->bytes_checked += chunk->len;
-    return TRUE;
-  }
-  if (!bmap_target_write (job->target, chunk->offset, chunk->data, chunk->len, error))
-    return FALSE;
-  job->bytes_written += chunk->len;
-  return TRUE;
-}
-
-static gboolean
-write_chunk (CopyJob *job, const Chunk *chunk, GError **error)
-{
-  if (job->map != NULL) {
-    /* Mapped data only, checked already when checked at all. */
-    if (!write_or_delta (job, chunk, error))
-      return FALSE;
-    job->bytes_done += chunk->len;
-    if (chunk->last) {
-      const BmapRange *range = bmap_map_get_range (job->map, (guint) chunk->range);
-
-      job->blocks_written += range->last - range->first + 1;
-    }
-    return TRUE;
-  }
-
-  if (job->image_size > 0 && chunk->offset + chunk->len > job->image_size) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
-                 "%s: image is larger than the %" G_GUINT64_FORMAT " bytes expected",
-                 bmap_source_get_name (job->source), job->image_size);
-    return FALSE;
-  }
-  if (job->skip_zeros) {
-    if (!write_skipping_zeros (job, chunk, error))
-      return FALSE;
-  } else if (!write_or_delta (job, chunk, error)) {
-    return FALSE;
-  }
-  job->bytes_done = chunk->offset + chunk->len;
-  return TRUE;
+  if (g_atomic_int_dec_and_test (&chunk->refs))
+    g_async_queue_push_front (job->free_chunks, chunk);
 }
 
 static guint
 count_producers (CopyJob *job)
 {
-  BmapTargetKind kind = bmap_target_get_kind (job->target);
-
   /* Ranges hashed side by side are written out of order: fine for a file
    * or /dev/null, but a device's writeback goes in order. */
-  if (!bmap_source_is_seekable (job->source) || job->map == NULL || !job->verify
-      || kind == BMAP_TARGET_BLOCK_DEVICE)
+  if (!bmap_source_is_seekable (job->source) || job->map == NULL || !job->verify)
     return 1;
+  for (guint i = 0; i < job->n_writers; i++) {
+    if (bmap_target_get_kind (job->writers[i].target) == BMAP_TARGET_BLOCK_DEVICE)
+      return 1;
+  }
   return CLAMP (MIN (g_get_num_processors (), bmap_map_get_n_ranges (job->map)), 1, MAX_PRODUCERS);
 }
 
-static gboolean
-run_pipeline (CopyJob *job, GError **error)
+/* Hands every chunk to every writer: the first target's is this thread,
+ * so that one target takes no thread more than it did before there were
+ * several. */
+static void
+run_pipeline (CopyJob *job)
 {
-  g_autoptr (GError) writer_error = NULL;
   GThread *producers[MAX_PRODUCERS];
   GThread *hasher = NULL;
   GAsyncQueue *input;
@@ -503,7 +375,9 @@ run_pipeline (CopyJob *job, GError **error)
   job->full_chunks = g_async_queue_new ();
   job->hashed_chunks = g_async_queue_new ();
   g_mutex_init (&job->lock);
-  for (guint i = 0; i < N_CHUNKS; i++) {
+  job->n_chunks = N_CHUNKS + (guint) EXTRA_CHUNKS * (job->n_writers - 1);
+  job->chunks = g_new0 (Chunk, job->n_chunks);
+  for (guint i = 0; i < job->n_chunks; i++) {
     if (posix_memalign ((void **) &job->chunks[i].data, 4096, CHUNK_SIZE) != 0)
       g_error ("out of memory allocating copy buffers");
     g_async_queue_push_front (job->free_chunks, &job->chunks[i]);
@@ -518,84 +392,72 @@ run_pipeline (CopyJob *job, GError **error)
     hasher = g_thread_new ("bmap-hash", hasher_thread, job);
     input = job->hashed_chunks;
   }
+  for (guint i = 1; i < job->n_writers; i++)
+    job->writers[i].thread = g_thread_new ("bmap-write", bmap_copy_writer_thread, &job->writers[i]);
 
   for (;;) {
     Chunk *chunk = g_async_queue_pop (input);
 
     if (chunk == &job->eof)
       break;
-    if (writer_error == NULL && !g_atomic_int_get (&job->abort)) {
-      if (!bmap_error_set_if_cancelled (job->cancellable, &writer_error)
-          && write_chunk (job, chunk, &writer_error)) {
-        bmap_progress_reporter_set_io (&job->reporter, job->bytes_checked, job->bytes_written);
-        bmap_progress_reporter_update (&job->reporter, BMAP_PHASE_WRITING, job->bytes_done, FALSE);
-      }
-      if (writer_error != NULL)
-        g_atomic_int_set (&job->abort, 1);
-    }
-    /* After an error, keep returning chunks so the producers can finish. */
-    g_async_queue_push_front (job->free_chunks, chunk);
+    /* A writer that dropped out gives its chunks back at once. */
+    g_atomic_int_set (&chunk->refs, (gint) job->n_writers);
+    for (guint i = 1; i < job->n_writers; i++)
+      g_async_queue_push (job->writers[i].queue, chunk);
+    bmap_copy_writer_take (&job->writers[0], chunk);
   }
   for (guint i = 0; i < job->n_producers; i++)
     g_thread_join (producers[i]);
   if (hasher != NULL)
     g_thread_join (hasher);
 
-  for (guint i = 0; i < N_CHUNKS; i++)
+  /* What failed for every target, in the order the data went: a chunk
+   * that was wrong is what stopped a stream. */
+  job->shared_error = job->hasher_error != NULL ? job->hasher_error : job->producer_error;
+  for (guint i = 1; i < job->n_writers; i++)
+    g_async_queue_push (job->writers[i].queue, &job->eof);
+  bmap_copy_writer_finish (&job->writers[0]);
+  for (guint i = 1; i < job->n_writers; i++)
+    g_thread_join (job->writers[i].thread);
+
+  for (guint i = 0; i < job->n_chunks; i++)
     free (job->chunks[i].data);
+  g_free (job->chunks);
   g_async_queue_unref (job->free_chunks);
   g_async_queue_unref (job->full_chunks);
   g_async_queue_unref (job->hashed_chunks);
   g_mutex_clear (&job->lock);
-
-  if (writer_error != NULL) {
-    g_propagate_error (error, g_steal_pointer (&writer_error));
-    g_clear_error (&job->hasher_error);
-    g_clear_error (&job->producer_error);
-    return FALSE;
-  }
-  if (job->hasher_error != NULL) {
-    g_propagate_error (error, g_steal_pointer (&job->hasher_error));
-    g_clear_error (&job->producer_error);
-    return FALSE;
-  }
-  if (job->producer_error != NULL) {
-    g_propagate_error (error, g_steal_pointer (&job->producer_error));
-    return FALSE;
-  }
-  return TRUE;
+  job->shared_error = NULL;
+  g_clear_error (&job->hasher_error);
+  g_clear_error (&job->producer_error);
 }
 
-/* ---- checks before and after ------------------------------------------ */
+/* ---- checks before ----------------------------------------------------- */
 
 static gboolean
-same_file (BmapSource *source, BmapTarget *target)
+same_file (int fd_a, int fd_b)
 {
-  struct stat s, t;
+  struct stat a, b;
 
-  if (bmap_target_get_fd (target) < 0 || fstat (bmap_source_get_fd (source), &s) < 0
-      || fstat (bmap_target_get_fd (target), &t) < 0)
+  if (fd_a < 0 || fd_b < 0 || fstat (fd_a, &a) < 0 || fstat (fd_b, &b) < 0)
     return FALSE;
-  return s.st_dev == t.st_dev && s.st_ino == t.st_ino;
+  if (S_ISBLK (a.st_mode) && S_ISBLK (b.st_mode))
+    return a.st_rdev == b.st_rdev;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* The image and the options, whatever the targets. */
 static gboolean
-check_before (CopyJob *job, const BmapCopyOptions *options, GError **error)
+check_image (CopyJob *job, GError **error)
 {
   BmapSource *source = job->source;
 
-  if (same_file (source, job->target)) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
-                 "%s: the target is the image itself", job->name);
-    return FALSE;
-  }
-  if (options->verify_written
+  if (job->options->verify_written
       && (job->map == NULL || job->map->range_checksum == BMAP_CHECKSUM_NONE)) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "%s: verifying the written data needs a bmap with checksums", job->name);
     return FALSE;
   }
-
   if (job->map != NULL) {
     guint64 size = bmap_source_get_size (source);
 
@@ -613,176 +475,131 @@ check_before (CopyJob *job, const BmapCopyOptions *options, GError **error)
   } else {
     job->image_size = bmap_source_get_size (source);
   }
-  return bmap_target_check_size (job->target, job->image_size, error);
-}
-
-static gboolean
-check_after (CopyJob *job, GError **error)
-{
-  const char *image = bmap_source_get_name (job->source);
-
-  if (job->map == NULL)
-    return TRUE;
-
-  if (!bmap_source_is_seekable (job->source) && job->produced != job->image_size) {
-    if (job->produced < job->image_size)
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_IMAGE,
-                   "%s: image ends at byte %" G_GUINT64_FORMAT
-                   ", but its bmap says it has %" G_GUINT64_FORMAT
-                   " bytes; %s holds a partial image",
-                   image, job->produced, job->image_size, job->name);
-    else
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
-                   "%s: image is larger than the %" G_GUINT64_FORMAT
-                   " bytes its bmap describes: the bmap does not belong to this image",
-                   image, job->image_size);
-    return FALSE;
-  }
-  if (job->blocks_written != job->map->mapped_blocks_count) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_IO,
-                 "%s: wrote %" G_GUINT64_FORMAT " blocks, but the bmap maps %" G_GUINT64_FORMAT,
-                 job->name, job->blocks_written, job->map->mapped_blocks_count);
-    return FALSE;
-  }
   return TRUE;
 }
 
-/* The unmapped ranges, once the mapped ones are on the target. A regular
- * file kept for minimize-writes has them punched, so that it holds the
- * image and nothing of its old data, like a file written afresh. */
 static gboolean
-finish_unmapped (CopyJob *job, const BmapCopyOptions *options, BmapCopyResult *res, GError **error)
+check_target (CopyJob *job, guint idx, GError **error)
 {
-  gboolean punch_file
-      = options->minimize_writes && bmap_target_get_kind (job->target) == BMAP_TARGET_FILE;
+  BmapTarget *target = job->writers[idx].target;
+  const char *name = job->writers[idx].name;
+  int fd = bmap_target_get_fd (target);
 
-  if (job->map == NULL || (!options->discard && !options->zero_unmapped && !punch_file))
-    return TRUE;
-  if (options->discard) {
-    gboolean timed_out = FALSE;
-
-    if (!bmap_unmapped_discard (job->target, job->map, job->cancellable, &res->bytes_discarded,
-                                &res->discard_errno, &timed_out, error))
-      return FALSE;
-    res->discard = res->discard_errno != 0 ? BMAP_DISCARD_REFUSED
-                   : timed_out             ? BMAP_DISCARD_TIMED_OUT
-                                           : BMAP_DISCARD_DONE;
+  if (same_file (bmap_source_get_fd (job->source), fd)) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: the target is the image itself", name);
+    return FALSE;
   }
-  if (options->zero_unmapped || punch_file) {
-    guint64 zeroed = 0;
-
-    if (!bmap_unmapped_zero (job->target, job->map, job->cancellable, &zeroed, error))
+  for (guint i = 0; i < idx; i++) {
+    if (same_file (bmap_target_get_fd (job->writers[i].target), fd)) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                   "%s: the same target as %s; each target can be written once", name,
+                   job->writers[i].name);
       return FALSE;
-    if (options->zero_unmapped)
-      res->bytes_zeroed = zeroed;
+    }
   }
-  /* Zeros written as the last resort, and the device's cache. */
-  return bmap_target_finish (job->target, job->image_size, error);
+  return bmap_target_check_size (target, job->image_size, error);
+}
+
+static void
+copy_job_clear (CopyJob *job)
+{
+  for (guint i = 0; i < job->n_writers; i++)
+    bmap_copy_writer_clear (&job->writers[i]);
+  g_clear_pointer (&job->writers, g_free);
+  g_clear_pointer (&job->name, g_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (CopyJob, copy_job_clear)
+
+gboolean
+bmap_copy_many (BmapSource *source, BmapCopyTarget *targets, guint n_targets,
+                const BmapCopyOptions *options, GError **error)
+{
+  g_auto (CopyJob) job = { 0 };
+  g_autoptr (GString) names = g_string_new (NULL);
+
+  g_return_val_if_fail (source != NULL && targets != NULL && options != NULL, FALSE);
+
+  if (n_targets == 0 || n_targets > BMAP_COPY_MAX_TARGETS) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%u targets: a copy writes 1 to %u targets", n_targets, BMAP_COPY_MAX_TARGETS);
+    return FALSE;
+  }
+  job.source = source;
+  job.options = options;
+  job.map = options->map;
+  job.cancellable = options->cancellable;
+  job.verify = options->verify && job.map != NULL && job.map->range_checksum != BMAP_CHECKSUM_NONE;
+  job.n_writers = n_targets;
+  job.live_writers = (gint) n_targets;
+  job.writers = g_new0 (CopyWriter, n_targets);
+  for (guint i = 0; i < n_targets; i++) {
+    CopyWriter *writer = &job.writers[i];
+
+    g_return_val_if_fail (targets[i].target != NULL, FALSE);
+    targets[i].error = NULL;
+    targets[i].result = (BmapCopyResult) { 0 };
+    writer->job = &job;
+    writer->spec = &targets[i];
+    writer->target = targets[i].target;
+    writer->name = bmap_target_get_name (targets[i].target);
+    writer->cancellable
+        = targets[i].cancellable != NULL ? targets[i].cancellable : options->cancellable;
+    if (i > 0)
+      writer->queue = g_async_queue_new ();
+    g_string_append_printf (names, "%s%s", i > 0 ? ", " : "", writer->name);
+  }
+  job.name = g_strdup (names->str);
+
+  /* Every check that can fail without writing, for every target, before
+   * any is changed. */
+  if (!check_image (&job, error))
+    return FALSE;
+  for (guint i = 0; i < n_targets; i++) {
+    if (!check_target (&job, i, error))
+      return FALSE;
+  }
+  bmap_source_set_cancellable (source, job.cancellable);
+  for (guint i = 0; i < n_targets; i++)
+    bmap_target_set_cancellable (job.writers[i].target, job.writers[i].cancellable);
+  if (job.map != NULL)
+    bmap_source_set_wanted (source, job.map);
+  if (bmap_error_set_if_cancelled (job.cancellable, error))
+    return FALSE;
+
+  job.skip_zeros = TRUE;
+  for (guint i = 0; i < n_targets; i++) {
+    bmap_copy_writer_prepare (&job.writers[i]);
+    job.skip_zeros = job.skip_zeros && job.writers[i].error == NULL && job.writers[i].skip_zeros;
+  }
+  run_pipeline (&job);
+  return TRUE;
 }
 
 gboolean
 bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *options,
            BmapCopyResult *result, GError **error)
 {
-  CopyJob job = { 0 };
-  guint64 write_work;
-  BmapCopyResult res = { 0 };
-  guint64 final_size;
-  gboolean ok;
+  BmapCopyTarget one = {
+    .target = target,
+    .progress_func = options->progress_func,
+    .progress_data = options->progress_data,
+  };
 
-  g_return_val_if_fail (source != NULL && target != NULL && options != NULL, FALSE);
+  g_return_val_if_fail (target != NULL, FALSE);
 
-  job.source = source;
-  job.target = target;
-  job.map = options->map;
-  job.cancellable = options->cancellable;
-  job.name = bmap_target_get_name (target);
-  job.verify = options->verify && job.map != NULL && job.map->range_checksum != BMAP_CHECKSUM_NONE;
-
-  if (!check_before (&job, options, error))
+  if (!bmap_copy_many (source, &one, 1, options, error))
     return FALSE;
-  bmap_source_set_cancellable (source, job.cancellable);
-  bmap_target_set_cancellable (target, job.cancellable);
-  if (job.map != NULL)
-    bmap_source_set_wanted (source, job.map);
-  if (bmap_error_set_if_cancelled (job.cancellable, error))
+  if (one.error != NULL) {
+    g_propagate_error (error, one.error);
     return FALSE;
-
-  write_work = job.map != NULL ? bmap_map_get_mapped_bytes (job.map) : job.image_size;
-  bmap_progress_reporter_init (&job.reporter, options->progress_func, options->progress_data,
-                               write_work);
-  /* One bar for the whole copy: the sync and the reading back are part of
-   * it, each weighted by the bytes it moves. */
-  bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_SYNCING,
-                                   bmap_target_get_sync_work (target, write_work));
-  if (options->verify_written && job.map != NULL)
-    bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_VERIFYING, write_work);
-  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_PREPARING, 0, TRUE);
-
-  /* Every check passed: from here on the target changes. /dev/null has
-   * nothing to compare with. */
-  if (options->minimize_writes && bmap_target_get_kind (target) != BMAP_TARGET_NULL)
-    bmap_target_set_keep_content (target, TRUE);
-  if (!bmap_target_prepare (target, job.image_size, error))
-    return FALSE;
-  if (options->minimize_writes && bmap_target_get_kind (target) != BMAP_TARGET_NULL) {
-    job.delta = bmap_delta_new (target, error);
-    if (job.delta == NULL)
-      return FALSE;
   }
-  job.skip_zeros = job.map == NULL && bmap_target_skips_zeros (target);
-
-  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_WRITING, 0, TRUE);
-  ok = run_pipeline (&job, error) && check_after (&job, error);
-  g_clear_pointer (&job.delta, bmap_delta_free);
-  if (!ok)
-    return FALSE;
-
-  final_size = job.map != NULL || job.image_size > 0 ? job.image_size : job.produced;
-  /* A stream of unknown size: now the whole is known. */
-  if (write_work == 0)
-    bmap_progress_reporter_set_work (&job.reporter, BMAP_PHASE_WRITING, job.bytes_done);
-  /* What the sync really has to write, no more than was planned for it:
-   * the bar only moves on. Only the bytes written are dirty (with
-   * minimize-writes, the blocks that differed). */
-  bmap_progress_reporter_set_work (
-      &job.reporter, BMAP_PHASE_SYNCING,
-      MIN (bmap_target_get_sync_work (target, job.bytes_written),
-           write_work > 0 ? job.reporter.work[BMAP_PHASE_SYNCING] : G_MAXUINT64));
-  /* The writing phase's last word: every byte it went through. */
-  bmap_progress_reporter_set_io (&job.reporter, job.bytes_checked, job.bytes_written);
-  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_WRITING, job.bytes_done, TRUE);
-  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING, 0, TRUE);
-  if (!bmap_target_finish (target, final_size, error))
-    return FALSE;
-  /* Discarding or zeroing the unmapped ranges ends with a sync of its own. */
-  if (!finish_unmapped (&job, options, &res, error))
-    return FALSE;
-  bmap_progress_reporter_update (&job.reporter, BMAP_PHASE_SYNCING,
-                                 job.reporter.work[BMAP_PHASE_SYNCING], TRUE);
-
-  /* Verified before a relocation changes the primary GPT header: what was
-   * checked is the image as its bmap describes it. */
-  if (options->verify_written) {
-    if (!bmap_verify_fd_report (bmap_target_get_fd (target), job.name, job.map, &job.reporter,
-                                options->cancellable, error))
-      return FALSE;
-  }
-  if (options->relocate_gpt && !bmap_gpt_relocate (target, final_size, &res.gpt, error))
-    return FALSE;
-
-  if (result != NULL) {
-    res.image_size = final_size;
-    res.bytes_written = job.bytes_written;
-    res.blocks_written = job.blocks_written;
-    res.verified = job.verify;
-    res.verified_written = options->verify_written;
-    res.bytes_checked = job.bytes_checked;
-    res.bytes_skipped = job.bytes_checked - MIN (job.bytes_checked, job.bytes_written);
-    *result = res;
-  }
+  if (result != NULL)
+    *result = one.result;
   return TRUE;
 }
+
 
 static void append_note (GString *notes, const char *format, ...) G_GNUC_PRINTF (2, 3);
 

@@ -68,6 +68,36 @@ typedef struct {
   BmapGptStatus gpt;
 } BmapCopyResult;
 
+/* One destination of bmap_copy_many(). */
+typedef struct _BmapCopyTarget BmapCopyTarget;
+
+/* The engine is done with @target->target (the caller may close it now);
+ * @target->error is NULL when it succeeded, and @target->result says what
+ * was done. Called from the thread that wrote the target. */
+typedef void (*BmapCopyTargetDoneFunc) (BmapCopyTarget *target, gpointer user_data);
+
+struct _BmapCopyTarget {
+  BmapTarget *target;
+  /* This target's own progress, from the thread that writes it. */
+  BmapProgressFunc progress_func;
+  gpointer progress_data;
+  /* Stops this target only (it fails with Cancelled and the others go
+   * on); NULL: only the options' cancellable stops it. */
+  GCancellable *cancellable;
+  BmapCopyTargetDoneFunc done_func;
+  gpointer done_data;
+
+  /* Out: set by bmap_copy_many(); the caller frees @error. */
+  BmapCopyResult result;
+  GError *error;
+};
+
+/* At most this many targets in one copy (memory, threads). */
+#define BMAP_COPY_MAX_TARGETS 64
+/* The ring grows by this much for each target after the first: what a
+ * fast target may run ahead of the slowest one, the bound per extra card. */
+#define BMAP_COPY_BYTES_PER_EXTRA_TARGET ((gsize) 4 * 1024 * 1024)
+
 /* What the options beyond a plain copy did, in words ("4.0 MiB of 5.0 MiB
  * found in place, not written; discard: the device refused it (...)"), or
  * NULL when none was asked. */
@@ -79,9 +109,29 @@ char *bmap_copy_result_describe (const BmapCopyResult *result);
  * runs before the target is prepared. A checksum mismatch fails with
  * BMAP_ERROR_CHECKSUM_MISMATCH naming the range and both digests, and says
  * that the target holds a partial image. Memory stays bounded (a ring of a
- * few MiB) whatever the image size. */
+ * few MiB) whatever the image size. bmap_copy_many() with one target. */
 gboolean bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *options,
                     BmapCopyResult *result, GError **error);
+
+/* Copies the image onto several targets from one read, decode and hash of
+ * it: each target has its own writer thread taking the chunks of one
+ * shared ring, and a chunk goes back to the ring once every target still
+ * going has written it, so that the slowest target paces the others within
+ * BMAP_COPY_BYTES_PER_EXTRA_TARGET per extra target. A target that fails
+ * (its write fails, its cancellable is cancelled) drops out with its own
+ * error and the others go on; each target is synced, has its unmapped
+ * ranges handled, is read back (verify_written) and has its GPT relocated
+ * on its own thread. @options->progress_func is not used: each target
+ * reports its own progress.
+ *
+ * Returns FALSE, with nothing written to any target, when a check before
+ * writing fails for one of them (the error names it: too small, the image
+ * itself, the same target twice) or for the image and options. Otherwise
+ * TRUE, and each target's @error (NULL when it succeeded) and @result say
+ * how it went; an error of the image (a corrupt stream, a checksum
+ * mismatch) is every target's. */
+gboolean bmap_copy_many (BmapSource *source, BmapCopyTarget *targets, guint n_targets,
+                         const BmapCopyOptions *options, GError **error);
 
 /* Reads the mapped ranges of @map back from @fd, bypassing the page cache
  * (O_DIRECT on a reopened descriptor when possible), and compares them
