@@ -34,7 +34,6 @@
  * for a cancel. */
 #define SKIP_STEP ((guint64) 8 * 1024 * 1024)
 
-
 static guint64
 range_start (const BmapMap *map, const BmapRange *range)
 {
@@ -376,6 +375,7 @@ run_pipeline (CopyJob *job)
   job->hashed_chunks = g_async_queue_new ();
   g_mutex_init (&job->lock);
   job->n_chunks = N_CHUNKS + (guint) EXTRA_CHUNKS * (job->n_writers - 1);
+  G_STATIC_ASSERT (BMAP_COPY_RING_BYTES (2) == (N_CHUNKS + EXTRA_CHUNKS) * CHUNK_SIZE);
   job->chunks = g_new0 (Chunk, job->n_chunks);
   for (guint i = 0; i < job->n_chunks; i++) {
     if (posix_memalign ((void **) &job->chunks[i].data, 4096, CHUNK_SIZE) != 0)
@@ -490,7 +490,8 @@ check_target (CopyJob *job, guint idx, GError **error)
                  "%s: the target is the image itself", name);
     return FALSE;
   }
-  for (guint i = 0; i < idx; i++) {
+  /* /dev/null may swallow the image twice. */
+  for (guint i = 0; i < idx && bmap_target_get_kind (target) != BMAP_TARGET_NULL; i++) {
     if (same_file (bmap_target_get_fd (job->writers[i].target), fd)) {
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                    "%s: the same target as %s; each target can be written once", name,
@@ -539,7 +540,7 @@ bmap_copy_many (BmapSource *source, BmapCopyTarget *targets, guint n_targets,
 
     g_return_val_if_fail (targets[i].target != NULL, FALSE);
     targets[i].error = NULL;
-    targets[i].result = (BmapCopyResult) { 0 };
+    targets[i].result = (BmapCopyResult){ 0 };
     writer->job = &job;
     writer->spec = &targets[i];
     writer->target = targets[i].target;
@@ -599,7 +600,6 @@ bmap_copy (BmapSource *source, BmapTarget *target, const BmapCopyOptions *option
     *result = one.result;
   return TRUE;
 }
-
 
 static void append_note (GString *notes, const char *format, ...) G_GNUC_PRINTF (2, 3);
 

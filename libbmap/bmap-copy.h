@@ -97,6 +97,10 @@ struct _BmapCopyTarget {
 /* The ring grows by this much for each target after the first: what a
  * fast target may run ahead of the slowest one, the bound per extra card. */
 #define BMAP_COPY_BYTES_PER_EXTRA_TARGET ((gsize) 4 * 1024 * 1024)
+/* The ring of a copy onto @n targets: how far the fastest target may be
+ * ahead of the slowest one, and the copy's buffer memory. */
+#define BMAP_COPY_RING_BYTES(n)                                                                    \
+  ((gsize) 12 * 1024 * 1024 + BMAP_COPY_BYTES_PER_EXTRA_TARGET * ((gsize) (n) -1))
 
 /* What the options beyond a plain copy did, in words ("4.0 MiB of 5.0 MiB
  * found in place, not written; discard: the device refused it (...)"), or

@@ -326,7 +326,7 @@ bmap_copy_writer_finish (CopyWriter *writer)
     else if (!writer_complete (writer, &res, &writer->error))
       g_assert (writer->error != NULL);
   }
-  spec->result = writer->error == NULL ? res : (BmapCopyResult) { 0 };
+  spec->result = writer->error == NULL ? res : (BmapCopyResult){ 0 };
   spec->error = g_steal_pointer (&writer->error);
   if (spec->done_func != NULL)
     spec->done_func (spec, spec->done_data);
