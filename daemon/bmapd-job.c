@@ -27,6 +27,29 @@ typedef struct {
   BmapdPolkitCheck *check;
 } CancelRequest;
 
+/* The cards of one FlashMany call: one worker thread reads, decodes and
+ * hashes the image once and writes every card (bmap_copy_many()); each
+ * card keeps its own job, progress, result and cancel. The set's worker
+ * starts once every card still in it was started by the manager's queue:
+ * the cards start together. Loop thread, except @targets (the worker's
+ * from its start) and @refs. */
+typedef struct {
+  gint refs;
+  guint n;
+  BmapdJob **members; /* NULL for a card that ended before the start */
+  guint n_started;
+  guint n_left; /* cards in the copy whose end the loop has not heard */
+  GThread *thread;
+  BmapdSource *source;
+  BmapMap *map;
+  /* The worker's, set at the start: the cards in the copy. */
+  BmapCopyTarget *targets;
+  GCancellable **cancellables; /* the cards', to stop them at exit */
+  guint n_targets;
+  GCancellable *cancellable; /* every card stopped: stop reading the image */
+  BmapCopyOptions options;
+} JobGroup;
+
 struct _BmapdJob {
   /* Exported properties, read by the vtable by offset; loop thread only. */
   guint32 id;
@@ -104,6 +127,11 @@ struct _BmapdJob {
   BmapCopyResult mailbox_result; /* with mailbox_done and no error */
   int event_fd;
   sd_event_source *event_source;
+
+  /* FlashMany: the set this job is one card of (see JobGroup). */
+  JobGroup *group;
+  gboolean group_waiting; /* started, waiting for the rest of its set to start */
+  gboolean group_running; /* its card is in the set's copy, not ended yet */
 };
 
 /* Jobs whose worker thread runs, for bmapd_job_abandon_running(); loop
@@ -111,6 +139,10 @@ struct _BmapdJob {
 static GList *running_jobs;
 
 static void cancel_request_free (CancelRequest *request);
+static void group_unref (JobGroup *group);
+static void group_stop_and_join (JobGroup *group);
+static void group_card_ended (JobGroup *group);
+static void group_card_gone (BmapdJob *job);
 static void
 finish (BmapdJob *job, BmapdJobState state, const char *error_name, const char *error_message);
 
@@ -369,6 +401,70 @@ worker_main (gpointer data)
   return NULL;
 }
 
+/* ---- the worker of a set of cards ---- */
+
+/* A card's end, from the worker: its device closed first, so that it is
+ * closed when the loop hears of it. Takes @error. */
+static void
+card_post_done (BmapdJob *job, GError *error, const BmapCopyResult *result)
+{
+  g_clear_pointer (&job->target, bmap_target_free);
+  if (error != NULL)
+    bmap_error_normalize (&error);
+  g_mutex_lock (&job->mailbox_lock);
+  if (error == NULL && result != NULL)
+    job->mailbox_result = *result;
+  job->mailbox_done = TRUE;
+  job->mailbox_error = error;
+  g_mutex_unlock (&job->mailbox_lock);
+  mailbox_post (job);
+}
+
+/* The engine is done with this card: the others may still be written. */
+static void
+on_card_done (BmapCopyTarget *target, gpointer user_data)
+{
+  BmapdJob *job = user_data;
+
+  card_post_done (job, target->error != NULL ? g_error_copy (target->error) : NULL,
+                  &target->result);
+}
+
+static gpointer
+group_main (gpointer data)
+{
+  JobGroup *group = data;
+  g_autoptr (GError) error = NULL;
+  g_autofree BmapCopyTarget *cards = g_new0 (BmapCopyTarget, group->n_targets);
+  BmapSource *source = NULL;
+  guint n = 0;
+
+  /* Queued for a while: still the media that were checked? A card that
+   * changed ends alone. */
+  for (guint i = 0; i < group->n_targets; i++) {
+    BmapdJob *job = group->targets[i].done_data;
+    GError *card_error = NULL;
+
+    if (!bmapd_fd_check_diskseq (bmap_target_get_fd (job->target), job->device_node, job->diskseq,
+                                 &card_error)) {
+      card_post_done (job, card_error, NULL);
+      continue;
+    }
+    cards[n++] = group->targets[i];
+  }
+  if (n > 0)
+    source = bmapd_source_open (group->source, group->cancellable, &error);
+  if (n > 0 && (source == NULL || !bmap_copy_many (source, cards, n, &group->options, &error))) {
+    /* Nothing was written: every card ends with the same error. */
+    for (guint i = 0; i < n; i++)
+      card_post_done (cards[i].done_data, g_error_copy (error), NULL);
+  }
+  for (guint i = 0; i < n; i++)
+    g_clear_error (&cards[i].error);
+  g_clear_pointer (&group->source, bmapd_source_free);
+  return NULL;
+}
+
 /* ---- back on the loop ---- */
 
 static BmapdJobState
@@ -582,7 +678,12 @@ on_mailbox (sd_event_source *source, int fd, uint32_t revents, void *user_data)
     apply_progress (job, &progress);
   }
   if (done) {
-    g_thread_join (g_steal_pointer (&job->thread));
+    if (job->group != NULL) {
+      job->group_running = FALSE;
+      group_card_ended (job->group);
+    } else {
+      g_thread_join (g_steal_pointer (&job->thread));
+    }
     running_jobs = g_list_remove (running_jobs, job);
     job->event_source = sd_event_source_disable_unref (job->event_source);
     finish_from_worker (job, error);
@@ -887,6 +988,12 @@ bmapd_job_free (BmapdJob *job)
     g_cancellable_cancel (job->cancellable);
     g_thread_join (g_steal_pointer (&job->thread));
   }
+  if (job->group != NULL) {
+    group_card_gone (job);
+    if (job->group_running)
+      group_stop_and_join (job->group);
+    g_clear_pointer (&job->group, group_unref);
+  }
   running_jobs = g_list_remove (running_jobs, job);
   g_clear_pointer (&job->cancel_requests, g_ptr_array_unref);
   if (job->slot != NULL) {
@@ -971,6 +1078,177 @@ bmapd_job_set_create (BmapdJob *job, int image_fd, int out_fd, BmapChecksumType 
   job->bytes_total = bytes_total;
 }
 
+/* ---- a set of cards, on the loop ---- */
+
+static void
+group_unref (JobGroup *group)
+{
+  if (!g_atomic_int_dec_and_test (&group->refs))
+    return;
+  g_assert (group->thread == NULL);
+  g_clear_pointer (&group->source, bmapd_source_free);
+  g_clear_pointer (&group->map, bmap_map_free);
+  for (guint i = 0; i < group->n_targets; i++)
+    g_object_unref (group->cancellables[i]);
+  g_free (group->cancellables);
+  g_free (group->targets);
+  g_free (group->members);
+  g_clear_object (&group->cancellable);
+  g_free (group);
+}
+
+/* bmapd exits with the set's worker running: every card stops. */
+static void
+group_stop_and_join (JobGroup *group)
+{
+  if (group->thread == NULL)
+    return;
+  g_cancellable_cancel (group->cancellable);
+  for (guint i = 0; i < group->n_targets; i++)
+    g_cancellable_cancel (group->cancellables[i]);
+  g_thread_join (g_steal_pointer (&group->thread));
+}
+
+/* Every card of the copy was stopped: the image need not be read on. */
+static void
+group_check_all_stopped (JobGroup *group)
+{
+  for (guint i = 0; i < group->n_targets; i++) {
+    if (!g_cancellable_is_cancelled (group->cancellables[i]))
+      return;
+  }
+  g_cancellable_cancel (group->cancellable);
+}
+
+static void
+group_card_ended (JobGroup *group)
+{
+  if (--group->n_left == 0 && group->thread != NULL)
+    g_thread_join (g_steal_pointer (&group->thread));
+}
+
+static void group_maybe_start (JobGroup *group);
+
+/* A card that ends before the set started is no longer waited for. */
+static void
+group_card_gone (BmapdJob *job)
+{
+  JobGroup *group = job->group;
+
+  if (group == NULL || group->thread != NULL || job->group_running)
+    return;
+  for (guint i = 0; i < group->n; i++) {
+    if (group->members[i] == job)
+      group->members[i] = NULL;
+  }
+  if (job->group_waiting) {
+    job->group_waiting = FALSE;
+    group->n_started--;
+    job->event_source = sd_event_source_disable_unref (job->event_source);
+  }
+  group_maybe_start (group);
+}
+
+/* Starts the set's worker once every card still in it was started. */
+static void
+group_maybe_start (JobGroup *group)
+{
+  g_autoptr (GError) thread_error = NULL;
+  guint live = 0;
+  guint k = 0;
+
+  for (guint i = 0; i < group->n; i++)
+    live += group->members[i] != NULL;
+  if (live == 0 || group->n_started < live || group->targets != NULL)
+    return;
+
+  group->targets = g_new0 (BmapCopyTarget, live);
+  group->cancellables = g_new0 (GCancellable *, live);
+  for (guint i = 0; i < group->n; i++) {
+    BmapdJob *job = group->members[i];
+    g_autofree char *what = NULL;
+
+    if (job == NULL)
+      continue;
+    group->targets[k] = (BmapCopyTarget){
+      .target = job->target,
+      .progress_func = on_engine_progress,
+      .progress_data = job,
+      .cancellable = job->cancellable,
+      .done_func = on_card_done,
+      .done_data = job,
+    };
+    group->cancellables[k++] = g_object_ref (job->cancellable);
+    job->group_waiting = FALSE;
+    job->group_running = TRUE;
+    set_state (job, BMAPD_JOB_PREPARING);
+    emit_progress_properties (job, TRUE);
+    running_jobs = g_list_prepend (running_jobs, job);
+    what = describe_job (job);
+    bmapd_log_job (LOG_INFO, BMAPD_MESSAGE_JOB_STARTED, job->id, job->operation_str,
+                   job->device_node, NULL, "%s: started by uid %u, card %u of %u from one image",
+                   what, job->uid, k, live);
+  }
+  group->n_targets = k;
+  group->n_left = k;
+  group->thread = g_thread_try_new ("bmapd-cards", group_main, group, &thread_error);
+  if (group->thread != NULL)
+    return;
+  for (guint i = 0; i < group->n_targets; i++) {
+    BmapdJob *job = group->targets[i].done_data;
+    g_autofree char *message
+        = g_strdup_printf ("cannot start a thread for the cards: %s", thread_error->message);
+
+    job->group_running = FALSE;
+    running_jobs = g_list_remove (running_jobs, job);
+    job->event_source = sd_event_source_disable_unref (job->event_source);
+    finish (job, BMAPD_JOB_FAILED, bmap_error_code_to_dbus_name (BMAP_ERROR_IO), message);
+  }
+}
+
+static gboolean
+group_card_start (BmapdJob *job, GError **error)
+{
+  int r;
+
+  r = sd_event_add_io (job->event, &job->event_source, job->event_fd, EPOLLIN, on_mailbox, job);
+  if (r < 0) {
+    bmap_error_set_errno (error, -r, "watching the eventfd of job %u", job->id);
+    return FALSE;
+  }
+  job->abort_func = NULL;
+  job->group_waiting = TRUE;
+  job->group->n_started++;
+  group_maybe_start (job->group);
+  return TRUE;
+}
+
+void
+bmapd_job_group_flash (BmapdJob **jobs, guint n_jobs)
+{
+  JobGroup *group = g_new0 (JobGroup, 1);
+  BmapdJob *first = jobs[0];
+
+  group->refs = (gint) n_jobs;
+  group->n = n_jobs;
+  group->members = g_memdup2 (jobs, sizeof (BmapdJob *) * n_jobs);
+  group->source = g_steal_pointer (&first->source);
+  group->map = g_steal_pointer (&first->map);
+  group->cancellable = g_cancellable_new ();
+  group->options = (BmapCopyOptions){
+    .map = group->map,
+    .verify = first->verify,
+    .verify_written = first->verify_written,
+    .minimize_writes = (first->flash_flags & BMAPD_FLASH_MINIMIZE_WRITES) != 0,
+    .discard = (first->flash_flags & BMAPD_FLASH_DISCARD) != 0,
+    .zero_unmapped = (first->flash_flags & BMAPD_FLASH_ZERO_UNMAPPED) != 0,
+    .relocate_gpt = (first->flash_flags & BMAPD_FLASH_RELOCATE_GPT) != 0,
+    .cancellable = group->cancellable,
+  };
+  for (guint i = 0; i < n_jobs; i++)
+    jobs[i]->group = group;
+}
+
 gboolean
 bmapd_job_start (BmapdJob *job, GError **error)
 {
@@ -981,6 +1259,8 @@ bmapd_job_start (BmapdJob *job, GError **error)
 
   g_return_val_if_fail (job->state == BMAPD_JOB_QUEUED, FALSE);
 
+  if (job->group != NULL)
+    return group_card_start (job, error);
   r = sd_event_add_io (job->event, &job->event_source, job->event_fd, EPOLLIN, on_mailbox, job);
   if (r < 0) {
     bmap_error_set_errno (error, -r, "watching the eventfd of job %u", job->id);
@@ -1079,6 +1359,8 @@ bmapd_job_stop (BmapdJob *job, BmapdJobStopReason reason, const char *who)
     return;
   }
   g_cancellable_cancel (job->cancellable);
+  if (job->group != NULL && job->group_running)
+    group_check_all_stopped (job->group);
 }
 
 guint
@@ -1109,6 +1391,7 @@ bmapd_job_fail_early (BmapdJob *job, BmapdJobState state, const char *error_name
                       const char *error_message)
 {
   g_return_if_fail (job->state == BMAPD_JOB_QUEUED);
+  group_card_gone (job);
   job->abort_func = NULL;
   /* Nobody saw the job start: no reason to keep it around. */
   finish_full (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message, 0);
@@ -1119,6 +1402,7 @@ bmapd_job_fail_before_start (BmapdJob *job, BmapdJobState state, const char *err
                              const char *error_message)
 {
   g_return_if_fail (job->state == BMAPD_JOB_QUEUED);
+  group_card_gone (job);
   job->abort_func = NULL;
   finish (job, state, state == BMAPD_JOB_FAILED ? error_name : NULL, error_message);
 }
@@ -1192,5 +1476,5 @@ bmapd_job_is_active (BmapdJob *job)
 gboolean
 bmapd_job_is_running (BmapdJob *job)
 {
-  return job->thread != NULL;
+  return job->thread != NULL || job->group_waiting || job->group_running;
 }

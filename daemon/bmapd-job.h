@@ -89,7 +89,18 @@ void bmapd_job_set_flash_flags (BmapdJob *job, BmapdFlashFlags flags);
 void bmapd_job_set_create (BmapdJob *job, int image_fd, int out_fd, BmapChecksumType checksum,
                            guint64 bytes_total);
 
-/* Starts the worker thread of a queued job: state "preparing". */
+/* FlashMany: makes @jobs, each set up with bmapd_job_set_flash() (the
+ * first with the image's source and map, which become the set's; the
+ * others with none) and the same options, the cards of one set: one worker
+ * reads, decodes and hashes the image once and writes them all, each job
+ * keeping its own progress, result and Cancel. Each card is queued on its
+ * own; the set's worker starts once every card still in it has been
+ * started (they wait "queued" until then, holding their place under
+ * MaxJobs), so a set must not have more cards than MaxJobs. */
+void bmapd_job_group_flash (BmapdJob **jobs, guint n_jobs);
+
+/* Starts the worker thread of a queued job: state "preparing". A card of a
+ * set waits for the others (see bmapd_job_group_flash()). */
 gboolean bmapd_job_start (BmapdJob *job, GError **error);
 
 /* Cancels the job when its caller (the sender of @call) leaves the bus. */

@@ -48,6 +48,7 @@ struct _BmapdManager {
 };
 
 static int manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *error);
+static int manager_method_flash_many (sd_bus_message *m, void *userdata, sd_bus_error *error);
 static int manager_method_create (sd_bus_message *m, void *userdata, sd_bus_error *error);
 static int manager_method_add_auto_flash (sd_bus_message *m, void *userdata, sd_bus_error *error);
 
@@ -55,6 +56,9 @@ static const sd_bus_vtable manager_vtable[] = {
   SD_BUS_VTABLE_START (0),
   SD_BUS_METHOD_WITH_ARGS ("Flash", SD_BUS_ARGS ("o", device, "h", image, "a{sv}", options),
                            SD_BUS_RESULT ("o", job), manager_method_flash,
+                           SD_BUS_VTABLE_UNPRIVILEGED),
+  SD_BUS_METHOD_WITH_ARGS ("FlashMany", SD_BUS_ARGS ("ao", devices, "h", image, "a{sv}", options),
+                           SD_BUS_RESULT ("ao", jobs), manager_method_flash_many,
                            SD_BUS_VTABLE_UNPRIVILEGED),
   SD_BUS_METHOD_WITH_ARGS ("Create", SD_BUS_ARGS ("h", image, "h", bmap_out, "a{sv}", options),
                            SD_BUS_RESULT ("o", job), manager_method_create,
@@ -314,6 +318,13 @@ static int
 manager_method_flash (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
   bmapd_request_handle_flash (userdata, m);
+  return 1;
+}
+
+static int
+manager_method_flash_many (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+  bmapd_request_handle_flash_many (userdata, m);
   return 1;
 }
 

@@ -21,6 +21,20 @@
 #include "bmap-signature.h"
 #include "libbmap.h"
 
+/* The most devices one FlashMany call writes. */
+#define MAX_FLASH_MANY_DEVICES 16
+
+/* One device of a FlashMany call. */
+typedef struct {
+  char *name;
+  gboolean has_diskseq;
+  guint64 diskseq;
+  BmapdDeviceInfo *snapshot;
+  BmapdJob *job;
+  BmapTarget *target; /* opened, once authorized */
+  guint64 opened_diskseq;
+} ManyDevice;
+
 struct _BmapdRequest {
   BmapdManager *manager;
   BmapdJobOperation operation;
@@ -62,6 +76,13 @@ struct _BmapdRequest {
   BmapdJob *job;
   sd_event_source *defer_source; /* a card's start, from the loop */
   sd_bus_track *track;           /* the caller, until the request has a job */
+
+  /* FlashMany: every device of the call, NULL for Flash. The one being
+   * checked (@current) is in device_name, has_diskseq, diskseq, snapshot
+   * and job, where the Flash path's checks find it; the others are here. */
+  ManyDevice *many;
+  guint n_many;
+  guint current;
 };
 
 /* What the reader thread works on; it frees it when the loop gave up. */
@@ -112,9 +133,43 @@ bmapd_request_free (BmapdRequest *req)
   bmapd_limits_ticket_unref (req->ticket);
   if (req->call != NULL)
     sd_bus_message_unref (req->call);
+  for (guint i = 0; i < req->n_many; i++) {
+    g_free (req->many[i].name);
+    g_clear_pointer (&req->many[i].snapshot, bmapd_device_info_free);
+    g_clear_pointer (&req->many[i].target, bmap_target_free);
+  }
+  g_free (req->many);
   g_free (req->device_name);
   g_free (req->description);
   g_free (req);
+}
+
+/* FlashMany: the device being checked goes back to its place. */
+static void
+request_store_device (BmapdRequest *req)
+{
+  ManyDevice *old = &req->many[req->current];
+
+  old->name = g_steal_pointer (&req->device_name);
+  old->has_diskseq = req->has_diskseq;
+  old->diskseq = req->diskseq;
+  old->snapshot = g_steal_pointer (&req->snapshot);
+  old->job = g_steal_pointer (&req->job);
+}
+
+/* FlashMany: device @idx becomes the one the Flash path's functions see. */
+static void
+request_select_device (BmapdRequest *req, guint idx)
+{
+  ManyDevice *new = &req->many[idx];
+
+  request_store_device (req);
+  req->device_name = g_steal_pointer (&new->name);
+  req->has_diskseq = new->has_diskseq;
+  req->diskseq = new->diskseq;
+  req->snapshot = g_steal_pointer (&new->snapshot);
+  req->job = g_steal_pointer (&new->job);
+  req->current = idx;
 }
 
 static BmapdRequest *
@@ -150,6 +205,8 @@ bmapd_request_is_card (BmapdRequest *req)
 static const char *
 method_name (BmapdRequest *req)
 {
+  if (req->many != NULL)
+    return "FlashMany";
   return req->operation == BMAPD_JOB_FLASH ? "Flash" : "Create";
 }
 
@@ -162,6 +219,13 @@ request_fail_full (BmapdRequest *req, BmapdJobState state, const char *error_nam
   BmapdJob *job = g_steal_pointer (&req->job);
   g_autoptr (GError) error = NULL;
 
+  /* FlashMany: the other devices' jobs end with the call too. */
+  for (guint i = 0; i < req->n_many; i++) {
+    BmapdJob *other = g_steal_pointer (&req->many[i].job);
+
+    if (other != NULL)
+      bmapd_job_fail_early (other, state, error_name, message);
+  }
   if (req->call != NULL) {
     bmapd_log (LOG_INFO, "%s call from uid %u refused: %s (%s)", method_name (req),
                (guint) req->uid, message, error_name);
@@ -375,6 +439,8 @@ request_queue_job (BmapdRequest *req)
   bmapd_manager_queue_job (manager, job);
 }
 
+static void request_many_device_opened (BmapdRequest *req, BmapTarget *target, guint64 diskseq);
+
 static void
 request_open_device (BmapdRequest *req)
 {
@@ -445,6 +511,10 @@ request_open_device (BmapdRequest *req)
     return;
   }
 
+  if (req->many != NULL) {
+    request_many_device_opened (req, g_steal_pointer (&target), info->diskseq);
+    return;
+  }
   /* BytesTotal: what will be written, when it is known before decoding. */
   bytes_total = req->map != NULL ? bmap_map_get_mapped_bytes (req->map) : req->image_size;
   bmapd_job_set_flash (req->job, g_steal_pointer (&req->source), g_steal_pointer (&req->map),
@@ -541,6 +611,14 @@ request_flash_authorized (BmapdRequest *req)
   }
   /* A disk that became a system disk is flash-system's to allow. */
   if (fresh->system && !req->asked_flash_system) {
+    if (req->many != NULL) {
+      g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
+                   "%s became a system disk while FlashMany waited for authorization "
+                   "(flash-system was not asked); nothing was written",
+                   fresh->node);
+      bmapd_request_fail (req, error);
+      return;
+    }
     if (req->call == NULL) {
       g_set_error (&error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
                    "%s became a system disk; auto-flash never writes those", fresh->node);
@@ -631,6 +709,9 @@ request_authorized (BmapdRequest *req)
     bmapd_request_fail (req, error);
     return;
   }
+  /* FlashMany: the devices one after the other, from the first. */
+  if (req->many != NULL)
+    request_select_device (req, 0);
   if (req->operation == BMAPD_JOB_FLASH)
     request_flash_authorized (req);
   else
@@ -675,6 +756,8 @@ request_check_device (BmapdRequest *req, GError **error)
   return TRUE;
 }
 
+static void request_many_check_devices (BmapdRequest *req);
+
 /* Flash: the files are read (and a signature checked): the device checks,
  * then polkit. */
 static void
@@ -682,6 +765,10 @@ request_flash_files_read (BmapdRequest *req)
 {
   g_autoptr (GError) error = NULL;
 
+  if (req->many != NULL) {
+    request_many_check_devices (req);
+    return;
+  }
   if (!request_check_device (req, &error)) {
     bmapd_request_fail (req, error);
     return;
@@ -947,6 +1034,8 @@ request_take_place (BmapdRequest *req, GError **error)
   return req->ticket != NULL;
 }
 
+static gboolean check_flash_options (BmapdRequest *req, GError **error);
+
 static gboolean
 parse_flash (BmapdRequest *req, sd_bus_message *m, GError **error)
 {
@@ -972,8 +1061,22 @@ parse_flash (BmapdRequest *req, sd_bus_message *m, GError **error)
     return FALSE;
   }
   req->image_fd = bmapd_fd_dup (image_fd, "image", BMAPD_FD_READ, error);
-  if (req->image_fd < 0)
+  if (req->image_fd < 0 || !check_flash_options (req, error))
     return FALSE;
+  /* A device that is not there needs no reading of the files. */
+  if (bmapd_device_registry_lookup (bmapd_manager_get_registry (req->manager), req->device_name)
+          == NULL
+      || bmapd_manager_get_device_path (req->manager, req->device_name) == NULL) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone", req->device_name);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* The options of Flash and FlashMany that go together, or not. */
+static gboolean
+check_flash_options (BmapdRequest *req, GError **error)
+{
   if (req->bmap_fd >= 0 && req->nobmap) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "both \"bmap\" and \"nobmap\" were given; pass one of them");
@@ -994,13 +1097,6 @@ parse_flash (BmapdRequest *req, sd_bus_message *m, GError **error)
   if (req->sig_fd >= 0 && req->bmap_fd < 0) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "\"bmap-signature\" was given without a bmap; it signs the bmap");
-    return FALSE;
-  }
-  /* A device that is not there needs no reading of the files. */
-  if (bmapd_device_registry_lookup (bmapd_manager_get_registry (req->manager), req->device_name)
-          == NULL
-      || bmapd_manager_get_device_path (req->manager, req->device_name) == NULL) {
-    g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone", req->device_name);
     return FALSE;
   }
   return TRUE;
@@ -1049,6 +1145,252 @@ bmapd_request_handle_create (BmapdManager *manager, sd_bus_message *m)
   g_autoptr (GError) error = NULL;
 
   if (!parse_create (req, m, &error)) {
+    bmapd_request_fail (req, error);
+    return;
+  }
+  request_start_reading (req);
+}
+
+/* ---- FlashMany ---- */
+
+static const BmapdDeviceInfo *
+many_snapshot (BmapdRequest *req, guint idx)
+{
+  return idx == req->current ? req->snapshot : req->many[idx].snapshot;
+}
+
+/* One polkit check for the set: flash-system when any device is a system
+ * disk; "device" and "devices" list every device node. */
+static void
+ask_polkit_many (BmapdRequest *req)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) details = g_ptr_array_new ();
+  g_autoptr (GString) nodes = g_string_new (NULL);
+  gboolean system = FALSE, removable = TRUE;
+
+  for (guint i = 0; i < req->n_many; i++) {
+    const BmapdDeviceInfo *info = many_snapshot (req, i);
+
+    g_string_append_printf (nodes, "%s%s", i > 0 ? " " : "", info->node);
+    system = system || info->system;
+    removable = removable && info->removable;
+  }
+  g_ptr_array_add (details, (gpointer) "device");
+  g_ptr_array_add (details, nodes->str);
+  g_ptr_array_add (details, (gpointer) "devices");
+  g_ptr_array_add (details, nodes->str);
+  g_ptr_array_add (details, (gpointer) "drive.removable");
+  g_ptr_array_add (details, (gpointer) (removable ? "true" : "false"));
+  add_signature_details (req, details);
+  g_ptr_array_add (details, NULL);
+  req->asked_flash_system = system;
+  req->check
+      = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
+                                system ? BMAPD_ACTION_FLASH_SYSTEM : BMAPD_ACTION_FLASH,
+                                (const char *const *) details->pdata, on_authorized, req, &error);
+  if (req->check == NULL)
+    bmapd_request_fail (req, error);
+}
+
+/* Every device passes the Flash path's checks before polkit is asked, or
+ * the call is refused naming the first that does not. */
+static void
+request_many_check_devices (BmapdRequest *req)
+{
+  for (guint i = 0; i < req->n_many; i++) {
+    g_autoptr (GError) error = NULL;
+
+    request_select_device (req, i);
+    if (!request_check_device (req, &error)) {
+      bmapd_request_fail (req, error);
+      return;
+    }
+  }
+  ask_polkit_many (req);
+}
+
+/* Every device is opened and holds its job: the jobs become one set, the
+ * call is answered with them, and each is queued (the set starts once all
+ * of its cards have a place under MaxJobs). */
+static void
+request_many_queue (BmapdRequest *req)
+{
+  BmapdManager *manager = req->manager;
+  g_autofree BmapdJob **jobs = g_new0 (BmapdJob *, req->n_many);
+  g_autoptr (sd_bus_message) reply = NULL;
+  guint64 bytes_total = req->map != NULL ? bmap_map_get_mapped_bytes (req->map) : req->image_size;
+  guint n = req->n_many;
+  int r;
+
+  request_store_device (req); /* every device in its place */
+  for (guint i = 0; i < n; i++) {
+    ManyDevice *device = &req->many[i];
+
+    jobs[i] = g_steal_pointer (&device->job);
+    bmapd_job_set_abort_func (jobs[i], NULL, NULL);
+    bmapd_job_set_flash (jobs[i], i == 0 ? g_steal_pointer (&req->source) : NULL,
+                         i == 0 ? g_steal_pointer (&req->map) : NULL,
+                         g_steal_pointer (&device->target), device->opened_diskseq, req->verify,
+                         req->verify_written, bytes_total);
+    bmapd_job_set_flash_flags (jobs[i], req->flash_flags);
+  }
+  bmapd_job_group_flash (jobs, n);
+  r = sd_bus_message_new_method_return (req->call, &reply);
+  if (r >= 0)
+    r = sd_bus_message_open_container (reply, 'a', "o");
+  for (guint i = 0; r >= 0 && i < n; i++)
+    r = sd_bus_message_append (reply, "o", bmapd_job_get_path (jobs[i]));
+  if (r >= 0)
+    r = sd_bus_message_close_container (reply);
+  if (r >= 0)
+    r = sd_bus_send (NULL, reply, NULL);
+  if (r < 0)
+    bmapd_log (LOG_WARNING, "FlashMany reply: %s", g_strerror (-r));
+  bmapd_manager_remove_request (manager, req);
+  for (guint i = 0; i < n; i++)
+    bmapd_manager_queue_job (manager, jobs[i]);
+}
+
+static void
+request_many_device_opened (BmapdRequest *req, BmapTarget *target, guint64 diskseq)
+{
+  ManyDevice *device = &req->many[req->current];
+
+  device->target = target;
+  device->opened_diskseq = diskseq;
+  if (req->current + 1 < req->n_many) {
+    request_select_device (req, req->current + 1);
+    request_flash_authorized (req);
+    return;
+  }
+  request_many_queue (req);
+}
+
+static gboolean
+parse_flash_many_option (sd_bus_message *m, const char *key, gpointer user_data, GError **error)
+{
+  BmapdRequest *req = user_data;
+  const guint64 *seqs = NULL;
+  size_t size = 0;
+  int r;
+
+  if (g_str_equal (key, "diskseq")) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "FlashMany option \"diskseq\": a diskseq names one medium; pass \"diskseqs\" "
+                 "(at), one for each device in the order of the devices");
+    return FALSE;
+  }
+  if (!g_str_equal (key, "diskseqs"))
+    return parse_flash_option (m, key, user_data, error);
+  r = sd_bus_message_enter_container (m, 'v', "at");
+  if (r >= 0)
+    r = sd_bus_message_read_array (m, 't', (const void **) &seqs, &size);
+  if (r >= 0)
+    r = sd_bus_message_exit_container (m);
+  if (r < 0) {
+    bmap_error_set_errno (error, -r, "option \"diskseqs\": expected an array of t (at)");
+    return FALSE;
+  }
+  if (size / sizeof (guint64) != req->n_many) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "option \"diskseqs\" has %zu values for %u devices: pass one for each device, "
+                 "in the order of the devices",
+                 size / sizeof (guint64), req->n_many);
+    return FALSE;
+  }
+  for (guint i = 0; i < req->n_many; i++) {
+    req->many[i].has_diskseq = TRUE;
+    req->many[i].diskseq = seqs[i];
+  }
+  return TRUE;
+}
+
+static gboolean
+parse_flash_many (BmapdRequest *req, sd_bus_message *m, GError **error)
+{
+  BmapdManager *manager = req->manager;
+  const BmapdConfig *config = bmapd_manager_get_config (manager);
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  const char *device_path = NULL;
+  int image_fd = -1;
+  int r;
+
+  r = sd_bus_message_enter_container (m, 'a', "o");
+  while (r > 0) {
+    r = sd_bus_message_read (m, "o", &device_path);
+    if (r > 0)
+      g_ptr_array_add (names, bmapd_device_name_from_path (device_path));
+    if (r > 0 && g_ptr_array_index (names, names->len - 1) == NULL) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                   "%s is not a device object (expected " BMAPD_DEVICE_PATH_PREFIX "/NAME)",
+                   device_path);
+      return FALSE;
+    }
+  }
+  if (r >= 0)
+    r = sd_bus_message_exit_container (m);
+  if (r >= 0)
+    r = sd_bus_message_read (m, "h", &image_fd);
+  if (r < 0) {
+    bmap_error_set_errno (error, -r, "cannot parse the FlashMany call");
+    return FALSE;
+  }
+  if (names->len == 0 || names->len > MAX_FLASH_MANY_DEVICES) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "FlashMany was given %u devices: it writes 1 to %u", names->len,
+                 MAX_FLASH_MANY_DEVICES);
+    return FALSE;
+  }
+  /* A set waits in the queue until all of its cards have a place: one
+   * larger than MaxJobs would wait for ever. */
+  if (names->len > config->max_jobs) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_LIMIT,
+                 "FlashMany was given %u devices, more than MaxJobs=%u jobs can run at once",
+                 names->len, config->max_jobs);
+    return FALSE;
+  }
+  req->n_many = names->len;
+  req->many = g_new0 (ManyDevice, req->n_many);
+  for (guint i = 0; i < names->len; i++) {
+    const char *name = g_ptr_array_index (names, i);
+
+    for (guint j = 0; j < i; j++) {
+      if (g_str_equal (name, req->many[j].name)) {
+        g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                     "/dev/%s is given twice; each device can be written once", name);
+        return FALSE;
+      }
+    }
+    /* A device that is not there needs no reading of the files. */
+    if (bmapd_device_registry_lookup (bmapd_manager_get_registry (manager), name) == NULL
+        || bmapd_manager_get_device_path (manager, name) == NULL) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_GONE, "/dev/%s is gone", name);
+      return FALSE;
+    }
+    req->many[i].name = g_strdup (name);
+  }
+  if (!bmapd_bus_get_caller_uid (m, &req->uid, error) || !request_take_place (req, error)
+      || !bmapd_bus_read_dict (m, parse_flash_many_option, req, error))
+    return FALSE;
+  /* The first device is the one the Flash path's functions see. */
+  req->device_name = g_steal_pointer (&req->many[0].name);
+  req->has_diskseq = req->many[0].has_diskseq;
+  req->diskseq = req->many[0].diskseq;
+  req->current = 0;
+  if (req->description == NULL)
+    req->description = g_strdup ("");
+  req->image_fd = bmapd_fd_dup (image_fd, "image", BMAPD_FD_READ, error);
+  return req->image_fd >= 0 && check_flash_options (req, error);
+}
+
+void
+bmapd_request_handle_flash_many (BmapdManager *manager, sd_bus_message *m)
+{
+  BmapdRequest *req = request_new (manager, BMAPD_JOB_FLASH, m);
+  g_autoptr (GError) error = NULL;
+
+  if (!parse_flash_many (req, m, &error)) {
     bmapd_request_fail (req, error);
     return;
   }

@@ -39,6 +39,12 @@ typedef BmapdManagerCardFunc BmapdRequestCardFunc;
 /* The manager's method handlers: the request answers @m itself. */
 void bmapd_request_handle_flash (BmapdManager *manager, sd_bus_message *m);
 void bmapd_request_handle_create (BmapdManager *manager, sd_bus_message *m);
+/* FlashMany: Flash's path for every device of the call (the checks of
+ * each before polkit, which is asked once for the set; each device's job
+ * made, checked and opened once authorized), the jobs one set sharing one
+ * read of the image (bmapd_job_group_flash()). A device that fails a check
+ * refuses the whole call, naming it, before anything is written. */
+void bmapd_request_handle_flash_many (BmapdManager *manager, sd_bus_message *m);
 /* Starts an auto-flash card's request (no polkit: the rule's authorization
  * covers its cards); @func is called once, never before this returns.
  * @card's descriptor and map are taken. */

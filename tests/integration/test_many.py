@@ -1,0 +1,238 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+'''Many cards from one decode: FlashMany(ao devices, h image, a{sv} options)
+through bmapd, and bmapctl copy IMAGE DEV1 DEV2 ... through bmapd and
+in-process, onto loop devices; cards that write at a card's pace and one
+that is pulled mid-way are loop devices over qemu-storage-daemon FUSE
+exports (test_faults.FaultyDisk).'''
+
+import os
+import subprocess
+
+import pytest
+from gi.repository import GLib
+
+import bmapd_harness as h
+from test_cli import bmapctl  # noqa: F401 (a fixture)
+from test_faults import faulty  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.loop
+
+FILL = b'\xaa'
+
+
+def flash_many(client, devices, image_fd, bmap_fd=None, block=True, **options):
+    '''FlashMany(); options as in Client.flash(), a Variant passed as it is.'''
+    fds = [image_fd]
+    opts = {}
+    if bmap_fd is not None:
+        fds.append(bmap_fd)
+        opts['bmap'] = GLib.Variant('h', 1)
+    for key, value in options.items():
+        key = key.replace('_', '-')
+        if isinstance(value, GLib.Variant):
+            opts[key] = value
+        elif isinstance(value, bool):
+            opts[key] = GLib.Variant('b', value)
+        else:
+            opts[key] = GLib.Variant('s', value)
+    args = GLib.Variant('(aoha{sv})', (devices, 0, opts))
+    if not block:
+        return client.call_async(h.MANAGER_PATH, h.MANAGER_IFACE, 'FlashMany', args, fds)
+    return client.call(h.MANAGER_PATH, h.MANAGER_IFACE, 'FlashMany', args, fds)[0]
+
+
+def assert_holds_image(disk, image, read=None):
+    read = read or disk.read
+    for offset, length in image['ranges']:
+        assert read(offset, length) == h.read_range(image['path'], offset, length), \
+            f'{disk.node}: range at {offset} differs'
+
+
+def assert_untouched(loop, image):
+    for offset, length in image['ranges']:
+        assert loop.read(offset, length) == FILL * length, f'{loop.node} was written'
+
+
+def job_paths(client):
+    return [path for path in client.managed_objects() if path.startswith(h.JOB_PREFIX)]
+
+
+# ---- through bmapd --------------------------------------------------------------
+
+def test_flash_many_four_cards_one_pulled(daemon, client, polkit, faulty, image, fds):
+    '''Four cards that write at 512 KiB/s from one read of the image; the
+    third is pulled (detached, its medium gone) mid-way: its job fails on
+    its own while the other three finish and are read back and verified.'''
+    cards = [faulty(write_bps=512 * 1024) for _ in range(4)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(card.node) for card in cards]
+    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+                      verify_written=True)
+    assert len(jobs) == 4 and len(set(jobs)) == 4
+    for job, device in zip(jobs, devices):
+        props = client.get_all(job, h.JOB_IFACE)
+        assert props['Operation'] == 'flash' and props['Device'] == device
+
+    pulled = cards[2]
+    h.wait_until(lambda: client.get(jobs[2], h.JOB_IFACE, 'BytesWritten') > 0, 60,
+                 'the third card written in part')
+    pulled.detach()
+    pulled.kill_export()
+
+    state, name, message = client.wait_finished(jobs[2], timeout=120)
+    assert state == 'failed' and name in (h.ERROR + 'IO', h.ERROR + 'DeviceGone'), \
+        (state, name, message)
+    assert pulled.node in message, message
+    for i in (0, 1, 3):
+        state, name, message = client.wait_finished(jobs[i], timeout=120)
+        assert (state, name) == ('done', ''), message
+        props = client.get_all(jobs[i], h.JOB_IFACE)
+        assert props['BytesWritten'] == sum(length for _, length in image['ranges'])
+        assert_holds_image(cards[i], image, read=cards[i].read_backing)
+    # One read and decode of the image for the set.
+    log = daemon.read_log()
+    assert log.count('card 1 of 4 from one image') == 1, log
+    assert h.can_open_exclusive(cards[0].node)
+
+
+def test_flash_many_polkit_once(daemon, client, polkit, loop_factory, image, fds):
+    '''Three devices: one polkit check for the set whose details name every
+    device; three jobs, each done with its own progress, every device
+    holding the image.'''
+    loops = [loop_factory() for _ in range(3)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(loop.node) for loop in loops]
+    polkit.clear_checks()
+    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+                      description='disk.img')
+    checks = polkit.checks()
+    assert len(checks) == 1, checks
+    action, details = checks[0][0], checks[0][1]
+    assert action == h.ACTION_FLASH
+    for loop in loops:
+        assert loop.node in details['device'].split(), details
+        assert loop.node in details['devices'].split(), details
+    for job, loop in zip(jobs, loops):
+        state, name, message = client.wait_finished(job, timeout=120)
+        assert (state, name) == ('done', ''), message
+        props = client.get_all(job, h.JOB_IFACE)
+        assert props['Description'] == 'disk.img'
+        assert props['Progress'] == 1.0
+        assert client.job_signals(job, 'Progress'), 'no progress of its own'
+        assert_holds_image(loop, image)
+
+
+@pytest.mark.parametrize('bad', ['too-small', 'duplicate', 'read-only', 'busy'])
+def test_flash_many_bad_device_refuses_all(daemon, client, polkit, loop_factory, image, fds,
+                                           bad):
+    '''One device of the set fails a check: the whole call is refused,
+    naming it; no job is left and nothing is written on any device.'''
+    loops = [loop_factory() for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(loop.node) for loop in loops]
+    expected, node = None, None
+    held = None
+    if bad == 'too-small':
+        small = loop_factory(size=4 * h.MiB)
+        devices.append(client.wait_device(small.node))
+        expected, node = 'DeviceTooSmall', small.node
+    elif bad == 'duplicate':
+        devices.append(devices[0])
+        expected, node = 'InvalidArgument', loops[0].name
+    elif bad == 'read-only':
+        ro = loop_factory()
+        devices.append(client.wait_device(ro.node))
+        subprocess.run(['blockdev', '--setro', ro.node], check=True)
+        ro.uevent('change')
+        h.wait_until(lambda: client.get(devices[-1], h.DEVICE_IFACE, 'ReadOnly'), 20,
+                     f'{ro.node} read-only')
+        expected, node = 'ReadOnly', ro.node
+    else:
+        # Held open exclusively by another program: seen when the device
+        # is opened, after polkit said yes; the jobs made for the devices
+        # before it end at once.
+        busy = loop_factory()
+        devices.append(client.wait_device(busy.node))
+        held = os.open(busy.node, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+        expected, node = 'DeviceBusy', busy.node
+    polkit.clear_checks()
+    before = set(job_paths(client))
+    try:
+        with pytest.raises(h.DBusCallError) as err:
+            flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+    finally:
+        if held is not None:
+            os.close(held)
+    assert err.value.name == h.ERROR + expected, (err.value.name, err.value.message)
+    assert node in err.value.message, err.value.message
+    assert set(job_paths(client)) == before
+    for loop in loops:
+        assert_untouched(loop, image)
+
+
+def test_flash_many_refuses_bad_calls(daemon, client, polkit, loop_factory, image, fds):
+    '''No devices, more than 16, and "diskseq" (one medium) are refused
+    with what to do; "diskseqs" must have one value per device.'''
+    loops = [loop_factory() for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(loop.node) for loop in loops]
+    cases = [
+        ([], {}, 'writes 1 to 16'),
+        ([devices[0]] * 17, {}, 'writes 1 to 16'),
+        (devices, {'diskseq': GLib.Variant('t', 1)}, '"diskseqs"'),
+        (devices, {'diskseqs': GLib.Variant('at', [1])}, 'one for each device'),
+    ]
+    for devs, options, words in cases:
+        with pytest.raises(h.DBusCallError) as err:
+            flash_many(client, devs, fds(image['path']), bmap_fd=fds(image['bmap']), **options)
+        assert 'InvalidArgument' in err.value.message and words in err.value.message, \
+            err.value.message
+    assert job_paths(client) == []
+
+
+def test_flash_many_diskseqs(daemon, client, polkit, loop_factory, image, fds):
+    '''"diskseqs": the medium of each device must be the one listed; a
+    changed one refuses the call, naming it.'''
+    loops = [loop_factory() for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(loop.node) for loop in loops]
+    seqs = [client.get(dev, h.DEVICE_IFACE, 'DiskSeq') for dev in devices]
+    with pytest.raises(h.DBusCallError) as err:
+        flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+                   diskseqs=GLib.Variant('at', [seqs[0], seqs[1] + 1000]))
+    assert err.value.name == h.ERROR + 'MediaChanged', err.value.name
+    assert loops[1].node in err.value.message, err.value.message
+    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+                      diskseqs=GLib.Variant('at', seqs))
+    for job, loop in zip(jobs, loops):
+        assert client.wait_finished(job, timeout=120)[0] == 'done'
+        assert_holds_image(loop, image)
+
+
+def test_flash_many_cancel_one(daemon, client, polkit, faulty, image, fds):
+    '''Cancel on one card's job stops that card only.'''
+    cards = [faulty(write_bps=256 * 1024) for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH, h.ACTION_CANCEL])
+    devices = [client.wait_device(card.node) for card in cards]
+    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+    h.wait_until(lambda: client.get(jobs[0], h.JOB_IFACE, 'BytesWritten') > 0, 60,
+                 'the first card written in part')
+    client.cancel(jobs[0])
+    assert client.wait_finished(jobs[0], timeout=120)[0] == 'canceled'
+    state, name, message = client.wait_finished(jobs[1], timeout=120)
+    assert (state, name) == ('done', ''), message
+    assert_holds_image(cards[1], image, read=cards[1].read_backing)
+
+
+@pytest.mark.parametrize('daemon_config', ['[Daemon]\nMaxJobs=2\n'])
+def test_flash_many_beyond_max_jobs(daemon, client, polkit, loop_factory, image, fds):
+    '''A set larger than MaxJobs would wait in the queue for ever: refused.'''
+    max_jobs = 2
+    loops = [loop_factory(size=12 * h.MiB) for _ in range(max_jobs + 1)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(loop.node) for loop in loops]
+    with pytest.raises(h.DBusCallError) as err:
+        flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+    assert err.value.name == h.ERROR + 'Limit', err.value.name
+    assert 'MaxJobs=2' in err.value.message, err.value.message
+    assert job_paths(client) == []
