@@ -131,6 +131,7 @@ def test_reference_lists_the_options_the_xml_documents():
     docs = xml_docstrings()
     pairs = {
         ('Flash', 'options'): ('Flash', 'Options'),
+        ('FlashMany', 'options'): ('FlashMany', 'Options'),
         ('Create', 'options'): ('Create', 'Options'),
         ('AddAutoFlash', 'options'): ('AddAutoFlash', 'Options'),
         ('AddAutoFlash', 'match'): ('AddAutoFlash', 'Match keys'),
