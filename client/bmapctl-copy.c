@@ -10,6 +10,7 @@
 #include "bmapctl-bmaptool.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
+#include "bmapctl-copy-many.h"
 #include "bmapctl-follow.h"
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
@@ -65,9 +66,9 @@ on_progress (const BmapProgress *p, gpointer user_data)
 
 /* @notes: what the options beyond the copy did (minimize-writes, discard,
  * ...), or NULL. */
-static void
-print_result (BmapctlOptions *options, const char *image, const char *dest,
-              const BmapCopyResult *result, const char *notes, gint64 elapsed_us)
+void
+bmapctl_copy_print_result (BmapctlOptions *options, const char *image, const char *dest,
+                           const BmapCopyResult *result, const char *notes, gint64 elapsed_us)
 {
   double seconds = (double) elapsed_us / G_USEC_PER_SEC;
 
@@ -360,7 +361,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
                                map != NULL ? map->mapped_blocks_count * map->block_size
                                            : job->bytes_written,
                                (double) elapsed / G_USEC_PER_SEC);
-    print_result (options, image, dest, &result, job->result, elapsed);
+    bmapctl_copy_print_result (options, image, dest, &result, job->result, elapsed);
   }
   return status;
 }
@@ -486,7 +487,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                                          : result.image_size,
                              (double) elapsed / G_USEC_PER_SEC);
   notes = bmap_copy_result_describe (&result);
-  print_result (options, image, dest, &result, notes, elapsed);
+  bmapctl_copy_print_result (options, image, dest, &result, notes, elapsed);
   return BMAPCTL_EXIT_OK;
 }
 
@@ -546,6 +547,92 @@ copy_to_block_device (BmapctlOptions *options, CopyArgs *args, const char *image
   return bmapctl_report_error (options, error);
 }
 
+/* Several destinations: one read of the image for all of them (see
+ * bmapctl-copy-many.h). Through bmapd when every destination is a whole
+ * disk (and not --local), in-process otherwise, or when bmapd cannot be
+ * reached and every destination may be written by the caller. */
+static int
+copy_many (const BmapctlCommand *command, BmapctlOptions *options, CopyArgs *args,
+           const char *image, char **dests, guint n_dests)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = NULL;
+  g_autoptr (sd_bus) bus = NULL;
+  g_autoptr (GArray) array = g_array_sized_new (FALSE, TRUE, sizeof (BmapctlTarget), n_dests);
+  BmapctlTarget *targets;
+  g_autofree char *bmap_path = NULL;
+  g_autoptr (GBytes) bmap_bytes = NULL;
+  g_autoptr (GBytes) signature = NULL;
+  g_autoptr (BmapMap) map = NULL;
+  BmapctlSignatureArgs sig_args = signature_args (args);
+  BmapctlCopyMany spec = { 0 };
+  gboolean all_disks = TRUE, writable = TRUE, unreachable = FALSE;
+
+  if (n_dests > BMAP_COPY_MAX_TARGETS)
+    return bmapctl_usage_error (command, "%u destinations: at most %u", n_dests,
+                                BMAP_COPY_MAX_TARGETS);
+  if (args->detach || bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap))
+    return bmapctl_usage_error (command, "%s cannot be used with several destinations",
+                                args->detach ? "--detach" : "a URL");
+  g_array_set_size (array, n_dests);
+  g_array_set_clear_func (array, (GDestroyNotify) bmapctl_target_clear);
+  targets = (BmapctlTarget *) (gpointer) array->data;
+  for (guint i = 0; i < n_dests; i++) {
+    if (!bmapctl_target_resolve (dests[i], &targets[i], &error))
+      return bmapctl_report_error (options, error);
+    for (guint j = 0; j < i; j++) {
+      if (g_str_equal (targets[i].path, targets[j].path)
+          || (targets[i].kind == BMAPCTL_TARGET_BLOCK_DEVICE
+              && targets[j].kind == BMAPCTL_TARGET_BLOCK_DEVICE
+              && targets[i].devnum == targets[j].devnum))
+        return bmapctl_usage_error (command, "%s is given twice", dests[i]);
+    }
+    all_disks
+        = all_disks && targets[i].kind == BMAPCTL_TARGET_BLOCK_DEVICE && !targets[i].partition;
+    writable = writable && bmapctl_target_writable_by_caller (&targets[i]);
+    if (args->removable_device && !bmapctl_target_check_removable (&targets[i], &error))
+      return bmapctl_report_error (options, error);
+  }
+  if (all_disks && !options->local) {
+    bus = bmapctl_bus_open_bmapd (&devices, &unreachable, &error);
+    if (bus == NULL && !(unreachable && !args->daemon && !args->unmount && writable))
+      return bmapctl_report_error (options, error);
+    if (bus == NULL) {
+      bmapctl_info (options, "bmapd cannot be reached (%s): writing in-process", error->message);
+      g_clear_error (&error);
+    }
+  } else if (args->daemon || args->unmount) {
+    return bmapctl_usage_error (
+        command, "%s works only through bmapd, when every destination is a whole disk",
+        args->daemon ? "--daemon" : "--unmount");
+  }
+
+  if (!args->nobmap) {
+    bmap_path = find_bmap (options, args, image, &error);
+    if (bmap_path != NULL && bus != NULL) {
+      bmap_bytes = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, &error);
+    } else if (bmap_path != NULL) {
+      map = bmapctl_signature_load_map (options, &sig_args, bmap_path, &error);
+    }
+    if (error != NULL)
+      return bmapctl_report_error (options, error);
+  }
+  spec.map = map;
+  spec.bmap_bytes = bmap_bytes;
+  spec.signature = signature;
+  spec.nobmap = args->nobmap;
+  spec.verify = !args->no_verify;
+  spec.verify_written = args->verify_written;
+  spec.minimize_writes = args->minimize_writes;
+  spec.discard = args->discard;
+  spec.zero_unmapped = args->zero_unmapped;
+  spec.relocate_gpt = args->relocate_gpt;
+  spec.unmount = args->unmount;
+  if (bus != NULL)
+    return bmapctl_copy_many_daemon (options, &spec, image, targets, n_dests, bus, devices);
+  return bmapctl_copy_many_local (options, &spec, image, targets, n_dests);
+}
+
 int
 bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, char **argv)
 {
@@ -602,12 +689,17 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
                       "a file\nin-process. Without --bmap or --nobmap, the bmap is looked for "
                       "next to IMAGE:\nIMAGE.bmap, then with one extension stripped at a time. "
                       "IMAGE and --bmap may be\nURLs (http, https, ftp, ssh, file), fetched by "
-                      "bmapctl; see URLS in bmapctl(1).",
+                      "bmapctl; see URLS in bmapctl(1).\n\nWith several DESTs, the image is read, "
+                      "decoded and checked once and written onto all of them\nat once (through "
+                      "bmapd when all are whole disks, in-process otherwise); the slowest\npaces "
+                      "the others, one that fails is dropped and the others go on, each is "
+                      "verified on\nits own. One progress line shows the slowest; one result line "
+                      "for each DEST; the\nexit status is 0 only when every DEST was written.",
                       &argc, &argv))
     return BMAPCTL_EXIT_USAGE;
   if (argc < 3)
     return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE and DEST" : "missing DEST");
-  if (argc > 3)
+  if (argc > 3 && bmapctl_is_bmaptool ())
     return bmapctl_usage_error (command, "too many arguments");
   if (args.bmap != NULL && args.nobmap) {
     /* bmaptool checks this after parsing, and exits 1. */
@@ -629,6 +721,8 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
       return bmapctl_usage_error (command, "%s", conflict);
   }
   options->psplash_pipe = args.psplash_pipe;
+  if (argc > 3)
+    return copy_many (command, options, &args, argv[1], argv + 2, (guint) argc - 2);
 
   if (!bmapctl_target_resolve (argv[2], &target, &error))
     return bmapctl_report_error (options, error);

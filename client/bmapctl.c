@@ -9,7 +9,7 @@
 
 static const BmapctlCommand commands[] = {
   { "create", "[OPTION…] IMAGE", "Create the bmap of an image", bmapctl_create, FALSE, TRUE },
-  { "copy", "[OPTION…] IMAGE DEST", "Write an image onto a device or into a file", bmapctl_copy,
+  { "copy", "[OPTION…] IMAGE DEST…", "Write an image onto a device or into a file", bmapctl_copy,
     FALSE, TRUE },
   { "flash", "[OPTION…] IMAGE DEST", "Same as copy", bmapctl_copy, FALSE, TRUE },
   { "devices", "[OPTION…]", "List the block devices bmapd can write to", bmapctl_devices, TRUE },
