@@ -5,6 +5,7 @@ in-process, onto loop devices; cards that write at a card's pace and one
 that is pulled mid-way are loop devices over qemu-storage-daemon FUSE
 exports (test_faults.FaultyDisk).'''
 
+import json
 import os
 import subprocess
 
@@ -240,3 +241,75 @@ def test_flash_many_beyond_max_jobs(daemon, client, polkit, loop_factory, image,
     assert err.value.name == h.ERROR + 'Limit', err.value.name
     assert 'MaxJobs=2' in err.value.message, err.value.message
     assert job_paths(client) == []
+
+
+# ---- bmapctl copy IMAGE DEST1 DEST2 ... ----------------------------------------
+
+def result_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith('bmapctl: wrote ')]
+
+
+def test_bmapctl_copy_many_through_bmapd(daemon, client, polkit, loop_factory, image, bmapctl):
+    '''Three whole disks: one FlashMany call (one polkit check naming all
+    three), one result line for each, every disk holding the image.'''
+    loops = [loop_factory() for _ in range(3)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    for loop in loops:
+        client.wait_device(loop.node)
+    polkit.clear_checks()
+    proc = bmapctl('copy', image['path'], *[loop.node for loop in loops], check=0)
+    assert len(polkit.checks()) == 1
+    assert set(polkit.checks()[0][1]['devices'].split()) == {loop.node for loop in loops}
+    lines = result_lines(proc.stderr)
+    assert len(lines) == 3, proc.stderr
+    for loop, line in zip(loops, lines):
+        assert line.split(' to ')[1].startswith(loop.node + ' '), line
+        assert 'checksums verified' in line
+        assert_holds_image(loop, image)
+    # One job for each device, all from one call.
+    assert len(job_paths(client)) == 3
+
+
+def test_bmapctl_copy_many_in_process_one_fails(faulty, image, bmapctl):
+    '''In-process (--local): four cards, the third failing its writes (EIO
+    in the second range): it is reported on its own, the others are
+    written and read back, and the exit status is 1.'''
+    offset, length = image['ranges'][1]
+    cards = [faulty(write_error_at=offset + length // 2) if i == 2 else faulty()
+             for i in range(4)]
+    proc = bmapctl('--local', 'copy', '--verify-written', image['path'],
+                   *[card.node for card in cards])
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = result_lines(proc.stderr)
+    assert len(lines) == 3, proc.stderr
+    assert not any(cards[2].node + ' ' in line for line in lines), proc.stderr
+    assert f'bmapctl: {cards[2].node}: ' in proc.stderr, proc.stderr
+    for i in (0, 1, 3):
+        assert any(cards[i].node + ' ' in line and 'read back and verified' in line
+                   for line in lines), proc.stderr
+        assert_holds_image(cards[i], image, read=cards[i].read_backing)
+
+
+def test_bmapctl_copy_many_json_and_quiet(loop_factory, image, bmapctl, tmp_path):
+    '''In-process onto a device and two files: --json gives one object per
+    destination; -q prints nothing and still writes them all.'''
+    loop = loop_factory()
+    files = [str(tmp_path / 'one.img'), str(tmp_path / 'two.img')]
+    proc = bmapctl('--json', '--local', 'copy', image['path'], loop.node, *files, check=0)
+    results = [json.loads(line) for line in proc.stdout.splitlines() if '"result"' in line]
+    assert [r['destination'] for r in results] == [loop.node, *files]
+    assert all(r['result'] == 'done' and r['verified'] for r in results)
+    for path in files:
+        assert h.read_range(path, 0, image['size']) == h.read_range(image['path'], 0,
+                                                                     image['size'])
+    os.unlink(files[0])
+    proc = bmapctl('-q', 'copy', image['path'], *files, check=0)
+    assert proc.stderr == '' and proc.stdout == ''
+    assert_holds_image(loop, image)
+
+
+def test_bmapctl_copy_many_refuses_twice(image, bmapctl, tmp_path):
+    path = str(tmp_path / 'x.img')
+    proc = bmapctl('copy', image['path'], path, path, check=2)
+    assert 'given twice' in proc.stderr
+    assert not os.path.exists(path)
