@@ -353,8 +353,9 @@ on_call_reply (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 }
 
 static int
-build_call (sd_bus *bus, sd_bus_message **call, GPtrArray *devices, int image_fd, int bmap_fd,
-            int sig_fd, const BmapctlCopyMany *spec, const char *description)
+build_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options, GPtrArray *devices,
+            int image_fd, int bmap_fd, int sig_fd, const BmapctlCopyMany *spec,
+            const char *description)
 {
   int r = sd_bus_message_new_method_call (bus, call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                           BMAPD_MANAGER_IFACE, "FlashMany");
@@ -402,6 +403,8 @@ build_call (sd_bus *bus, sd_bus_message **call, GPtrArray *devices, int image_fd
     r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
   if (r >= 0 && spec->relocate_gpt)
     r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
+  if (r >= 0)
+    r = bmapctl_bus_append_no_user_interaction (*call, options);
   if (r >= 0)
     r = sd_bus_message_close_container (*call);
   return r;
@@ -482,7 +485,7 @@ bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *spec, 
       return bmapctl_report_error (options, error);
     }
   }
-  r = build_call (bus, &call, devices, image_fd, bmap_fd, sig_fd, spec, description);
+  r = build_call (bus, &call, options, devices, image_fd, bmap_fd, sig_fd, spec, description);
   /* The message holds duplicates of the descriptors. */
   if (image_fd != STDIN_FILENO)
     close (image_fd);
@@ -518,8 +521,9 @@ bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *spec, 
   if (r >= 0)
     r = sd_bus_match_signal (bus, &match_owner, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                              "org.freedesktop.DBus", "NameOwnerChanged", on_owner_changed, &f);
+  if (r >= 0)
+    r = bmapctl_bus_set_interaction (call, options);
   if (r >= 0) {
-    sd_bus_message_set_allow_interactive_authorization (call, TRUE);
     /* polkit may ask for a password: allow far longer than the default. */
     r = sd_bus_call_async (bus, &call_slot, call, on_call_reply, &f,
                            (guint64) 24 * 3600 * G_USEC_PER_SEC);

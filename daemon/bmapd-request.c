@@ -1185,10 +1185,10 @@ ask_polkit_many (BmapdRequest *req)
   add_signature_details (req, details);
   g_ptr_array_add (details, NULL);
   req->asked_flash_system = system;
-  req->check
-      = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
-                                system ? BMAPD_ACTION_FLASH_SYSTEM : BMAPD_ACTION_FLASH,
-                                (const char *const *) details->pdata, on_authorized, req, &error);
+  req->check = bmapd_polkit_check_new (bmapd_manager_get_bus (req->manager), req->call, req->uid,
+                                       system ? BMAPD_ACTION_FLASH_SYSTEM : BMAPD_ACTION_FLASH,
+                                       (const char *const *) details->pdata,
+                                       req->no_user_interaction, on_authorized, req, &error);
   if (req->check == NULL)
     bmapd_request_fail (req, error);
 }
