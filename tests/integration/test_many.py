@@ -313,3 +313,31 @@ def test_bmapctl_copy_many_refuses_twice(image, bmapctl, tmp_path):
     proc = bmapctl('copy', image['path'], path, path, check=2)
     assert 'given twice' in proc.stderr
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize('daemon_config', ['[Daemon]\nMaxJobs=2\n'])
+def test_flash_many_waits_for_room_for_all(daemon, client, polkit, faulty, loop_factory, image,
+                                           fds):
+    '''MaxJobs=2 with one slow flash running: a set of two waits "queued"
+    (the one place free is not taken by half of it and written alone),
+    and both start together once the flash ended.'''
+    slow = faulty(write_bps=256 * 1024)
+    loops = [loop_factory() for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    slow_dev = client.wait_device(slow.node)
+    devices = [client.wait_device(loop.node) for loop in loops]
+    first = client.flash(slow_dev, fds(image['path']), bmap_fd=fds(image['bmap']))
+    h.wait_until(lambda: client.get(first, h.JOB_IFACE, 'State') == 'writing', 30,
+                 'the single flash writing')
+    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+    # The slow flash is still writing: neither card has started.
+    assert client.get(first, h.JOB_IFACE, 'State') == 'writing'
+    for job in jobs:
+        assert client.get(job, h.JOB_IFACE, 'State') == 'queued'
+        assert client.get(job, h.JOB_IFACE, 'BytesWritten') == 0
+    assert client.wait_finished(first, timeout=120)[0] == 'done'
+    for job, loop in zip(jobs, loops):
+        state, name, message = client.wait_finished(job, timeout=120)
+        assert (state, name) == ('done', ''), message
+        assert_holds_image(loop, image)
+    assert 'card 1 of 2 from one image' in daemon.read_log()
