@@ -31,8 +31,17 @@ struct _BmapdAutoFlash {
   GPtrArray *requests; /* AddRequest, AddAutoFlash calls not answered yet */
   GHashTable *tickets; /* rule id -> BmapdLimitsTicket (MaxRulesPerUser) of a rule from a call */
   sd_event_source *queue_source;
+  sd_event_source *window_source; /* the share window of the queue's head ends */
   gboolean shutting_down;
 };
+
+/* Cards of one rule started together: their jobs are held until every
+ * card's request has ended, then become one set (bmapd_job_group_flash())
+ * and are queued. */
+typedef struct {
+  guint pending;
+  GPtrArray *jobs;
+} Batch;
 
 /* One medium a rule took, from the moment it was taken to the end of its
  * job. */
@@ -44,7 +53,9 @@ typedef struct {
   char *serial;
   char *device_path;
   guint64 diskseq;
+  gint64 taken_usec;
   gint64 start_usec;
+  Batch *batch; /* NULL: started alone */
 } Card;
 
 /* An AddAutoFlash call from its arrival to its answer. */
@@ -73,6 +84,7 @@ typedef struct {
 } AddWork;
 
 static void schedule_queue (BmapdAutoFlash *autoflash);
+static void on_card_job_inner (BmapdJob *job, const GError *error, Card *card);
 
 /* ---- rules ---- */
 
@@ -247,10 +259,50 @@ card_ended (BmapdAutoFlash *autoflash, Card *card, BmapdJob *job, const GError *
   card_free (card);
 }
 
+/* A card of @batch has its job (@job, held), or none (NULL): once every
+ * card's has, the jobs still active are queued as one set. */
+static void
+batch_card_done (BmapdAutoFlash *autoflash, Batch *batch, BmapdJob *job)
+{
+  g_autoptr (GPtrArray) jobs = NULL;
+
+  if (job != NULL)
+    g_ptr_array_add (batch->jobs, job);
+  if (--batch->pending > 0)
+    return;
+  jobs = g_ptr_array_new ();
+  for (guint i = 0; i < batch->jobs->len; i++) {
+    BmapdJob *held = g_ptr_array_index (batch->jobs, i);
+
+    /* Stopped while held (the card was pulled): it ended already. */
+    if (bmapd_job_is_active (held))
+      g_ptr_array_add (jobs, held);
+  }
+  g_ptr_array_unref (batch->jobs);
+  g_free (batch);
+  if (jobs->len > 1) {
+    bmapd_log (LOG_INFO, "auto-flash: %u cards share one read of the image", jobs->len);
+    bmapd_job_group_flash ((BmapdJob **) jobs->pdata, jobs->len);
+  }
+  for (guint i = 0; i < jobs->len; i++)
+    bmapd_manager_queue_job (autoflash->manager, g_ptr_array_index (jobs, i));
+}
+
 static void
 on_card_job (BmapdJob *job, const GError *error, gpointer user_data)
 {
   Card *card = user_data;
+  BmapdAutoFlash *autoflash = card->autoflash;
+  Batch *batch = g_steal_pointer (&card->batch);
+
+  on_card_job_inner (job, error, card);
+  if (batch != NULL)
+    batch_card_done (autoflash, batch, job != NULL && bmapd_job_is_active (job) ? job : NULL);
+}
+
+static void
+on_card_job_inner (BmapdJob *job, const GError *error, Card *card)
+{
   BmapdAutoFlash *autoflash = card->autoflash;
 
   if (job == NULL) {
@@ -271,7 +323,7 @@ on_card_job (BmapdJob *job, const GError *error, gpointer user_data)
 }
 
 static void
-start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
+start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card, Batch *batch)
 {
   const BmapdAutoFlashSpec *spec = bmapd_autoflash_rule_get_spec (rule);
   g_autoptr (GError) error = NULL;
@@ -282,20 +334,82 @@ start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card)
     .verify_written = spec->verify_written,
     .description = spec->description,
     .uid = bmapd_autoflash_rule_get_uid (rule),
+    .hold = batch != NULL,
   };
 
   card->start_usec = g_get_monotonic_time ();
   card->autoflash = autoflash;
+  card->batch = batch;
   bmapd_autoflash_rule_card_started (rule);
   /* Opened again and sniffed on a thread (a FUSE file may block): the job
    * comes to on_card_job(). */
   flash.image = bmapd_image_copy (spec->image, &error);
   if (flash.image == NULL) {
+    card->batch = NULL;
     card_ended (autoflash, card, NULL, error);
+    if (batch != NULL)
+      batch_card_done (autoflash, batch, NULL);
     return;
   }
   flash.map = bmapd_autoflash_spec_copy_map (spec);
   bmapd_manager_flash_card (autoflash->manager, &flash, on_card_job, card);
+}
+
+static int
+on_window_end (sd_event_source *source, uint64_t usec, void *user_data)
+{
+  BmapdAutoFlash *autoflash = user_data;
+
+  autoflash->window_source = sd_event_source_disable_unref (autoflash->window_source);
+  schedule_queue (autoflash);
+  return 0;
+}
+
+static void
+wait_for_window (BmapdAutoFlash *autoflash, gint64 end_usec)
+{
+  int r;
+
+  if (autoflash->window_source != NULL)
+    return;
+  r = sd_event_add_time (autoflash->event, &autoflash->window_source, CLOCK_MONOTONIC,
+                         (uint64_t) end_usec, 0, on_window_end, autoflash);
+  if (r < 0)
+    bmapd_log (LOG_WARNING, "cannot arm the auto-flash share window: %s", g_strerror (-r));
+}
+
+static char *card_gone_why (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card);
+
+/* Starts @first and every other queued card of its rule that can still be
+ * flashed, while MaxJobs has places: one read of the image for all. */
+static void
+start_cards (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *first)
+{
+  g_autoptr (GPtrArray) cards = g_ptr_array_new ();
+  Batch *batch = NULL;
+
+  g_ptr_array_add (cards, first);
+  for (GList *l = autoflash->queue->head; l != NULL;) {
+    Card *card = l->data;
+    GList *next = l->next;
+    g_autofree char *why = NULL;
+
+    /* One place each: the first took one already. */
+    if (cards->len + 1 > bmapd_manager_count_free_job_slots (autoflash->manager))
+      break;
+    if (card->rule_id == first->rule_id && (why = card_gone_why (autoflash, rule, card)) == NULL) {
+      g_queue_delete_link (autoflash->queue, l);
+      g_ptr_array_add (cards, card);
+    }
+    l = next;
+  }
+  if (cards->len > 1) {
+    batch = g_new0 (Batch, 1);
+    batch->pending = cards->len;
+    batch->jobs = g_ptr_array_new ();
+  }
+  for (guint i = 0; i < cards->len; i++)
+    start_card (autoflash, rule, g_ptr_array_index (cards, i), batch);
 }
 
 /* Why a queued card cannot start any more, NULL when it still can. */
@@ -327,6 +441,7 @@ on_process_queue (sd_event_source *source, void *user_data)
     Card *card = g_queue_peek_head (autoflash->queue);
     BmapdAutoFlashRule *rule = find_rule (autoflash, card->rule_id);
     g_autofree char *why = NULL;
+    gint64 window_end;
 
     if (rule != NULL)
       why = card_gone_why (autoflash, rule, card);
@@ -345,8 +460,16 @@ on_process_queue (sd_event_source *source, void *user_data)
     /* First come, first served: the head waits for the next place. */
     if (!bmapd_manager_has_free_job_slot (autoflash->manager))
       break;
+    /* ... and for the cards of its rule inserted with it (ShareWindowSec=:
+     * a hub's slots powered on at once, cards pushed in one after the
+     * other), which then share one read and decode of the image. */
+    window_end = card->taken_usec + (gint64) autoflash->config.share_window_sec * G_USEC_PER_SEC;
+    if (g_get_monotonic_time () < window_end) {
+      wait_for_window (autoflash, window_end);
+      break;
+    }
     g_queue_pop_head (autoflash->queue);
-    start_card (autoflash, rule, card);
+    start_cards (autoflash, rule, card);
   }
   return 0;
 }
@@ -434,6 +557,7 @@ consider (BmapdAutoFlash *autoflash, const BmapdDeviceInfo *info)
   card->serial = g_strdup (info->serial);
   card->device_path = bmapd_device_path_for_name (info->name);
   card->diskseq = info->diskseq;
+  card->taken_usec = g_get_monotonic_time ();
   g_hash_table_replace (autoflash->taken, g_strdup (info->name), g_memdup2 (&info->diskseq, 8));
   bmapd_autoflash_rule_card_queued (chosen);
   g_queue_push_tail (autoflash->queue, card);
@@ -950,6 +1074,7 @@ bmapd_autoflash_free (BmapdAutoFlash *autoflash)
   g_clear_pointer (&autoflash->taken, g_hash_table_unref);
   g_clear_pointer (&autoflash->tickets, g_hash_table_unref);
   sd_event_source_disable_unref (autoflash->queue_source);
+  sd_event_source_disable_unref (autoflash->window_source);
   sd_event_unref (autoflash->event);
   sd_bus_unref (autoflash->bus);
   g_free (autoflash->rules_dir);

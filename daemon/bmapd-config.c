@@ -17,6 +17,7 @@ bmapd_config_init (BmapdConfig *config)
   config->request_timeout_sec = BMAPD_CONFIG_DEFAULT_REQUEST_TIMEOUT_SEC;
   config->max_rules = BMAPD_CONFIG_DEFAULT_MAX_RULES;
   config->max_rules_per_user = BMAPD_CONFIG_DEFAULT_MAX_RULES_PER_USER;
+  config->share_window_sec = BMAPD_CONFIG_DEFAULT_SHARE_WINDOW_SEC;
 }
 
 /* Strict unsigned parsing: GKeyFile's integer parser accepts "-1" and
@@ -98,12 +99,16 @@ bmapd_config_load (BmapdConfig *config, const char *path, gboolean must_exist, G
         if (!parse_uint (path, groups[i], key, value, 0, BMAPD_CONFIG_MAX_MAX_RULES,
                          &config->max_rules_per_user, error))
           return FALSE;
+      } else if (!daemon_group && g_str_equal (key, "ShareWindowSec")) {
+        if (!parse_uint (path, groups[i], key, value, 0, BMAPD_CONFIG_MAX_SHARE_WINDOW_SEC,
+                         &config->share_window_sec, error))
+          return FALSE;
       } else {
         g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                      "%s: [%s] %s=%s: unknown key (known: %s)%s", path, groups[i], key, value,
                      daemon_group ? "IdleTimeoutSec, MaxJobs, MaxJobsPerUser, "
                                     "MaxRequestsPerUser, RequestTimeoutSec"
-                                  : "MaxRules, MaxRulesPerUser",
+                                  : "MaxRules, MaxRulesPerUser, ShareWindowSec",
                      daemon_group && g_str_has_prefix (key, "MaxRules")
                          ? "; MaxRules= belongs in [AutoFlash]"
                          : "");

@@ -10,6 +10,10 @@ G_BEGIN_DECLS
 /* MaxJobs above this is refused: each job holds a device and a few MiB. */
 #define BMAPD_CONFIG_MAX_MAX_JOBS      64
 #define BMAPD_CONFIG_DEFAULT_MAX_RULES 16
+/* Auto-flash cards of one rule taken within this many seconds share one
+ * read of the image. */
+#define BMAPD_CONFIG_DEFAULT_SHARE_WINDOW_SEC 2
+#define BMAPD_CONFIG_MAX_SHARE_WINDOW_SEC     60
 /* Each rule holds its image and bmap open, and its bmap in memory. */
 #define BMAPD_CONFIG_MAX_MAX_RULES 256
 /* Per user (uid): one user at a limit does not stop the others. */
@@ -40,6 +44,7 @@ typedef struct {
   guint request_timeout_sec;
   guint max_rules;
   guint max_rules_per_user;
+  guint share_window_sec;
 } BmapdConfig;
 
 void bmapd_config_init (BmapdConfig *config);

@@ -1234,6 +1234,11 @@ bmapd_job_group_flash (BmapdJob **jobs, guint n_jobs)
   group->members = g_memdup2 (jobs, sizeof (BmapdJob *) * n_jobs);
   group->source = g_steal_pointer (&first->source);
   group->map = g_steal_pointer (&first->map);
+  /* Auto-flash cards each came with a reader of the image: one is read. */
+  for (guint i = 1; i < n_jobs; i++) {
+    g_clear_pointer (&jobs[i]->source, bmapd_source_free);
+    g_clear_pointer (&jobs[i]->map, bmap_map_free);
+  }
   group->cancellable = g_cancellable_new ();
   group->options = (BmapCopyOptions){
     .map = group->map,

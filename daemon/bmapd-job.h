@@ -91,7 +91,7 @@ void bmapd_job_set_create (BmapdJob *job, int image_fd, int out_fd, BmapChecksum
 
 /* FlashMany: makes @jobs, each set up with bmapd_job_set_flash() (the
  * first with the image's source and map, which become the set's; the
- * others with none) and the same options, the cards of one set: one worker
+ * others' are dropped) and the same options, the cards of one set: one worker
  * reads, decodes and hashes the image once and writes them all, each job
  * keeping its own progress, result and Cancel. Each card is queued on its
  * own; the set's worker starts once every card still in it has been

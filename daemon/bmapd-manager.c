@@ -355,8 +355,8 @@ bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card,
   bmapd_request_start_card (manager, card, func, user_data);
 }
 
-gboolean
-bmapd_manager_has_free_job_slot (BmapdManager *manager)
+guint
+bmapd_manager_count_free_job_slots (BmapdManager *manager)
 {
   guint n = count_running (manager) + g_queue_get_length (manager->queue);
 
@@ -365,7 +365,15 @@ bmapd_manager_has_free_job_slot (BmapdManager *manager)
     if (bmapd_request_is_card (g_ptr_array_index (manager->requests, i)))
       n++;
   }
-  return !manager->shutting_down && n < manager->config.max_jobs;
+  if (manager->shutting_down || n >= manager->config.max_jobs)
+    return 0;
+  return manager->config.max_jobs - n;
+}
+
+gboolean
+bmapd_manager_has_free_job_slot (BmapdManager *manager)
+{
+  return bmapd_manager_count_free_job_slots (manager) > 0;
 }
 
 BmapdJob *

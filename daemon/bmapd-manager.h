@@ -53,6 +53,10 @@ typedef struct {
   gboolean verify_written;
   const char *description;
   uid_t uid; /* StartedByUid */
+  /* The job is handed to the card function queued but not given to the
+   * manager's queue: the caller queues it, alone or with other cards as
+   * one set (bmapd_job_group_flash()). */
+  gboolean hold;
 } BmapdCardFlash;
 
 BmapdManager *bmapd_manager_new (sd_bus *bus, const BmapdConfig *config,
@@ -93,6 +97,8 @@ void bmapd_manager_flash_card (BmapdManager *manager, const BmapdCardFlash *card
 /* Another job may start now (MaxJobs, counting queued jobs and starting
  * cards). */
 gboolean bmapd_manager_has_free_job_slot (BmapdManager *manager);
+/* How many more jobs may start now. */
+guint bmapd_manager_count_free_job_slots (BmapdManager *manager);
 /* The flash job holding device @name, its disk or one of its partitions
  * (writing one overwrites the other), NULL when they are all idle. */
 BmapdJob *bmapd_manager_get_device_job (BmapdManager *manager, const char *name);

@@ -42,6 +42,7 @@ struct _BmapdRequest {
   uid_t uid;
   BmapdRequestCardFunc card_func;
   gpointer card_data;
+  gboolean card_hold;        /* the card function queues the job */
   BmapdLimitsTicket *ticket; /* MaxRequestsPerUser; the reader thread holds it too */
 
   /* Options */
@@ -427,16 +428,19 @@ request_queue_job (BmapdRequest *req)
 {
   BmapdManager *manager = req->manager;
   BmapdJob *job = g_steal_pointer (&req->job);
+  gboolean hold;
 
   bmapd_job_set_abort_func (job, NULL, NULL);
   if (req->call != NULL)
     sd_bus_reply_method_return (req->call, "o", bmapd_job_get_path (job));
   if (req->card_func != NULL)
     req->card_func (job, NULL, req->card_data);
+  hold = req->card_hold;
   bmapd_manager_remove_request (manager, req);
   /* Last: it may start the job, or fail it, which the caller then hears of
-   * through the job. */
-  bmapd_manager_queue_job (manager, job);
+   * through the job. A card held for a set is queued with the others. */
+  if (!hold)
+    bmapd_manager_queue_job (manager, job);
 }
 
 static void request_many_device_opened (BmapdRequest *req, BmapTarget *target, guint64 diskseq);
@@ -1423,6 +1427,7 @@ bmapd_request_start_card (BmapdManager *manager, const BmapdCardFlash *card,
 
   req->card_func = func;
   req->card_data = user_data;
+  req->card_hold = card->hold;
   req->uid = card->uid;
   req->device_name = g_strdup (card->device_name);
   req->card_image = card->image;
