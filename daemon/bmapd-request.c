@@ -1171,12 +1171,16 @@ ask_polkit_many (BmapdRequest *req)
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) details = g_ptr_array_new ();
   g_autoptr (GString) nodes = g_string_new (NULL);
+  g_autoptr (GString) disks = g_string_new (NULL);
   gboolean system = FALSE, removable = TRUE;
 
   for (guint i = 0; i < req->n_many; i++) {
     const BmapdDeviceInfo *info = many_snapshot (req, i);
 
     g_string_append_printf (nodes, "%s%s", i > 0 ? " " : "", info->node);
+    /* A partition's disk, as Flash's "disk" detail. */
+    g_string_append_printf (disks, "%s%s", i > 0 ? " " : "",
+                            info->parent_node != NULL ? info->parent_node : info->node);
     system = system || info->system;
     removable = removable && info->removable;
   }
@@ -1184,6 +1188,8 @@ ask_polkit_many (BmapdRequest *req)
   g_ptr_array_add (details, nodes->str);
   g_ptr_array_add (details, (gpointer) "devices");
   g_ptr_array_add (details, nodes->str);
+  g_ptr_array_add (details, (gpointer) "disk");
+  g_ptr_array_add (details, disks->str);
   g_ptr_array_add (details, (gpointer) "drive.removable");
   g_ptr_array_add (details, (gpointer) (removable ? "true" : "false"));
   add_signature_details (req, details);
