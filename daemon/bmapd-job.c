@@ -1085,7 +1085,8 @@ group_unref (JobGroup *group)
 {
   if (!g_atomic_int_dec_and_test (&group->refs))
     return;
-  g_assert (group->thread == NULL);
+  /* Only at exit: every card's job is gone, the worker may be ending. */
+  group_stop_and_join (group);
   g_clear_pointer (&group->source, bmapd_source_free);
   g_clear_pointer (&group->map, bmap_map_free);
   for (guint i = 0; i < group->n_targets; i++)
