@@ -249,6 +249,7 @@ worker_eject (BmapdJob *job)
 {
   g_autoptr (BmapEjectPlan) plan = NULL;
   BmapEjectFlags flags = 0;
+  char *words;
   int fd = bmap_target_get_fd (job->target);
   struct stat st;
 
@@ -261,7 +262,9 @@ worker_eject (BmapdJob *job)
                             flags & BMAP_EJECT_FLAG_POWER_OFF ? "powered off" : "ejected",
                             job->device_node);
   plan = bmap_eject_plan_new ("/sys", st.st_rdev, job->device_node);
-  return bmap_eject_run (plan, flags, fd, close_target, job);
+  words = bmap_eject_run (plan, flags, fd, close_target, job);
+  bmapd_log (LOG_INFO, "job %u: %s: %s", job->id, job->device_node, words);
+  return words;
 }
 
 static gboolean

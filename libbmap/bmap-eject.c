@@ -120,10 +120,10 @@ bmap_eject_plan_new (const char *sysfs_root, dev_t devnum, const char *node)
     return g_steal_pointer (&plan);
   }
   plan->name = g_path_get_basename (dir);
-  cdrom = g_str_has_prefix (plan->name, "sr");
 
   /* Up from the disk: its SCSI device (a SCSI disk, USB storage, a CD
-   * drive) and the nearest USB device it hangs off. */
+   * drive: SCSI type 5, what the sr driver binds to) and the nearest USB
+   * device it hangs off. */
   p = g_path_get_dirname (dir);
   while (g_str_has_prefix (p, devices_real) && strlen (p) > strlen (devices_real)) {
     char *parent;
