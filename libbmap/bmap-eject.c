@@ -109,15 +109,24 @@ bmap_eject_plan_new (const char *sysfs_root, dev_t devnum, const char *node)
   g_autofree char *devices_real = realpath (devices, NULL);
   g_autofree char *dir = realpath (link, NULL);
   g_autofree char *p = NULL;
+  g_autofree char *partition = NULL;
   gboolean cdrom = FALSE;
 
   plan->node = g_strdup (node);
+  partition = dir != NULL ? g_build_filename (dir, "partition", NULL) : NULL;
   if (dir == NULL || devices_real == NULL) {
     plan->name = g_path_get_basename (node);
     plan->eject_why_not = g_strdup_printf ("%s has no entry in %s", node, sysfs_root);
     plan->power_off_why_not = g_strdup (plan->eject_why_not);
     plan->siblings = g_new0 (char *, 1);
     return g_steal_pointer (&plan);
+  }
+  /* A partition: what can be done is its disk's. */
+  if (g_file_test (partition, G_FILE_TEST_EXISTS)) {
+    char *disk = g_path_get_dirname (dir);
+
+    g_free (dir);
+    dir = disk;
   }
   plan->name = g_path_get_basename (dir);
 

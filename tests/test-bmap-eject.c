@@ -76,6 +76,21 @@ add_disk (Fixture *f, const char *parent, const char *name, guint maj, guint min
   g_assert_cmpint (symlink (target, name_link), ==, 0);
 }
 
+/* A partition: below its disk, with a "partition" attribute, and only in
+ * /sys/dev/block. */
+static void
+add_partition (Fixture *f, const char *disk, const char *name, guint maj, guint min)
+{
+  g_autofree char *path = g_strdup_printf ("%s/%s", disk, name);
+  g_autofree char *target = g_build_filename (f->root, "devices", path, NULL);
+  g_autofree char *devnum = g_strdup_printf ("dev/block/%u:%u", maj, min);
+  g_autofree char *link = g_build_filename (f->root, devnum, NULL);
+
+  add_device (f, path, "block", "partition");
+  add_attr (f, path, "partition", "1\n");
+  g_assert_cmpint (symlink (target, link), ==, 0);
+}
+
 /* A USB card reader with two slots (sdx, sdy), a SATA disk (sda), a
  * SATA CD drive (sr0), a loop device and a virtio disk. */
 static void
@@ -90,6 +105,7 @@ add_usb_reader (Fixture *f, gboolean with_remove)
   add_device (f, READER_SCSI, "scsi", "scsi_device");
   add_attr (f, READER_SCSI, "type", "0\n");
   add_disk (f, READER_SCSI, "sdx", 8, 16);
+  add_partition (f, READER_SCSI "/block/sdx", "sdx1", 8, 17);
   add_device (f, READER_SCSI2, "scsi", "scsi_device");
   add_attr (f, READER_SCSI2, "type", "0\n");
   add_disk (f, READER_SCSI2, "sdy", 8, 32);
@@ -170,6 +186,20 @@ test_usb_reader (Fixture *f, gconstpointer data)
   g_assert_cmpstr (plan->usb_device, ==, usb_real);
   g_assert_null (plan->power_off_why_not);
   /* The reader's other slot goes with it. */
+  g_assert_cmpuint (g_strv_length (plan->siblings), ==, 1);
+  g_assert_cmpstr (plan->siblings[0], ==, "/dev/sdy");
+}
+
+/* A partition's disk decides, and the disk is no sibling of its own. */
+static void
+test_usb_reader_partition (Fixture *f, gconstpointer data)
+{
+  g_autoptr (BmapEjectPlan) plan = plan_for (f, 8, 17, "/dev/sdx1");
+
+  g_assert_cmpstr (plan->name, ==, "sdx");
+  g_assert_cmpstr (plan->node, ==, "/dev/sdx1");
+  g_assert_cmpint (plan->eject, ==, BMAP_EJECT_METHOD_SCSI);
+  g_assert_null (plan->power_off_why_not);
   g_assert_cmpuint (g_strv_length (plan->siblings), ==, 1);
   g_assert_cmpstr (plan->siblings[0], ==, "/dev/sdy");
 }
@@ -338,6 +368,7 @@ main (int argc, char **argv)
 #define ADD(path, fn, variant)                                                                     \
   g_test_add (path, Fixture, GINT_TO_POINTER (variant), fixture_set_up, fn, fixture_tear_down)
   ADD ("/eject/plan/usb-reader", test_usb_reader, 0);
+  ADD ("/eject/plan/usb-reader-partition", test_usb_reader_partition, 0);
   ADD ("/eject/plan/usb-without-remove", test_usb_without_remove, 1);
   ADD ("/eject/plan/sata-disk", test_sata_disk, 0);
   ADD ("/eject/plan/cdrom", test_cdrom, 0);
