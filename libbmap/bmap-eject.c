@@ -73,13 +73,45 @@ is_device_of (const char *dir, const char *subsystem, const char *devtype)
   return g_strcmp0 (type, devtype) == 0;
 }
 
+static int
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return g_strcmp0 (*(const char *const *) a, *(const char *const *) b);
+}
+
+static char **
+node_list_finish (GPtrArray *nodes)
+{
+  g_ptr_array_sort (nodes, compare_strings);
+  g_ptr_array_add (nodes, NULL);
+  return (char **) g_ptr_array_free (nodes, FALSE);
+}
+
+/* The other partitions of the disk @disk_dir (a partition is flashed):
+ * ejecting or powering off takes them too. */
+static char **
+find_partners (const char *disk_dir, const char *name)
+{
+  GPtrArray *partners = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GDir) dir = g_dir_open (disk_dir, 0, NULL);
+  const char *entry;
+
+  while (dir != NULL && (entry = g_dir_read_name (dir)) != NULL) {
+    g_autofree char *partition = g_build_filename (disk_dir, entry, "partition", NULL);
+
+    if (!g_str_equal (entry, name) && g_file_test (partition, G_FILE_TEST_EXISTS))
+      g_ptr_array_add (partners, g_strconcat ("/dev/", entry, NULL));
+  }
+  return node_list_finish (partners);
+}
+
 /* The other whole disks below the USB device @usb_device: a card reader
  * with several slots has one per slot, and they go with it. */
 static char **
 find_siblings (const char *sysfs_root, const char *usb_device, const char *name)
 {
   g_autofree char *block = g_build_filename (sysfs_root, "block", NULL);
-  g_autoptr (GPtrArray) siblings = g_ptr_array_new_with_free_func (g_free);
+  GPtrArray *siblings = g_ptr_array_new_with_free_func (g_free);
   g_autofree char *prefix = g_strconcat (usb_device, "/", NULL);
   g_autoptr (GDir) dir = g_dir_open (block, 0, NULL);
   const char *entry;
@@ -94,9 +126,7 @@ find_siblings (const char *sysfs_root, const char *usb_device, const char *name)
     if (real != NULL && g_str_has_prefix (real, prefix))
       g_ptr_array_add (siblings, g_strconcat ("/dev/", entry, NULL));
   }
-  g_ptr_array_sort (siblings, (GCompareFunc) g_strcmp0);
-  g_ptr_array_add (siblings, NULL);
-  return (char **) g_ptr_array_free (g_steal_pointer (&siblings), FALSE);
+  return node_list_finish (siblings);
 }
 
 BmapEjectPlan *
@@ -119,14 +149,20 @@ bmap_eject_plan_new (const char *sysfs_root, dev_t devnum, const char *node)
     plan->eject_why_not = g_strdup_printf ("%s has no entry in %s", node, sysfs_root);
     plan->power_off_why_not = g_strdup (plan->eject_why_not);
     plan->siblings = g_new0 (char *, 1);
+    plan->partners = g_new0 (char *, 1);
     return g_steal_pointer (&plan);
   }
-  /* A partition: what can be done is its disk's. */
+  /* A partition: what can be done is its disk's, and takes the disk's
+   * other partitions too. */
   if (g_file_test (partition, G_FILE_TEST_EXISTS)) {
+    g_autofree char *own = g_path_get_basename (dir);
     char *disk = g_path_get_dirname (dir);
 
     g_free (dir);
     dir = disk;
+    plan->partners = find_partners (dir, own);
+  } else {
+    plan->partners = g_new0 (char *, 1);
   }
   plan->name = g_path_get_basename (dir);
 
@@ -186,6 +222,7 @@ bmap_eject_plan_free (BmapEjectPlan *plan)
   g_free (plan->usb_device);
   g_free (plan->power_off_why_not);
   g_strfreev (plan->siblings);
+  g_strfreev (plan->partners);
   g_free (plan);
 }
 
@@ -247,6 +284,34 @@ scsi_command (int fd, const char *node, const char *what, guint8 op, guint8 byte
   return TRUE;
 }
 
+/* A device in use (mounted, held) would lose its medium or go with the
+ * USB device: refused, as udisks2 does. The others are synced. @relation:
+ * "disk" or "USB device". */
+static gboolean
+sync_others (const BmapEjectPlan *plan, char **nodes, const char *relation, GError **error)
+{
+  for (guint i = 0; nodes[i] != NULL; i++) {
+    const char *other = nodes[i];
+    int fd = open (other, O_RDONLY | O_NONBLOCK | O_EXCL | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0 && errno == EBUSY) {
+      g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY, "%s, on the same %s as %s, is in use",
+                   other, relation, plan->node);
+      return FALSE;
+    }
+    if (fd < 0)
+      continue; /* gone, or a slot without a card */
+    if (fsync (fd) < 0) {
+      bmap_error_set_errno (error, errno, "%s (on the same %s as %s): sync", other, relation,
+                            plan->node);
+      close (fd);
+      return FALSE;
+    }
+    close (fd);
+  }
+  return TRUE;
+}
+
 /* Written back and the page cache dropped, so that nothing is left for a
  * medium that is about to go. */
 static gboolean
@@ -271,7 +336,7 @@ flush_buffers (int fd, const char *node, GError **error)
 static gboolean
 eject (const BmapEjectPlan *plan, int fd, GError **error)
 {
-  if (!flush_buffers (fd, plan->node, error))
+  if (!sync_others (plan, plan->partners, "disk", error) || !flush_buffers (fd, plan->node, error))
     return FALSE;
   if (plan->eject == BMAP_EJECT_METHOD_CDROM) {
     if (ioctl (fd, CDROMEJECT, 0) < 0) {
@@ -288,33 +353,6 @@ eject (const BmapEjectPlan *plan, int fd, GError **error)
                           TRUE, error)
          && scsi_command (fd, plan->node, "START STOP UNIT (eject)", SCSI_START_STOP_UNIT, 0x02,
                           FALSE, error);
-}
-
-/* A sibling in use (mounted, held) would go with the USB device: refused,
- * as udisks2 does. The others are synced. */
-static gboolean
-sync_siblings (const BmapEjectPlan *plan, GError **error)
-{
-  for (guint i = 0; plan->siblings[i] != NULL; i++) {
-    const char *sibling = plan->siblings[i];
-    int fd = open (sibling, O_RDONLY | O_NONBLOCK | O_EXCL | O_CLOEXEC | O_NOCTTY);
-
-    if (fd < 0 && errno == EBUSY) {
-      g_set_error (error, BMAP_ERROR, BMAP_ERROR_DEVICE_BUSY,
-                   "%s, on the same USB device as %s, is in use", sibling, plan->node);
-      return FALSE;
-    }
-    if (fd < 0)
-      continue; /* gone, or a slot without a card */
-    if (fsync (fd) < 0) {
-      bmap_error_set_errno (error, errno, "%s (on the same USB device as %s): sync", sibling,
-                            plan->node);
-      close (fd);
-      return FALSE;
-    }
-    close (fd);
-  }
-  return TRUE;
 }
 
 /* What udisks2's Drive.PowerOff does: sync, SYNCHRONIZE CACHE and START
@@ -342,7 +380,8 @@ power_off (const BmapEjectPlan *plan, int fd, BmapEjectCloseFunc close_func, gpo
                           plan->node);
     return FALSE;
   }
-  if (!sync_siblings (plan, error)) {
+  if (!sync_others (plan, plan->partners, "disk", error)
+      || !sync_others (plan, plan->siblings, "USB device", error)) {
     close (remove_fd);
     return FALSE;
   }

@@ -31,6 +31,7 @@ typedef struct {
   char *usb_device;        /* sysfs directory of the USB device, NULL when not on USB */
   char *power_off_why_not; /* "/dev/loop3 is not a USB device"; NULL when it can */
   char **siblings;         /* other disks on the same USB device, "/dev/sdc"; never NULL */
+  char **partners;         /* a partition's: the disk's other partitions; never NULL */
 } BmapEjectPlan;
 
 /* Reads what the whole disk @devnum (@node) can do from @sysfs_root

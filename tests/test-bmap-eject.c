@@ -106,6 +106,7 @@ add_usb_reader (Fixture *f, gboolean with_remove)
   add_attr (f, READER_SCSI, "type", "0\n");
   add_disk (f, READER_SCSI, "sdx", 8, 16);
   add_partition (f, READER_SCSI "/block/sdx", "sdx1", 8, 17);
+  add_partition (f, READER_SCSI "/block/sdx", "sdx2", 8, 18);
   add_device (f, READER_SCSI2, "scsi", "scsi_device");
   add_attr (f, READER_SCSI2, "type", "0\n");
   add_disk (f, READER_SCSI2, "sdy", 8, 32);
@@ -188,9 +189,12 @@ test_usb_reader (Fixture *f, gconstpointer data)
   /* The reader's other slot goes with it. */
   g_assert_cmpuint (g_strv_length (plan->siblings), ==, 1);
   g_assert_cmpstr (plan->siblings[0], ==, "/dev/sdy");
+  /* A whole disk opened O_EXCL has no partition in use. */
+  g_assert_cmpuint (g_strv_length (plan->partners), ==, 0);
 }
 
-/* A partition's disk decides, and the disk is no sibling of its own. */
+/* A partition's disk decides, the disk is no sibling of its own, and its
+ * other partitions are the partition's partners. */
 static void
 test_usb_reader_partition (Fixture *f, gconstpointer data)
 {
@@ -202,6 +206,9 @@ test_usb_reader_partition (Fixture *f, gconstpointer data)
   g_assert_null (plan->power_off_why_not);
   g_assert_cmpuint (g_strv_length (plan->siblings), ==, 1);
   g_assert_cmpstr (plan->siblings[0], ==, "/dev/sdy");
+  /* The disk's other partition goes with it: checked before either. */
+  g_assert_cmpuint (g_strv_length (plan->partners), ==, 1);
+  g_assert_cmpstr (plan->partners[0], ==, "/dev/sdx2");
 }
 
 static void

@@ -635,3 +635,36 @@ def check_eject(ctx):
     ctx.cleanup()
     ctx.expect_image_on_card(card, 'small.img')
     ctx.note(f'{card}: holds small.img')
+
+
+@check('power-off-refused-partition-in-use', 'alice flashes the second partition of a USB disk '
+       'whose first partition is mounted, with `--power-off --eject`: the flash is done, but '
+       'neither is done (it would take the mounted filesystem away) and the result says why')
+def check_power_off_partition_in_use(ctx):
+    serial = 'BMAPVM-PARTS1'
+    node, card = ctx.card('parts', serial)
+    ctx.wait_device(node)
+    mnt = '/mnt/bmapd-vm-parts'
+    res = ctx.sh(f'''set -e
+printf 'start=2048, size=32768\\nstart=34816\\n' | sfdisk -q -X dos {node}
+udevadm settle --timeout=30
+mkfs.ext4 -q -F -L inuse {node}1
+mkdir -p {mnt}
+mount {node}1 {mnt}''', timeout=120)
+    expect(res.status == 0, f'partitioning {node} and mounting {node}1: {res}')
+    ctx.cleanups.append(lambda: ctx.sh(f'umount {mnt}; rmdir {mnt}'))
+    part_path, _ = ctx.wait_device(f'{node}2')
+    res = ctx.user('alice', f'bmapctl copy --power-off --eject {SMALL} {node}2', timeout=300)
+    expect(res.status == 0, f'alice: bmapctl copy --power-off --eject {SMALL} {node}2: {res}'
+           f'{ctx.bmapd_log()}')
+    last = (res.err.strip().splitlines() or [''])[-1]
+    ctx.note('alice: ' + last)
+    why = f'{node}1, on the same disk as {node}2, is in use'
+    expect(last.endswith(f'; not powered off: {why}; not ejected: {why}'),
+           f'alice: the result line does not say that {node}1 is in use: {last}')
+    job_path, job = finished_job_on(ctx, part_path)
+    expect(job.get('State') == 'done', f'{job_path}: State is {job.get("State")}, not done')
+    expect(disk_with_serial(ctx, serial) == node, f'{node} went although {node}1 is mounted')
+    res = ctx.sh(f'findmnt -n -o SOURCE {mnt}')
+    expect(res.out.strip() == f'{node}1', f'{mnt} is no longer mounted from {node}1: {res}')
+    ctx.note(f'{node}1 still mounted at {mnt}; {node} still there')
