@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import re
+import struct
+import subprocess
 import time
 import traceback
 
@@ -637,21 +639,38 @@ def check_eject(ctx):
     ctx.note(f'{card}: holds small.img')
 
 
+def mbr(partitions):
+    """A DOS partition table: [(first sector, sectors)], Linux type."""
+    table = bytearray(512)
+    for i, (start, sectors) in enumerate(partitions):
+        entry = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + struct.pack('<II', start, sectors)
+        table[446 + 16 * i:446 + 16 * (i + 1)] = entry
+    table[510:512] = b'\x55\xaa'
+    return bytes(table)
+
+
 @check('power-off-refused-partition-in-use', 'alice flashes the second partition of a USB disk '
        'whose first partition is mounted, with `--power-off --eject`: the flash is done, but '
        'neither is done (it would take the mounted filesystem away) and the result says why')
 def check_power_off_partition_in_use(ctx):
     serial = 'BMAPVM-PARTS1'
-    node, card = ctx.card('parts', serial)
-    ctx.wait_device(node)
+    size = 64 * MiB
+    # Partitioned, with an ext4 filesystem in the first partition, on the
+    # host: the guest has neither sfdisk nor mkfs.
+    path = os.path.join(ctx.workdir, 'card-parts.img')
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        f.write(mbr([(2048, 32768), (34816, size // 512 - 34816)]))
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-L', 'inuse', '-E', 'offset=1048576', path,
+                    '16M'], check=True, capture_output=True)
+    ctx.vm.plug('parts', path, serial)
+    ctx.cleanups.append(lambda: ctx.vm.unplug('parts'))
+    ctx.cards['parts'] = path
+    node = ctx.wait_disk(serial)
     mnt = '/mnt/bmapd-vm-parts'
-    res = ctx.sh(f'''set -e
-printf 'start=2048, size=32768\\nstart=34816\\n' | sfdisk -q -X dos {node}
-udevadm settle --timeout=30
-mkfs.ext4 -q -F -L inuse {node}1
-mkdir -p {mnt}
-mount {node}1 {mnt}''', timeout=120)
-    expect(res.status == 0, f'partitioning {node} and mounting {node}1: {res}')
+    res = ctx.sh(f'udevadm settle --timeout=30; mkdir -p {mnt} && mount {node}1 {mnt}',
+                 timeout=120)
+    expect(res.status == 0, f'mounting {node}1: {res}')
     ctx.cleanups.append(lambda: ctx.sh(f'umount {mnt}; rmdir {mnt}'))
     part_path, _ = ctx.wait_device(f'{node}2')
     res = ctx.user('alice', f'bmapctl copy --power-off --eject {SMALL} {node}2', timeout=300)
