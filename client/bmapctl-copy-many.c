@@ -189,6 +189,16 @@ bmapctl_copy_many_local (BmapctlOptions *options, const BmapctlCopyMany *spec, c
         } else {
           g_autofree char *notes = bmap_copy_result_describe (&copies[i].result);
 
+          if (spec->eject_flags != 0) {
+            g_autofree char *after
+                = bmapctl_copy_eject_local (spec->eject_flags, &targets[i], &copies[i].target);
+            g_autofree char *all
+                = g_strjoin (notes != NULL ? "; " : "", notes != NULL ? notes : "", after, NULL);
+
+            g_free (notes);
+            notes = g_steal_pointer (&all);
+          }
+
           bmapctl_copy_print_result (options, image, targets[i].path, &copies[i].result, notes,
                                      elapsed);
         }
@@ -403,6 +413,10 @@ build_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options, G
     r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
   if (r >= 0 && spec->relocate_gpt)
     r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
+  if (r >= 0 && (spec->eject_flags & BMAP_EJECT_FLAG_EJECT))
+    r = sd_bus_message_append (*call, "{sv}", "eject", "b", 1);
+  if (r >= 0 && (spec->eject_flags & BMAP_EJECT_FLAG_POWER_OFF))
+    r = sd_bus_message_append (*call, "{sv}", "power-off", "b", 1);
   if (r >= 0)
     r = bmapctl_bus_append_no_user_interaction (*call, options);
   if (r >= 0)
@@ -512,6 +526,10 @@ bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *spec, 
   f.event = event;
   if (r >= 0)
     r = sd_bus_attach_event (bus, event, SD_EVENT_PRIORITY_NORMAL);
+  /* The jobs' results are read once the loop has ended: sd-bus would
+   * close the connection then. */
+  if (r >= 0)
+    r = sd_bus_set_close_on_exit (bus, 0);
   if (r >= 0)
     r = bmapctl_event_add_exit_signals (event, on_signal, &f);
   /* The matches go in before the call, so no signal of a job is missed. */

@@ -29,6 +29,8 @@ typedef struct {
   gboolean zero_unmapped;
   gboolean relocate_gpt;
   gboolean unmount;
+  /* --eject, --power-off: each card after its last step. */
+  BmapEjectFlags eject_flags;
 } BmapctlCopyMany;
 
 int bmapctl_copy_many_local (BmapctlOptions *options, const BmapctlCopyMany *spec,
@@ -40,5 +42,9 @@ int bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *sp
 /* bmapctl-copy.c: a destination's result line (or JSON object). */
 void bmapctl_copy_print_result (BmapctlOptions *options, const char *image, const char *dest,
                                 const BmapCopyResult *result, const char *notes, gint64 elapsed_us);
+
+/* bmapctl-copy.c: --eject and --power-off in-process, as bmapd does them;
+ * what was done, in words for the result line. Closes *@target. */
+char *bmapctl_copy_eject_local (BmapEjectFlags flags, const BmapctlTarget *bt, BmapTarget **target);
 
 G_END_DECLS

@@ -29,6 +29,8 @@ typedef struct {
   gboolean discard;
   gboolean zero_unmapped;
   gboolean relocate_gpt;
+  gboolean eject;
+  gboolean power_off;
   gboolean removable_device;
   gboolean unmount;
   gboolean detach;
@@ -189,6 +191,10 @@ build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *opti
     r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
   if (r >= 0 && args->relocate_gpt)
     r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
+  if (r >= 0 && args->eject)
+    r = sd_bus_message_append (*call, "{sv}", "eject", "b", 1);
+  if (r >= 0 && args->power_off)
+    r = sd_bus_message_append (*call, "{sv}", "power-off", "b", 1);
   if (r >= 0)
     r = bmapctl_bus_append_no_user_interaction (*call, options);
   if (r >= 0)
@@ -366,6 +372,32 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   return status;
 }
 
+static void
+close_target (gpointer user_data)
+{
+  BmapTarget **target = user_data;
+
+  g_clear_pointer (target, bmap_target_free);
+}
+
+/* --eject and --power-off in-process, as bmapd does them: what was done,
+ * in words for the result line. Without root the USB device's remove
+ * attribute cannot be written: the words say so. */
+char *
+bmapctl_copy_eject_local (BmapEjectFlags flags, const BmapctlTarget *bt, BmapTarget **target)
+{
+  g_autoptr (BmapEjectPlan) plan = bmap_eject_plan_new ("/sys", bt->devnum, bt->path);
+
+  return bmap_eject_run (plan, flags, bmap_target_get_fd (*target), close_target, target);
+}
+
+static BmapEjectFlags
+eject_flags (const CopyArgs *args)
+{
+  return (args->eject ? BMAP_EJECT_FLAG_EJECT : 0)
+         | (args->power_off ? BMAP_EJECT_FLAG_POWER_OFF : 0);
+}
+
 static int
 copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const BmapctlTarget *bt)
 {
@@ -487,6 +519,14 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                                          : result.image_size,
                              (double) elapsed / G_USEC_PER_SEC);
   notes = bmap_copy_result_describe (&result);
+  if (args->eject || args->power_off) {
+    g_autofree char *after = bmapctl_copy_eject_local (eject_flags (args), bt, &target);
+    g_autofree char *all
+        = g_strjoin (notes != NULL ? "; " : "", notes != NULL ? notes : "", after, NULL);
+
+    g_free (notes);
+    notes = g_steal_pointer (&all);
+  }
   bmapctl_copy_print_result (options, image, dest, &result, notes, elapsed);
   return BMAPCTL_EXIT_OK;
 }
@@ -592,6 +632,9 @@ copy_many (const BmapctlCommand *command, BmapctlOptions *options, CopyArgs *arg
     writable = writable && bmapctl_target_writable_by_caller (&targets[i]);
     if (args->removable_device && !bmapctl_target_check_removable (&targets[i], &error))
       return bmapctl_report_error (options, error);
+    if ((args->eject || args->power_off) && targets[i].kind != BMAPCTL_TARGET_BLOCK_DEVICE)
+      return bmapctl_usage_error (command, "%s needs block devices: %s is not one",
+                                  args->eject ? "--eject" : "--power-off", dests[i]);
   }
   if (all_disks && !options->local) {
     bus = bmapctl_bus_open_bmapd (&devices, &unreachable, &error);
@@ -628,6 +671,7 @@ copy_many (const BmapctlCommand *command, BmapctlOptions *options, CopyArgs *arg
   spec.zero_unmapped = args->zero_unmapped;
   spec.relocate_gpt = args->relocate_gpt;
   spec.unmount = args->unmount;
+  spec.eject_flags = eject_flags (args);
   if (bus != NULL)
     return bmapctl_copy_many_daemon (options, &spec, image, targets, n_dests, bus, devices);
   return bmapctl_copy_many_local (options, &spec, image, targets, n_dests);
@@ -655,6 +699,10 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
       "After writing, make the ranges the bmap does not map read back as zeros", NULL },
     { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.relocate_gpt,
       "After writing, move a GPT's backup header and table to the end of a larger device", NULL },
+    { "eject", 0, 0, G_OPTION_ARG_NONE, &args.eject,
+      "After the last step, eject the medium so that it can be pulled out", NULL },
+    { "power-off", 0, 0, G_OPTION_ARG_NONE, &args.power_off,
+      "After the last step, power off the USB device so that it can be pulled out", NULL },
     { "removable-device", 0, 0, G_OPTION_ARG_NONE, &args.removable_device,
       "Refuse to write unless DEST is a removable block device", NULL },
     { "unmount", 0, 0, G_OPTION_ARG_NONE, &args.unmount,
@@ -734,6 +782,9 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
                                 args.detach    ? "--detach"
                                 : args.unmount ? "--unmount"
                                                : "--daemon");
+  if (args.eject || args.power_off)
+    return bmapctl_usage_error (command, "%s needs a block device as DEST",
+                                args.eject ? "--eject" : "--power-off");
   if (args.removable_device && !bmapctl_target_check_removable (&target, &error))
     return bmapctl_report_error (options, error);
   return copy_local (options, &args, argv[1], &target);

@@ -16,7 +16,7 @@
 /* As the kernel's MAXSYMLINKS. */
 #define MAX_SYMLINKS 40
 
-#define RULE_KEYS  "Image, Bmap, NoBmap, Verify, VerifyWritten, Count, Description"
+#define RULE_KEYS  "Image, Bmap, NoBmap, Verify, VerifyWritten, Eject, PowerOff, Count, Description"
 #define MATCH_KEYS "Bus, Serial, Vendor, Model, Port, MinSize, MaxSize, AllowNonRemovable"
 
 typedef struct {
@@ -28,7 +28,8 @@ static gboolean
 key_is_known (const char *group, const char *key)
 {
   static const char *const rule_keys[]
-      = { "Image", "Bmap", "NoBmap", "Verify", "VerifyWritten", "Count", "Description", NULL };
+      = { "Image", "Bmap",     "NoBmap", "Verify",      "VerifyWritten",
+          "Eject", "PowerOff", "Count",  "Description", NULL };
   static const char *const match_keys[]
       = { "Bus", "Serial", "Vendor", "Model", "Port", "MinSize", "MaxSize", "AllowNonRemovable",
           NULL };
@@ -489,6 +490,14 @@ load_options (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder
   if (given)
     g_variant_builder_add (builder, "{sv}", "verify-written",
                            g_variant_new_boolean (spec->verify_written));
+  if (!get_bool (file, "Rule", "Eject", &spec->eject, &given, error))
+    return FALSE;
+  if (given)
+    g_variant_builder_add (builder, "{sv}", "eject", g_variant_new_boolean (spec->eject));
+  if (!get_bool (file, "Rule", "PowerOff", &spec->power_off, &given, error))
+    return FALSE;
+  if (given)
+    g_variant_builder_add (builder, "{sv}", "power-off", g_variant_new_boolean (spec->power_off));
   if (!get_uint (file, "Rule", "Count", &spec->count, &given, error))
     return FALSE;
   if (given)

@@ -37,6 +37,8 @@ typedef struct {
   gboolean nobmap;
   gboolean verify;
   gboolean verify_written;
+  gboolean eject;     /* each card, once flashed and verified */
+  gboolean power_off; /* each card's USB device, once flashed and verified */
   gboolean keep;
   guint count; /* 0: no limit */
   char *description;

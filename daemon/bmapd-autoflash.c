@@ -332,6 +332,8 @@ start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card, Bat
     .diskseq = card->diskseq,
     .verify = spec->verify,
     .verify_written = spec->verify_written,
+    .flash_flags
+    = (spec->eject ? BMAPD_FLASH_EJECT : 0) | (spec->power_off ? BMAPD_FLASH_POWER_OFF : 0),
     .description = spec->description,
     .uid = bmapd_autoflash_rule_get_uid (rule),
     .hold = batch != NULL,
@@ -703,11 +705,14 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
   if (g_str_equal (key, BMAPD_POLKIT_OPTION_NO_USER_INTERACTION))
     return bmapd_bus_read_bool (m, key, &req->no_user_interaction, error);
   if (g_str_equal (key, "nobmap") || g_str_equal (key, "verify")
-      || g_str_equal (key, "verify-written") || g_str_equal (key, "keep")) {
-    gboolean *field = g_str_equal (key, "nobmap")   ? &spec->nobmap
-                      : g_str_equal (key, "verify") ? &spec->verify
-                      : g_str_equal (key, "keep")   ? &spec->keep
-                                                    : &spec->verify_written;
+      || g_str_equal (key, "verify-written") || g_str_equal (key, "keep")
+      || g_str_equal (key, "eject") || g_str_equal (key, "power-off")) {
+    gboolean *field = g_str_equal (key, "nobmap")      ? &spec->nobmap
+                      : g_str_equal (key, "verify")    ? &spec->verify
+                      : g_str_equal (key, "keep")      ? &spec->keep
+                      : g_str_equal (key, "eject")     ? &spec->eject
+                      : g_str_equal (key, "power-off") ? &spec->power_off
+                                                       : &spec->verify_written;
     if (!bmapd_bus_read_bool (m, key, field, error))
       return FALSE;
     value = g_variant_new_boolean (*field);
@@ -737,7 +742,8 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
   } else {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "unknown AddAutoFlash option \"%s\" (known: bmap, nobmap, verify, "
-                 "verify-written, description, count, keep, no-user-interaction)",
+                 "verify-written, eject, power-off, description, count, keep, "
+                 "no-user-interaction)",
                  key);
     return FALSE;
   }

@@ -125,6 +125,7 @@ struct _BmapdJob {
   gboolean mailbox_done;
   GError *mailbox_error;
   BmapCopyResult mailbox_result; /* with mailbox_done and no error */
+  char *mailbox_after;           /* what eject or power-off did, in words */
   int event_fd;
   sd_event_source *event_source;
 
@@ -265,6 +266,39 @@ on_engine_progress (const BmapProgress *progress, gpointer user_data)
   mailbox_post (job);
 }
 
+static void
+close_target (gpointer user_data)
+{
+  BmapdJob *job = user_data;
+
+  g_clear_pointer (&job->target, bmap_target_free);
+}
+
+/* eject or power-off, on the job's descriptor: what was done, in words for
+ * Result. A device that can do neither does not fail the flash. */
+static char *
+worker_eject (BmapdJob *job)
+{
+  g_autoptr (BmapEjectPlan) plan = NULL;
+  BmapEjectFlags flags = 0;
+  char *words;
+  int fd = bmap_target_get_fd (job->target);
+  struct stat st;
+
+  if (job->flash_flags & BMAPD_FLASH_EJECT)
+    flags |= BMAP_EJECT_FLAG_EJECT;
+  if (job->flash_flags & BMAPD_FLASH_POWER_OFF)
+    flags |= BMAP_EJECT_FLAG_POWER_OFF;
+  if (fstat (fd, &st) < 0 || !S_ISBLK (st.st_mode))
+    return g_strdup_printf ("not %s: %s is not a block device",
+                            flags & BMAP_EJECT_FLAG_POWER_OFF ? "powered off" : "ejected",
+                            job->device_node);
+  plan = bmap_eject_plan_new ("/sys", st.st_rdev, job->device_node);
+  words = bmap_eject_run (plan, flags, fd, close_target, job);
+  bmapd_log (LOG_INFO, "job %u: %s: %s", job->id, job->device_node, words);
+  return words;
+}
+
 static gboolean
 worker_flash (BmapdJob *job, GError **error)
 {
@@ -281,6 +315,7 @@ worker_flash (BmapdJob *job, GError **error)
     .cancellable = job->cancellable,
   };
   BmapCopyResult result = { 0 };
+  g_autofree char *after = NULL;
   BmapSource *source;
   gboolean ok;
 
@@ -293,9 +328,16 @@ worker_flash (BmapdJob *job, GError **error)
   if (source == NULL)
     return FALSE;
   ok = bmap_copy (source, job->target, &options, &result, error);
+  /* After the last step (sync, verify, discard, GPT), of a job that
+   * succeeded and was not canceled meanwhile. */
+  if (ok && (job->flash_flags & (BMAPD_FLASH_EJECT | BMAPD_FLASH_POWER_OFF)))
+    ok = !bmap_error_set_if_cancelled (job->cancellable, error);
+  if (ok && (job->flash_flags & (BMAPD_FLASH_EJECT | BMAPD_FLASH_POWER_OFF)))
+    after = worker_eject (job);
   if (ok) {
     g_mutex_lock (&job->mailbox_lock);
     job->mailbox_result = result;
+    job->mailbox_after = g_steal_pointer (&after);
     g_mutex_unlock (&job->mailbox_lock);
   }
   /* Close the device here, so that it is closed when the loop hears that
@@ -425,7 +467,16 @@ static void
 on_card_done (BmapCopyTarget *target, gpointer user_data)
 {
   BmapdJob *job = user_data;
+  g_autofree char *after = NULL;
 
+  /* eject or power-off: this card's last step, as for a lone flash. */
+  if (target->error == NULL && (job->flash_flags & (BMAPD_FLASH_EJECT | BMAPD_FLASH_POWER_OFF))
+      && !g_cancellable_is_cancelled (job->cancellable)) {
+    after = worker_eject (job);
+    g_mutex_lock (&job->mailbox_lock);
+    job->mailbox_after = g_steal_pointer (&after);
+    g_mutex_unlock (&job->mailbox_lock);
+  }
   card_post_done (job, target->error != NULL ? g_error_copy (target->error) : NULL,
                   &target->result);
 }
@@ -600,12 +651,19 @@ finish_from_worker (BmapdJob *job, GError *error)
     job->bytes_done = job->bytes_total;
     if (job->operation == BMAPD_JOB_FLASH) {
       g_autofree char *result = bmap_copy_result_describe (&job->mailbox_result);
+      g_autofree char *after = NULL;
 
+      g_mutex_lock (&job->mailbox_lock);
+      after = g_steal_pointer (&job->mailbox_after);
+      g_mutex_unlock (&job->mailbox_lock);
       job->bytes_checked = job->mailbox_result.bytes_checked;
       job->bytes_written = job->mailbox_result.bytes_written;
       g_free (job->result);
-      job->result = g_strdup (result != NULL ? result : "");
+      job->result = g_strjoin (result != NULL && after != NULL ? "; " : "",
+                               result != NULL ? result : "", after != NULL ? after : "", NULL);
     }
+    /* Done even when the device went meanwhile (power-off removes it, an
+     * eject takes its medium): the worker finished every step. */
     finish (job, BMAPD_JOB_DONE, NULL, NULL);
     return;
   }
@@ -1017,6 +1075,7 @@ bmapd_job_free (BmapdJob *job)
   if (job->out_fd >= 0)
     close (job->out_fd);
   g_clear_error (&job->mailbox_error);
+  g_free (job->mailbox_after);
   g_mutex_clear (&job->mailbox_lock);
   g_clear_object (&job->cancellable);
   sd_bus_unref (job->bus);

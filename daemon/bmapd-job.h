@@ -77,12 +77,15 @@ void bmapd_job_set_flash (BmapdJob *job, BmapdSource *source, BmapMap *map, Bmap
                           guint64 diskseq, gboolean verify, gboolean verify_written,
                           guint64 bytes_total);
 /* What a flash does beyond the copy: the Flash options minimize-writes,
- * discard, zero-unmapped and relocate-gpt. Before start. */
+ * discard, zero-unmapped, relocate-gpt, and eject and power-off (done
+ * after every other step of a successful job). Before start. */
 typedef enum {
   BMAPD_FLASH_MINIMIZE_WRITES = 1 << 0,
   BMAPD_FLASH_DISCARD = 1 << 1,
   BMAPD_FLASH_ZERO_UNMAPPED = 1 << 2,
   BMAPD_FLASH_RELOCATE_GPT = 1 << 3,
+  BMAPD_FLASH_EJECT = 1 << 4,
+  BMAPD_FLASH_POWER_OFF = 1 << 5,
 } BmapdFlashFlags;
 
 void bmapd_job_set_flash_flags (BmapdJob *job, BmapdFlashFlags flags);

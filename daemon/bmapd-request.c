@@ -586,6 +586,12 @@ ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
 
   for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
     g_ptr_array_add (details, (gpointer) fixed[i]);
+  /* Part of the flash being allowed: rules may look at them. */
+  g_ptr_array_add (details, (gpointer) "options.eject");
+  g_ptr_array_add (details, (gpointer) (req->flash_flags & BMAPD_FLASH_EJECT ? "true" : "false"));
+  g_ptr_array_add (details, (gpointer) "options.power-off");
+  g_ptr_array_add (details,
+                   (gpointer) (req->flash_flags & BMAPD_FLASH_POWER_OFF ? "true" : "false"));
   add_signature_details (req, details);
   g_ptr_array_add (details, NULL);
   req->asked_flash_system = info->system;
@@ -970,6 +976,10 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
     return read_flash_flag (m, key, BMAPD_FLASH_ZERO_UNMAPPED, req, error);
   if (g_str_equal (key, "relocate-gpt"))
     return read_flash_flag (m, key, BMAPD_FLASH_RELOCATE_GPT, req, error);
+  if (g_str_equal (key, "eject"))
+    return read_flash_flag (m, key, BMAPD_FLASH_EJECT, req, error);
+  if (g_str_equal (key, "power-off"))
+    return read_flash_flag (m, key, BMAPD_FLASH_POWER_OFF, req, error);
   if (g_str_equal (key, "unmount"))
     return bmapd_bus_read_bool (m, key, &req->unmount, error);
   if (g_str_equal (key, "bind-to-caller"))
@@ -984,8 +994,8 @@ parse_flash_option (sd_bus_message *m, const char *key, gpointer user_data, GErr
   }
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                "unknown Flash option \"%s\" (known: bmap, bmap-signature, nobmap, verify, "
-               "verify-written, minimize-writes, discard, zero-unmapped, relocate-gpt, diskseq, "
-               "unmount, bind-to-caller, description, no-user-interaction)",
+               "verify-written, minimize-writes, discard, zero-unmapped, relocate-gpt, eject, "
+               "power-off, diskseq, unmount, bind-to-caller, description, no-user-interaction)",
                key);
   return FALSE;
 }
@@ -1440,6 +1450,7 @@ bmapd_request_start_card (BmapdManager *manager, const BmapdCardFlash *card,
   req->map = card->map;
   req->verify = card->verify;
   req->verify_written = card->verify_written;
+  req->flash_flags = card->flash_flags;
   req->has_diskseq = TRUE;
   req->diskseq = card->diskseq;
   req->description = g_strdup (card->description != NULL ? card->description : "");

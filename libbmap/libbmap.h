@@ -4,6 +4,7 @@
 #include "bmap-checksum.h"
 #include "bmap-copy.h"
 #include "bmap-create.h"
+#include "bmap-eject.h"
 #include "bmap-error.h"
 #include "bmap-format.h"
 #include "bmap-locate.h"

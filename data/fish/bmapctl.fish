@@ -91,6 +91,8 @@ complete -c bmapctl -n $c -l minimize-writes -d 'Read DEST first and write only 
 complete -c bmapctl -n $c -l discard -d 'After writing, discard the ranges the bmap does not map'
 complete -c bmapctl -n $c -l zero-unmapped -d 'After writing, make the unmapped ranges read back as zeros'
 complete -c bmapctl -n $c -l relocate-gpt -d "After writing, move a GPT's backup to the end of a larger device"
+complete -c bmapctl -n $c -l eject -d "After the last step, eject the medium"
+complete -c bmapctl -n $c -l power-off -d "After the last step, power off the USB device"
 complete -c bmapctl -n $c -l removable-device -d 'Refuse to write unless DEST is a removable block device'
 complete -c bmapctl -n $c -l unmount -d "Unmount the device's mounted partitions first"
 complete -c bmapctl -n $c -l detach -d 'Start the job in bmapd and return at once'

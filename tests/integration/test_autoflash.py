@@ -442,7 +442,8 @@ def test_example_rule_file_loads(bus, client, polkit, tmp_path, image, uncomment
             assert match['model'] == '*Card*Reader*' and match['allow-non-removable'] is False
             assert props['Description'] == 'Board image 2.1'
             assert props['Options'] == {'nobmap': False, 'verify': True,
-                                        'verify-written': False, 'count': 0,
+                                        'verify-written': False, 'eject': False,
+                                        'power-off': False, 'count': 0,
                                         'description': 'Board image 2.1'}
         else:
             assert props['Description'] == 'board.img' and props['Options'] == {}

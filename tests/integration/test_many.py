@@ -341,3 +341,49 @@ def test_flash_many_waits_for_room_for_all(daemon, client, polkit, faulty, loop_
         assert (state, name) == ('done', ''), message
         assert_holds_image(loop, image)
     assert 'card 1 of 2 from one image' in daemon.read_log()
+
+
+# ---- eject and power-off, each card after its own last step ----------------------
+
+def test_flash_many_power_off_each_card(daemon, client, polkit, loop_factory, image, fds):
+    '''power-off with several cards: each card's job says, after its own
+    flash, why it was not powered off (loop devices are not USB); every
+    card is written and the jobs end done.'''
+    loops = [loop_factory() for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    devices = [client.wait_device(loop.node) for loop in loops]
+    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+                      power_off=True)
+    for loop, job in zip(loops, jobs):
+        state, _, message = client.wait_finished(job)
+        assert state == 'done', message
+        assert client.get(job, h.JOB_IFACE, 'Result') == \
+            f'not powered off: {loop.node} is not a USB device'
+        assert_holds_image(loop, image)
+
+
+@pytest.mark.parametrize('where', ['--local', '--daemon'])
+def test_bmapctl_copy_many_eject(daemon, client, polkit, loop_factory, image, bmapctl, where):
+    '''bmapctl copy --eject with two destinations, in-process and through
+    bmapd: each result line says why its device was not ejected.'''
+    loops = [loop_factory() for _ in range(2)]
+    polkit.set_allowed([h.ACTION_FLASH])
+    for loop in loops:
+        client.wait_device(loop.node)
+    proc = bmapctl(where, 'copy', '--eject', image['path'], *[loop.node for loop in loops])
+    lines = result_lines(proc.stderr)
+    assert len(lines) == 2, proc.stderr
+    for loop, line in zip(loops, lines):
+        assert f'not ejected: {loop.node} is not a SCSI, USB or CD-ROM drive' in line, proc.stderr
+        # What reached each device, not nothing (through bmapd, read from
+        # the job once it ended).
+        assert line.startswith('bmapctl: wrote 1.6 MiB '), line  # the 4 ranges: 1646592 bytes
+        assert_holds_image(loop, image)
+
+
+def test_bmapctl_copy_many_eject_refuses_a_file(loop_factory, image, bmapctl, tmp_path):
+    loop = loop_factory()
+    path = str(tmp_path / 'x.img')
+    proc = bmapctl('copy', '--power-off', image['path'], loop.node, path, check=2)
+    assert f'--power-off needs block devices: {path} is not one' in proc.stderr
+    assert not os.path.exists(path)

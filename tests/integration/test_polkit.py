@@ -17,7 +17,7 @@ from test_jobs import start_slow_flash
 ALLOW_USER_INTERACTION = 1  # polkit's CheckAuthorization flag
 
 DETAIL_KEYS = {'device', 'disk', 'drive.vendor', 'drive.model', 'drive.serial', 'drive.bus',
-               'drive.removable', 'bmap.signature'}
+               'drive.removable', 'bmap.signature', 'options.eject', 'options.power-off'}
 
 
 def job_events(client, member):

@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import re
+import struct
+import subprocess
 import time
 import traceback
 
@@ -543,3 +545,145 @@ echo "$fpr"''', timeout=120)
     ctx.cleanup()
     ctx.expect_image_on_card(card, 'small.img')
     ctx.note(f'{card}: holds small.img')
+
+
+def finished_job_on(ctx, dev_path):
+    """The last finished job whose Device is dev_path (finished jobs stay a
+    minute, after their device went too)."""
+    jobs = [(path, ifaces[JOB_IFACE]) for path, ifaces in ctx.objects().items()
+            if JOB_IFACE in ifaces and ifaces[JOB_IFACE].get('Device') == dev_path
+            and ifaces[JOB_IFACE].get('State') in ('done', 'failed', 'canceled')]
+    expect(jobs, f'no finished job on {dev_path} is published')
+    return max(jobs, key=lambda j: int(j[0].rsplit('/', 1)[-1]))
+
+
+def disk_with_serial(ctx, serial):
+    res = ctx.sh(f'''udevadm settle --timeout=10
+for d in /sys/block/sd*; do
+  [ -e "$d" ] || continue
+  if udevadm info -q property -p "$d" | grep -qx "ID_SERIAL_SHORT={serial}"; then
+    echo "/dev/${{d##*/}}"
+  fi
+done''')
+    return res.out.strip()
+
+
+@check('flash-power-off', 'alice flashes a USB disk with `bmapctl copy --power-off`: after '
+       'the final sync and verification bmapd powers it off (its USB device removed, as '
+       'udisks2 does), the disk disappears from the guest, and the job ends done with Result '
+       '"powered off"')
+def check_power_off(ctx):
+    serial = 'BMAPVM-POWEROFF1'
+    node, card = ctx.card('poweroff', serial)
+    dev_path, _ = ctx.wait_device(node)
+    before = ctx.unit_state()
+    res = ctx.user('alice', f'bmapctl copy --power-off {SMALL} {node}', timeout=300)
+    expect(res.status == 0, f'alice: bmapctl copy --power-off {SMALL} {node}: {res}'
+           f'{ctx.bmapd_log()}')
+    last = (res.err.strip().splitlines() or [''])[-1]
+    ctx.note('alice: ' + last)
+    expect(last.endswith('; powered off'), f'alice: the result line says no "powered off": {last}')
+    job_path, job = finished_job_on(ctx, dev_path)
+    ctx.note(f'{job_path}: State={job.get("State")} Result={job.get("Result")!r} '
+             f'ErrorName={job.get("ErrorName")!r}')
+    expect(job.get('State') == 'done', f'{job_path}: State is {job.get("State")}, not done '
+           f'({job.get("ErrorName")}: {job.get("ErrorMessage")})')
+    expect(job.get('Result') == 'powered off',
+           f'{job_path}: Result is {job.get("Result")!r}, not "powered off"')
+    deadline = time.monotonic() + 30
+    while disk_with_serial(ctx, serial) and time.monotonic() < deadline:
+        time.sleep(1)
+    left = disk_with_serial(ctx, serial)
+    expect(not left, f'the guest still shows {left} (serial {serial}) 30 s after the power-off')
+    path, _ = ctx.device(node)
+    expect(path is None, f'bmapd still publishes {path} for {node} after the power-off')
+    after = ctx.unit_state()
+    expect(after.get('MainPID') == before.get('MainPID'),
+           f'bmapd restarted: MainPID {before.get("MainPID")} -> {after.get("MainPID")}')
+    log = ctx.sh(f"journalctl -b -k -o cat --no-pager | grep -iE 'usb .*(disconnect|remove)' "
+                 f"| tail -1")
+    ctx.note('kernel: ' + log.out.strip())
+    ctx.cleanup()  # qemu lets go of the file
+    ctx.expect_image_on_card(card, 'small.img')
+    ctx.note(f'{card}: holds small.img')
+
+
+@check('flash-eject', 'alice flashes a USB disk with `bmapctl copy --eject`: bmapd ejects '
+       'its medium (SCSI START STOP UNIT with LoEj), the device stays without a medium, and '
+       'the job ends done with Result "ejected"')
+def check_eject(ctx):
+    node, card = ctx.card('eject', 'BMAPVM-EJECT1')
+    dev_path, _ = ctx.wait_device(node)
+    res = ctx.user('alice', f'bmapctl copy --eject {SMALL} {node}', timeout=300)
+    expect(res.status == 0, f'alice: bmapctl copy --eject {SMALL} {node}: {res}'
+           f'{ctx.bmapd_log()}')
+    last = (res.err.strip().splitlines() or [''])[-1]
+    ctx.note('alice: ' + last)
+    expect(last.endswith('; ejected'), f'alice: the result line says no "ejected": {last}')
+    job_path, job = finished_job_on(ctx, dev_path)
+    ctx.note(f'{job_path}: State={job.get("State")} Result={job.get("Result")!r}')
+    expect(job.get('State') == 'done', f'{job_path}: State is {job.get("State")}, not done '
+           f'({job.get("ErrorName")}: {job.get("ErrorMessage")})')
+    expect(job.get('Result') == 'ejected', f'{job_path}: Result is {job.get("Result")!r}')
+    deadline = time.monotonic() + 30
+    while True:
+        path, dev = ctx.device(node)
+        if not dev or not dev.get('MediaPresent') or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    expect(path and dev.get('MediaPresent') is False,
+           f'{node}: MediaPresent is {dev.get("MediaPresent") if dev else None} 30 s after '
+           'the eject')
+    ctx.cleanup()
+    ctx.expect_image_on_card(card, 'small.img')
+    ctx.note(f'{card}: holds small.img')
+
+
+def mbr(partitions):
+    """A DOS partition table: [(first sector, sectors)], Linux type."""
+    table = bytearray(512)
+    for i, (start, sectors) in enumerate(partitions):
+        entry = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + struct.pack('<II', start, sectors)
+        table[446 + 16 * i:446 + 16 * (i + 1)] = entry
+    table[510:512] = b'\x55\xaa'
+    return bytes(table)
+
+
+@check('power-off-refused-partition-in-use', 'alice flashes the second partition of a USB disk '
+       'whose first partition is mounted, with `--power-off --eject`: the flash is done, but '
+       'neither is done (it would take the mounted filesystem away) and the result says why')
+def check_power_off_partition_in_use(ctx):
+    serial = 'BMAPVM-PARTS1'
+    size = 64 * MiB
+    # Partitioned, with an ext4 filesystem in the first partition, on the
+    # host: the guest has neither sfdisk nor mkfs.
+    path = os.path.join(ctx.workdir, 'card-parts.img')
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        f.write(mbr([(2048, 32768), (34816, size // 512 - 34816)]))
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-L', 'inuse', '-E', 'offset=1048576', path,
+                    '16M'], check=True, capture_output=True)
+    ctx.vm.plug('parts', path, serial)
+    ctx.cleanups.append(lambda: ctx.vm.unplug('parts'))
+    ctx.cards['parts'] = path
+    node = ctx.wait_disk(serial)
+    mnt = '/mnt/bmapd-vm-parts'
+    res = ctx.sh(f'udevadm settle --timeout=30; mkdir -p {mnt} && mount {node}1 {mnt}',
+                 timeout=120)
+    expect(res.status == 0, f'mounting {node}1: {res}')
+    ctx.cleanups.append(lambda: ctx.sh(f'umount {mnt}; rmdir {mnt}'))
+    part_path, _ = ctx.wait_device(f'{node}2')
+    res = ctx.user('alice', f'bmapctl copy --power-off --eject {SMALL} {node}2', timeout=300)
+    expect(res.status == 0, f'alice: bmapctl copy --power-off --eject {SMALL} {node}2: {res}'
+           f'{ctx.bmapd_log()}')
+    last = (res.err.strip().splitlines() or [''])[-1]
+    ctx.note('alice: ' + last)
+    why = f'{node}1, on the same disk as {node}2, is in use'
+    expect(last.endswith(f'; not powered off: {why}; not ejected: {why}'),
+           f'alice: the result line does not say that {node}1 is in use: {last}')
+    job_path, job = finished_job_on(ctx, part_path)
+    expect(job.get('State') == 'done', f'{job_path}: State is {job.get("State")}, not done')
+    expect(disk_with_serial(ctx, serial) == node, f'{node} went although {node}1 is mounted')
+    res = ctx.sh(f'findmnt -n -o SOURCE {mnt}')
+    expect(res.out.strip() == f'{node}1', f'{mnt} is no longer mounted from {node}1: {res}')
+    ctx.note(f'{node}1 still mounted at {mnt}; {node} still there')
