@@ -570,6 +570,17 @@ add_signature_details (BmapdRequest *req, GPtrArray *details)
   }
 }
 
+/* Part of the flash being allowed: rules may look at them. */
+static void
+add_option_details (BmapdRequest *req, GPtrArray *details)
+{
+  g_ptr_array_add (details, (gpointer) "options.eject");
+  g_ptr_array_add (details, (gpointer) (req->flash_flags & BMAPD_FLASH_EJECT ? "true" : "false"));
+  g_ptr_array_add (details, (gpointer) "options.power-off");
+  g_ptr_array_add (details,
+                   (gpointer) (req->flash_flags & BMAPD_FLASH_POWER_OFF ? "true" : "false"));
+}
+
 static void
 ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
 {
@@ -586,12 +597,7 @@ ask_polkit_flash (BmapdRequest *req, const BmapdDeviceInfo *info)
 
   for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
     g_ptr_array_add (details, (gpointer) fixed[i]);
-  /* Part of the flash being allowed: rules may look at them. */
-  g_ptr_array_add (details, (gpointer) "options.eject");
-  g_ptr_array_add (details, (gpointer) (req->flash_flags & BMAPD_FLASH_EJECT ? "true" : "false"));
-  g_ptr_array_add (details, (gpointer) "options.power-off");
-  g_ptr_array_add (details,
-                   (gpointer) (req->flash_flags & BMAPD_FLASH_POWER_OFF ? "true" : "false"));
+  add_option_details (req, details);
   add_signature_details (req, details);
   g_ptr_array_add (details, NULL);
   req->asked_flash_system = info->system;
@@ -1202,6 +1208,7 @@ ask_polkit_many (BmapdRequest *req)
   g_ptr_array_add (details, disks->str);
   g_ptr_array_add (details, (gpointer) "drive.removable");
   g_ptr_array_add (details, (gpointer) (removable ? "true" : "false"));
+  add_option_details (req, details);
   add_signature_details (req, details);
   g_ptr_array_add (details, NULL);
   req->asked_flash_system = system;

@@ -352,8 +352,12 @@ def test_flash_many_power_off_each_card(daemon, client, polkit, loop_factory, im
     loops = [loop_factory() for _ in range(2)]
     polkit.set_allowed([h.ACTION_FLASH])
     devices = [client.wait_device(loop.node) for loop in loops]
+    polkit.clear_checks()
     jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
                       power_off=True)
+    # Part of what polkit allows, as for one device.
+    details = polkit.checks()[0][1]
+    assert (details['options.power-off'], details['options.eject']) == ('true', 'false'), details
     for loop, job in zip(loops, jobs):
         state, _, message = client.wait_finished(job)
         assert state == 'done', message
