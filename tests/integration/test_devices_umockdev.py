@@ -254,6 +254,7 @@ def test_polkit_action_and_details(fake_daemon, client, polkit, tmp_path, fds):
     assert details == {'device': '/dev/sdx', 'disk': '/dev/sdx', 'drive.vendor': 'Generic',
                        'drive.model': 'STORAGE DEVICE', 'drive.serial': '000000000819',
                        'drive.bus': 'usb', 'drive.removable': 'true',
+                       'options.eject': 'false', 'options.power-off': 'false',
                        'bmap.signature': 'none'}
 
 
