@@ -140,10 +140,11 @@ bmapctl_signature_verify_bmap (BmapctlOptions *options, const BmapctlSignatureAr
       return NULL;
     }
     if (sig == NULL && (args->fingerprint != NULL || args->keyring != NULL)) {
+      /* bmaptool's words first: its tests look for them. */
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
-                   "%s: no signature found (not clearsigned, no %s.asc or %s.sig) but %s given",
-                   bmap_path, bmap_path, bmap_path,
-                   args->fingerprint != NULL ? "--fingerprint" : "--keyring");
+                   "%s: no signature found but %s given (not clearsigned, no %s.asc or %s.sig)",
+                   bmap_path, args->fingerprint != NULL ? "--fingerprint" : "--keyring", bmap_path,
+                   bmap_path);
       return NULL;
     }
     if (sig == NULL)

@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Upstream bmaptool 3.9's tests/test_CLI.py, case by case, with its data:
+tests/test-data's test.image.gz and its bmaps of format 2.0 and 1.4, keys
+"correct <foo@bar.org>" and "unknown <blub@bla.net>" made as upstream makes
+them (RSA 3072, sign and certify, a year), each bmap clearsigned and
+detach-signed by each key, the correct key's minimal export as the
+--keyring file, GNUPGHOME the correct key's home, and an existing empty
+file as the destination. bmapctl runs as "bmaptool"; each case checks what
+upstream checks (the exit status, nothing on standard output, the line on
+standard error) and that the image written is the image.
+
+The data is the reference corpus beside the project (../shared/compat), as
+for test_bmaptool_compat.py's test_reference_corpus."""
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+BMAPCTL = os.path.abspath(os.environ.get("BMAPCTL", "bmapctl"))
+GPG = shutil.which("gpg")
+GPGCONF = shutil.which("gpgconf")
+COMPAT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "..", "..", "..", "shared", "compat"))
+
+pytestmark = [
+    pytest.mark.skipif(GPG is None or GPGCONF is None,
+                       reason="gpg and gpgconf (gnupg) are not installed"),
+    pytest.mark.skipif(not os.path.isfile(os.path.join(COMPAT, "test.image.gz")),
+                       reason="../shared/compat (upstream's test-data) is not beside the project"),
+]
+
+KEYS = {"correct": "correct <foo@bar.org>", "unknown": "unknown <blub@bla.net>"}
+
+
+def gpg(home, *args):
+    proc = subprocess.run([GPG, "--batch", "--no-tty", "--pinentry-mode", "loopback",
+                           "--passphrase", "", *map(str, args)],
+                          capture_output=True, env=dict(os.environ, GNUPGHOME=str(home)))
+    assert proc.returncode == 0, f"gpg {args}: {proc.stderr.decode(errors='replace')}"
+    return proc.stdout
+
+
+class Data:
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """setUp() of test_CLI.py: tests/test-data/signatures/ and the keys."""
+    d = Data()
+    base = tmp_path_factory.mktemp("upstream")
+    d.data = base / "test-data"
+    sigs = d.data / "signatures"
+    sigs.mkdir(parents=True)
+    for name in ("test.image.gz", "test.image.bmap.v2.0", "test.image.bmap.v1.4"):
+        shutil.copy(os.path.join(COMPAT, name), d.data / name)
+    d.homes, d.fpr = {}, {}
+    for key, uid in KEYS.items():
+        home = base / f"gnupg-{key}"
+        home.mkdir(mode=0o700)
+        gpg(home, "--quick-gen-key", uid, "rsa3072", "sign,cert", "1y")
+        listing = gpg(home, "--with-colons", "--list-keys", uid).decode()
+        d.fpr[key] = re.search(r"^fpr:+([0-9A-F]{40}):", listing, re.M).group(1)
+        d.homes[key] = home
+        for version in ("2.0", "1.4"):
+            bmap = d.data / f"test.image.bmap.v{version}"
+            gpg(home, "--local-user", d.fpr[key], "--clearsign", "--output",
+                sigs / f"test.image.bmap.v{version}{key}.asc", bmap)
+            gpg(home, "--local-user", d.fpr[key], "--armor", "--detach-sign", "--output",
+                sigs / f"test.image.bmap.v{version}{key}.det.asc", bmap)
+        # "the file supplied to gpgv via --keyring must not be armored"
+        (base / f"gnupg-{key}.keyring").write_bytes(
+            gpg(home, "--export-options", "export-minimal", "--export", d.fpr[key]))
+    d.keyring = base / "gnupg-correct.keyring"
+    with gzip.open(d.data / "test.image.gz", "rb") as f:
+        d.image_sha256 = hashlib.sha256(f.read()).hexdigest()
+    d.bmaptool = base / "bmaptool"
+    d.bmaptool.symlink_to(BMAPCTL)
+    yield d
+    for home in d.homes.values():
+        subprocess.run([GPGCONF, "--homedir", str(home), "--kill", "all"], capture_output=True)
+
+
+@pytest.fixture
+def tmpfile(tmp_path):
+    """tempfile.mkstemp(): the destination exists, empty."""
+    path = tmp_path / "testfile_x"
+    path.write_bytes(b"")
+    return path
+
+
+def bmaptool(data, *args, env=None):
+    if env is None:
+        env = dict(os.environ, GNUPGHOME=str(data.homes["correct"]))
+    return subprocess.run([str(data.bmaptool), *map(str, args)], capture_output=True, env=env,
+                          cwd=data.data.parent)
+
+
+def sig(data, name):
+    return data.data / "signatures" / name
+
+
+def bmap(data, version):
+    return data.data / f"test.image.bmap.v{version}"
+
+
+def assert_copied(proc, data, dest, line=b"successfully verified bmap file signature"):
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b""
+    assert line in proc.stderr, proc.stderr.decode()
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == data.image_sha256
+
+
+def assert_refused(proc, dest, line):
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert proc.stdout == b""
+    assert line in proc.stderr, proc.stderr.decode()
+    assert dest.read_bytes() == b"", "the destination was written"
+
+
+def test_valid_signature(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", bmap(data, "2.0"), "--bmap-sig",
+                    sig(data, "test.image.bmap.v2.0correct.det.asc"),
+                    data.data / "test.image.gz", tmpfile)
+    assert_copied(proc, data, tmpfile)
+
+
+def test_valid_signature_fingerprint(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
+                    "--fingerprint", data.fpr["correct"], data.data / "test.image.gz", tmpfile)
+    assert_copied(proc, data, tmpfile)
+
+
+def test_valid_signature_fingerprint_keyring(data, tmpfile, tmp_path):
+    # "should work without GNUPGHOME set because we supply --keyring"; HOME
+    # elsewhere too, so that a default home would be seen being made.
+    env = {k: v for k, v in os.environ.items() if k != "GNUPGHOME"}
+    env["HOME"] = str(tmp_path / "home")
+    proc = bmaptool(data, "copy", "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
+                    "--fingerprint", data.fpr["correct"], "--keyring", data.keyring,
+                    data.data / "test.image.gz", tmpfile, env=env)
+    assert_copied(proc, data, tmpfile)
+    assert not (tmp_path / "home" / ".gnupg").exists()
+
+
+def test_unknown_signer(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", bmap(data, "2.0"), "--bmap-sig",
+                    sig(data, "test.image.bmap.v2.0unknown.det.asc"),
+                    data.data / "test.image.gz", tmpfile)
+    # Upstream: "discovered a BAD GPG signature" (what python-gpg raises
+    # for a key it does not have). bmapctl names the key and the reason.
+    assert_refused(proc, tmpfile, b"(unknown signer)")
+    assert data.fpr["unknown"].encode() in proc.stderr
+
+
+def test_wrong_signature(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", bmap(data, "1.4"), "--bmap-sig",
+                    sig(data, "test.image.bmap.v2.0correct.det.asc"),
+                    data.data / "test.image.gz", tmpfile)
+    # Upstream: "discovered a BAD GPG signature".
+    assert_refused(proc, tmpfile, b"BAD signature")
+    assert data.fpr["correct"].encode() in proc.stderr
+
+
+def test_wrong_signature_unknown_signer(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", bmap(data, "1.4"), "--bmap-sig",
+                    sig(data, "test.image.bmap.v2.0unknown.det.asc"),
+                    data.data / "test.image.gz", tmpfile)
+    # gpg cannot tell a wrong signature from a right one without the key:
+    # the signer is unknown either way.
+    assert_refused(proc, tmpfile, b"(unknown signer)")
+
+
+def test_clearsign(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
+                    data.data / "test.image.gz", tmpfile)
+    assert_copied(proc, data, tmpfile)
+
+
+def test_fingerprint_without_signature(data, tmpfile):
+    proc = bmaptool(data, "copy", "--bmap", bmap(data, "2.0"), "--fingerprint",
+                    data.fpr["correct"], data.data / "test.image.gz", tmpfile)
+    assert_refused(proc, tmpfile, b"no signature found but --fingerprint given")
