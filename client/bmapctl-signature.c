@@ -164,8 +164,13 @@ bmapctl_signature_verify_bmap (BmapctlOptions *options, const BmapctlSignatureAr
     return NULL;
   if (!bmap_signature_verifier_verify (verifier, data, sig, bmap_path, sig_path,
                                        !args->no_sig_verify, clearsigned ? &plaintext : NULL,
-                                       &signers, error))
+                                       &signers, error)) {
+    /* As bmaptool, its words for a signature that does not verify come
+     * first (its tests look for them), then what was wrong. */
+    if (bmapctl_is_bmaptool () && !args->no_sig_verify)
+      g_prefix_error (error, "discovered a BAD GPG signature: ");
     return NULL;
+  }
 
   if (!args->no_sig_verify) {
     if (args->fingerprint != NULL && !bmap_signature_signers_contain (signers, args->fingerprint)) {
