@@ -133,8 +133,8 @@ def test_every_prefix_means_what_it_means_in_bmaptool(command, options):
         want = argparse_reads([command, prefix] + (["V"] if value else []) + positional, options)
         got = bmapctl_reads(command, prefix, value)
         if isinstance(want, tuple):
-            assert isinstance(got, tuple), f"{command} {prefix}: bmaptool refuses it ({want[1]}), " \
-                                           f"bmapctl reads {got}"
+            assert isinstance(got, tuple), \
+                f"{command} {prefix}: bmaptool refuses it ({want[1]}), bmapctl reads {got}"
             # argparse names every option of bmaptool it could match;
             # bmapctl names them too, and its own.
             for name in want[1].split("could match ", 1)[1].split(", "):

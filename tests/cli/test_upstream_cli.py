@@ -20,6 +20,7 @@ import shutil
 import subprocess
 
 import pytest
+from test_signatures import gpg
 
 BMAPCTL = os.path.abspath(os.environ.get("BMAPCTL", "bmapctl"))
 GPG = shutil.which("gpg")
@@ -35,14 +36,6 @@ pytestmark = [
 ]
 
 KEYS = {"correct": "correct <foo@bar.org>", "unknown": "unknown <blub@bla.net>"}
-
-
-def gpg(home, *args):
-    proc = subprocess.run([GPG, "--batch", "--no-tty", "--pinentry-mode", "loopback",
-                           "--passphrase", "", *map(str, args)],
-                          capture_output=True, env=dict(os.environ, GNUPGHOME=str(home)))
-    assert proc.returncode == 0, f"gpg {args}: {proc.stderr.decode(errors='replace')}"
-    return proc.stdout
 
 
 class Data:
@@ -64,18 +57,18 @@ def data(tmp_path_factory):
         home = base / f"gnupg-{key}"
         home.mkdir(mode=0o700)
         gpg(home, "--quick-gen-key", uid, "rsa3072", "sign,cert", "1y")
-        listing = gpg(home, "--with-colons", "--list-keys", uid).decode()
+        listing = gpg(home, "--with-colons", "--list-keys", uid).stdout.decode()
         d.fpr[key] = re.search(r"^fpr:+([0-9A-F]{40}):", listing, re.M).group(1)
         d.homes[key] = home
         for version in ("2.0", "1.4"):
             bmap = d.data / f"test.image.bmap.v{version}"
             gpg(home, "--local-user", d.fpr[key], "--clearsign", "--output",
-                sigs / f"test.image.bmap.v{version}{key}.asc", bmap)
+                str(sigs / f"test.image.bmap.v{version}{key}.asc"), str(bmap))
             gpg(home, "--local-user", d.fpr[key], "--armor", "--detach-sign", "--output",
-                sigs / f"test.image.bmap.v{version}{key}.det.asc", bmap)
+                str(sigs / f"test.image.bmap.v{version}{key}.det.asc"), str(bmap))
         # "the file supplied to gpgv via --keyring must not be armored"
         (base / f"gnupg-{key}.keyring").write_bytes(
-            gpg(home, "--export-options", "export-minimal", "--export", d.fpr[key]))
+            gpg(home, "--export-options", "export-minimal", "--export", d.fpr[key]).stdout)
     d.keyring = base / "gnupg-correct.keyring"
     with gzip.open(d.data / "test.image.gz", "rb") as f:
         d.image_sha256 = hashlib.sha256(f.read()).hexdigest()
@@ -94,11 +87,13 @@ def tmpfile(tmp_path):
     return path
 
 
-def bmaptool(data, *args, env=None):
+def copy(data, dest, *options, env=None):
+    """bmaptool copy OPTIONS test.image.gz DEST, as upstream runs it."""
     if env is None:
         env = dict(os.environ, GNUPGHOME=str(data.homes["correct"]))
-    return subprocess.run([str(data.bmaptool), *map(str, args)], capture_output=True, env=env,
-                          cwd=data.data.parent)
+    return subprocess.run([str(data.bmaptool), "copy", *map(str, options),
+                           str(data.data / "test.image.gz"), str(dest)],
+                          capture_output=True, env=env, cwd=data.data.parent)
 
 
 def sig(data, name):
@@ -124,15 +119,14 @@ def assert_refused(proc, dest, line):
 
 
 def test_valid_signature(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", bmap(data, "2.0"), "--bmap-sig",
-                    sig(data, "test.image.bmap.v2.0correct.det.asc"),
-                    data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", bmap(data, "2.0"), "--bmap-sig",
+                sig(data, "test.image.bmap.v2.0correct.det.asc"))
     assert_copied(proc, data, tmpfile)
 
 
 def test_valid_signature_fingerprint(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
-                    "--fingerprint", data.fpr["correct"], data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
+                "--fingerprint", data.fpr["correct"])
     assert_copied(proc, data, tmpfile)
 
 
@@ -141,17 +135,15 @@ def test_valid_signature_fingerprint_keyring(data, tmpfile, tmp_path):
     # elsewhere too, so that a default home would be seen being made.
     env = {k: v for k, v in os.environ.items() if k != "GNUPGHOME"}
     env["HOME"] = str(tmp_path / "home")
-    proc = bmaptool(data, "copy", "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
-                    "--fingerprint", data.fpr["correct"], "--keyring", data.keyring,
-                    data.data / "test.image.gz", tmpfile, env=env)
+    proc = copy(data, tmpfile, "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
+                "--fingerprint", data.fpr["correct"], "--keyring", data.keyring, env=env)
     assert_copied(proc, data, tmpfile)
     assert not (tmp_path / "home" / ".gnupg").exists()
 
 
 def test_unknown_signer(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", bmap(data, "2.0"), "--bmap-sig",
-                    sig(data, "test.image.bmap.v2.0unknown.det.asc"),
-                    data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", bmap(data, "2.0"), "--bmap-sig",
+                sig(data, "test.image.bmap.v2.0unknown.det.asc"))
     assert_refused(proc, tmpfile, b"discovered a BAD GPG signature")
     # Then what bmapctl adds: the key and what was wrong with it.
     assert b"(unknown signer)" in proc.stderr
@@ -159,18 +151,16 @@ def test_unknown_signer(data, tmpfile):
 
 
 def test_wrong_signature(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", bmap(data, "1.4"), "--bmap-sig",
-                    sig(data, "test.image.bmap.v2.0correct.det.asc"),
-                    data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", bmap(data, "1.4"), "--bmap-sig",
+                sig(data, "test.image.bmap.v2.0correct.det.asc"))
     assert_refused(proc, tmpfile, b"discovered a BAD GPG signature")
     assert b"the bmap is not the one that was signed" in proc.stderr
     assert data.fpr["correct"].encode() in proc.stderr
 
 
 def test_wrong_signature_unknown_signer(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", bmap(data, "1.4"), "--bmap-sig",
-                    sig(data, "test.image.bmap.v2.0unknown.det.asc"),
-                    data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", bmap(data, "1.4"), "--bmap-sig",
+                sig(data, "test.image.bmap.v2.0unknown.det.asc"))
     assert_refused(proc, tmpfile, b"discovered a BAD GPG signature")
     # gpg cannot tell a wrong signature from a right one without the key:
     # the signer is unknown either way.
@@ -178,14 +168,13 @@ def test_wrong_signature_unknown_signer(data, tmpfile):
 
 
 def test_clearsign(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"),
-                    data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", sig(data, "test.image.bmap.v2.0correct.asc"))
     assert_copied(proc, data, tmpfile)
 
 
 def test_fingerprint_without_signature(data, tmpfile):
-    proc = bmaptool(data, "copy", "--bmap", bmap(data, "2.0"), "--fingerprint",
-                    data.fpr["correct"], data.data / "test.image.gz", tmpfile)
+    proc = copy(data, tmpfile, "--bmap", bmap(data, "2.0"), "--fingerprint",
+                data.fpr["correct"])
     assert_refused(proc, tmpfile, b"no signature found but --fingerprint given")
 
 
