@@ -16,6 +16,7 @@ import time
 import pytest
 
 import bmapd_harness as h
+from bmapd_harness import find_bmapctl  # noqa: F401 (imported from here by other modules)
 
 
 @pytest.fixture
