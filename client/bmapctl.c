@@ -38,6 +38,8 @@ print_help (FILE *out)
                 "  -d, --debug          Print debugging messages\n"
                 "  --version            Print the version and exit\n"
                 "  -h, --help           Show this help\n\n"
+                "As in bmaptool, the long options of create and copy, and those above, may be\n"
+                "shortened to any unambiguous beginning (--nob for --nobmap).\n\n"
                 "Exit status: 0 success, 1 failure, 2 usage error, 3 not authorized, 4 canceled.\n"
                 "See 'bmapctl COMMAND --help' and bmapctl(1).\n");
 }
