@@ -5,6 +5,30 @@
 
 #include "bmapctl-bmaptool.h"
 
+/* src/bmaptool/CLI.py, parse_arguments(). */
+static const char *const global_options[] = { "help", "version", "quiet", "debug", NULL };
+static const char *const create_options[] = { "help", "output", "no-checksum", NULL };
+static const char *const copy_options[]
+    = { "help",    "bmap",        "nobmap",    "bmap-sig",     "no-sig-verify",
+        "keyring", "fingerprint", "no-verify", "psplash-pipe", "removable-device",
+        NULL };
+
+const char *const *
+bmapctl_bmaptool_global_options (void)
+{
+  return global_options;
+}
+
+const char *const *
+bmapctl_bmaptool_command_options (const char *command)
+{
+  if (g_str_equal (command, "create"))
+    return create_options;
+  if (g_str_equal (command, "copy") || g_str_equal (command, "flash"))
+    return copy_options;
+  return NULL;
+}
+
 char *
 bmapctl_bmaptool_human_size (double size)
 {

@@ -11,6 +11,14 @@ G_BEGIN_DECLS
 /* The bmaptool release whose options and output bmapctl follows. */
 #define BMAPCTL_BMAPTOOL_VERSION "3.9.0"
 
+/* bmaptool 3.9's long options, argparse's --help included, without the
+ * dashes: those before the command (--version, -q, -d), and those of
+ * @command ("create", "copy"; "flash" is bmapctl's copy). NULL for a
+ * command bmaptool does not have. Their prefixes mean in bmapctl what
+ * they mean in bmaptool (bmapctl-abbrev.h). */
+const char *const *bmapctl_bmaptool_global_options (void);
+const char *const *bmapctl_bmaptool_command_options (const char *command);
+
 /* bmaptool 3.9's "bmaptool: info:" lines of a copy, word for word and in
  * its number formats, for the tools that wait for them (LAVA, labgrid's
  * logs). Printed only when bmapctl runs as bmaptool; -q and --json keep

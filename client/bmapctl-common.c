@@ -13,6 +13,8 @@
 #include "bmap-error.h"
 #include "bmap-locate.h"
 #include "bmap-text.h"
+#include "bmapctl-abbrev.h"
+#include "bmapctl-bmaptool.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-common.h"
 #include "bmapctl-json.h"
@@ -50,6 +52,20 @@ static const GOptionEntry global_entries[] = {
   { NULL },
 };
 
+/* The options GOption adds itself, for bmapctl-abbrev. */
+static const GOptionEntry goption_entries[] = {
+  { "help", 'h', 0, G_OPTION_ARG_NONE, NULL, NULL, NULL },
+  { "help-all", 0, 0, G_OPTION_ARG_NONE, NULL, NULL, NULL },
+  { "help-global", 0, 0, G_OPTION_ARG_NONE, NULL, NULL, NULL },
+  { NULL },
+};
+
+const GOptionEntry *
+bmapctl_global_option_entries (void)
+{
+  return global_entries;
+}
+
 gboolean
 bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
                const char *description, int *argc, char ***argv)
@@ -62,6 +78,8 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
   GOptionEntry globals[G_N_ELEMENTS (global_entries)];
   GOptionGroup *group;
   gboolean parsed;
+  const char *const *bmaptool_options = bmapctl_bmaptool_command_options (command->name);
+  g_autoptr (GPtrArray) expanded = g_ptr_array_new_with_free_func (g_free);
 
   memcpy (globals, global_entries, sizeof (global_entries));
   globals[0].arg_data = &options->quiet;
@@ -94,6 +112,22 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
   g_option_context_add_group (context, group);
   g_option_context_set_strict_posix (context, FALSE);
 
+  /* bmaptool's commands take prefixes of their long options, as argparse
+   * does; @expanded holds the expanded ones until GOption has read them. */
+  if (bmaptool_options != NULL) {
+    const GOptionEntry *tables[4] = { 0 };
+    gsize n = 0;
+
+    if (entries != NULL)
+      tables[n++] = entries;
+    tables[n++] = globals;
+    tables[n++] = goption_entries;
+    if (!bmapctl_abbrev_expand (*argc, *argv, tables, bmaptool_options, expanded, &error)) {
+      bmapctl_usage_error (command, "%s", error->message);
+      return FALSE;
+    }
+  }
+
   /* --help prints the usage line from the program name, and exits. */
   g_set_prgname (usage_name);
   parsed = g_option_context_parse (context, argc, argv, &error);
@@ -101,6 +135,15 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
   if (!parsed) {
     bmapctl_usage_error (command, "%s", error->message);
     return FALSE;
+  }
+  /* GOption leaves "--" where an argument after it begins with "-": it
+   * ends the options, it is no argument ("copy -- -image dest"). */
+  for (int i = 1; i < *argc; i++) {
+    if (g_str_equal ((*argv)[i], "--")) {
+      memmove (&(*argv)[i], &(*argv)[i + 1], sizeof (char *) * (gsize) (*argc - i));
+      (*argc)--;
+      break;
+    }
   }
   if (options->local && command->bmapd_only) {
     bmapctl_usage_error (command, "--local cannot be used: only bmapd can answer %s",
@@ -114,6 +157,8 @@ bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOp
   }
   if (options->debug)
     g_setenv ("G_MESSAGES_DEBUG", "all", TRUE);
+  for (guint i = 0; i < expanded->len; i++)
+    g_debug ("option prefix read as %s", (const char *) g_ptr_array_index (expanded, i));
   return TRUE;
 }
 

@@ -46,6 +46,10 @@ gboolean
 bmapctl_parse (BmapctlOptions *options, const BmapctlCommand *command, const GOptionEntry *entries,
                const char *description, int *argc, char ***argv);
 
+/* The global options' table (names and arguments only), for the words
+ * before the command. */
+const GOptionEntry *bmapctl_global_option_entries (void);
+
 /* Installed as "bmaptool" (a symlink), bmapctl prints what bmaptool prints
  * where tools parse it. Decided once, from argv[0]. */
 void bmapctl_set_program_name (const char *argv0);

@@ -140,10 +140,11 @@ bmapctl_signature_verify_bmap (BmapctlOptions *options, const BmapctlSignatureAr
       return NULL;
     }
     if (sig == NULL && (args->fingerprint != NULL || args->keyring != NULL)) {
+      /* bmaptool's words first: its tests look for them. */
       g_set_error (error, BMAP_ERROR, BMAP_ERROR_BAD_BMAP,
-                   "%s: no signature found (not clearsigned, no %s.asc or %s.sig) but %s given",
-                   bmap_path, bmap_path, bmap_path,
-                   args->fingerprint != NULL ? "--fingerprint" : "--keyring");
+                   "%s: no signature found but %s given (not clearsigned, no %s.asc or %s.sig)",
+                   bmap_path, args->fingerprint != NULL ? "--fingerprint" : "--keyring", bmap_path,
+                   bmap_path);
       return NULL;
     }
     if (sig == NULL)
@@ -163,8 +164,13 @@ bmapctl_signature_verify_bmap (BmapctlOptions *options, const BmapctlSignatureAr
     return NULL;
   if (!bmap_signature_verifier_verify (verifier, data, sig, bmap_path, sig_path,
                                        !args->no_sig_verify, clearsigned ? &plaintext : NULL,
-                                       &signers, error))
+                                       &signers, error)) {
+    /* As bmaptool, its words for a signature that does not verify come
+     * first (its tests look for them), then what was wrong. */
+    if (bmapctl_is_bmaptool () && !args->no_sig_verify)
+      g_prefix_error (error, "discovered a BAD GPG signature: ");
     return NULL;
+  }
 
   if (!args->no_sig_verify) {
     if (args->fingerprint != NULL && !bmap_signature_signers_contain (signers, args->fingerprint)) {

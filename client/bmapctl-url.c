@@ -219,28 +219,12 @@ bmapctl_url_with_suffix (const char *url, const char *suffix)
   return g_strconcat (head, suffix, path_end, NULL);
 }
 
-/* Python's os.path.splitext() on a URL's path: the length of the root. */
-static gsize
-splitext_root_len (const char *path)
-{
-  const char *slash = strrchr (path, '/');
-  const char *base = slash != NULL ? slash + 1 : path;
-  const char *dot = strrchr (base, '.');
-
-  if (dot == NULL)
-    return strlen (path);
-  for (const char *p = base; p < dot; p++) {
-    if (*p != '.')
-      return (gsize) (dot - path);
-  }
-  return strlen (path);
-}
-
 /* bmaptool's candidates: ".bmap" appended to the URL's path (before any
  * query), then to the path with one extension stripped at a time. */
 static GPtrArray *
 bmap_candidates (const char *url)
 {
+  g_autoptr (GPtrArray) paths = NULL;
   GPtrArray *candidates = g_ptr_array_new_with_free_func (g_free);
   const char *path_start;
   const char *path_end;
@@ -254,15 +238,10 @@ bmap_candidates (const char *url)
   /* No file name, no file next to it. */
   if (*path == '\0' || g_str_has_suffix (path, "/"))
     return candidates;
-  for (;;) {
-    gsize root_len;
-
-    g_ptr_array_add (candidates, g_strconcat (prefix, path, ".bmap", path_end, NULL));
-    root_len = splitext_root_len (path);
-    if (root_len == strlen (path))
-      break;
-    path[root_len] = '\0';
-  }
+  paths = bmap_locate_candidates (path);
+  for (guint i = 0; i < paths->len; i++)
+    g_ptr_array_add (candidates, g_strconcat (prefix, (const char *) g_ptr_array_index (paths, i),
+                                              path_end, NULL));
   return candidates;
 }
 

@@ -4,6 +4,7 @@
 #include <locale.h>
 #include <stdio.h>
 
+#include "bmapctl-abbrev.h"
 #include "bmapctl-bmaptool.h"
 #include "bmapctl-commands.h"
 
@@ -37,14 +38,34 @@ print_help (FILE *out)
                 "  -d, --debug          Print debugging messages\n"
                 "  --version            Print the version and exit\n"
                 "  -h, --help           Show this help\n\n"
+                "As in bmaptool, the long options of create and copy, and those above, may be\n"
+                "shortened to any unambiguous beginning (--nob for --nobmap).\n\n"
                 "Exit status: 0 success, 1 failure, 2 usage error, 3 not authorized, 4 canceled.\n"
                 "See 'bmapctl COMMAND --help' and bmapctl(1).\n");
+}
+
+/* The options before the command: the global ones, --help and --version,
+ * by any prefix argparse would take. */
+static gboolean
+expand_global_options (int argc, char **argv, GPtrArray *expanded, GError **error)
+{
+  static const GOptionEntry own_entries[] = {
+    { "help", 'h', 0, G_OPTION_ARG_NONE, NULL, NULL, NULL },
+    { "version", 0, 0, G_OPTION_ARG_NONE, NULL, NULL, NULL },
+    { NULL },
+  };
+  const GOptionEntry *tables[] = { own_entries, bmapctl_global_option_entries (), NULL };
+
+  return bmapctl_abbrev_expand (argc, argv, tables, bmapctl_bmaptool_global_options (), expanded,
+                                error);
 }
 
 int
 main (int argc, char **argv)
 {
   BmapctlOptions options = { 0 };
+  g_autoptr (GPtrArray) expanded = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GError) error = NULL;
   int cmd_index = -1;
 
   setlocale (LC_ALL, "");
@@ -55,7 +76,13 @@ main (int argc, char **argv)
 
   /* Global flags may stand before the command; none of them takes a value,
    * so the first word that is not an option is the command. */
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc && cmd_index < 0; i++) {
+    if (argv[i][0] != '-')
+      cmd_index = i;
+  }
+  if (!expand_global_options (cmd_index < 0 ? argc : cmd_index, argv, expanded, &error))
+    return bmapctl_usage_error (NULL, "%s", error->message);
+  for (int i = 1; i < (cmd_index < 0 ? argc : cmd_index); i++) {
     const char *arg = argv[i];
 
     if (g_str_equal (arg, "--help") || g_str_equal (arg, "-h")) {
@@ -70,10 +97,6 @@ main (int argc, char **argv)
       else
         printf ("bmapctl %s\n", PACKAGE_VERSION);
       return BMAPCTL_EXIT_OK;
-    }
-    if (arg[0] != '-') {
-      cmd_index = i;
-      break;
     }
   }
   if (cmd_index < 0) {

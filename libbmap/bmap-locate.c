@@ -33,11 +33,30 @@ is_same_file (const struct stat *a, const struct stat *b)
   return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
+GPtrArray *
+bmap_locate_candidates (const char *path)
+{
+  GPtrArray *candidates = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *root = g_strdup (path);
+
+  g_return_val_if_fail (path != NULL, candidates);
+
+  for (;;) {
+    gsize root_len;
+
+    g_ptr_array_add (candidates, g_strconcat (root, ".bmap", NULL));
+    root_len = splitext_root_len (root);
+    if (root_len == strlen (root))
+      break;
+    root[root_len] = '\0';
+  }
+  return candidates;
+}
+
 char *
 bmap_locate_for_image (const char *image_path, GError **error)
 {
-  g_autoptr (GPtrArray) tried = g_ptr_array_new_with_free_func (g_free);
-  g_autofree char *root = NULL;
+  g_autoptr (GPtrArray) candidates = NULL;
   g_autofree char *tried_list = NULL;
   struct stat image_st;
   gboolean have_image_st;
@@ -45,26 +64,19 @@ bmap_locate_for_image (const char *image_path, GError **error)
   g_return_val_if_fail (image_path != NULL, NULL);
 
   have_image_st = stat (image_path, &image_st) == 0;
-  root = g_strdup (image_path);
-  for (;;) {
-    g_autofree char *candidate = g_strconcat (root, ".bmap", NULL);
+  candidates = bmap_locate_candidates (image_path);
+  for (guint i = 0; i < candidates->len; i++) {
+    const char *candidate = g_ptr_array_index (candidates, i);
     struct stat st;
-    gsize root_len;
 
     /* "disk.bmap" as the image would otherwise find itself. */
     if (strcmp (candidate, image_path) != 0 && stat (candidate, &st) == 0 && S_ISREG (st.st_mode)
         && !(have_image_st && is_same_file (&st, &image_st)))
-      return g_steal_pointer (&candidate);
-    g_ptr_array_add (tried, g_steal_pointer (&candidate));
-
-    root_len = splitext_root_len (root);
-    if (root_len == strlen (root))
-      break;
-    root[root_len] = '\0';
+      return g_strdup (candidate);
   }
 
-  g_ptr_array_add (tried, NULL);
-  tried_list = g_strjoinv (", ", (char **) tried->pdata);
+  g_ptr_array_add (candidates, NULL);
+  tried_list = g_strjoinv (", ", (char **) candidates->pdata);
   g_set_error (error, BMAP_ERROR, BMAP_ERROR_NO_BMAP,
                "no bmap found for %s (tried %s); give one with --bmap, or copy every block "
                "with --nobmap",

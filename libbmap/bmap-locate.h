@@ -11,4 +11,10 @@ G_BEGIN_DECLS
  * tried when none exists. */
 char *bmap_locate_for_image (const char *image_path, GError **error);
 
+/* The names bmaptool tries for the bmap of @path, in its order: @path with
+ * ".bmap" appended, then with one extension stripped at a time, as Python's
+ * os.path.splitext() strips them (disk.img.xz.bmap, disk.img.bmap,
+ * disk.bmap). For a URL, give its path alone. */
+GPtrArray *bmap_locate_candidates (const char *path);
+
 G_END_DECLS

@@ -194,6 +194,29 @@ test_archive_names (void)
   g_assert_null (strstr (error->message, tar_bmap));
 }
 
+static void
+check_candidates (const char *path, const char *want)
+{
+  g_autoptr (GPtrArray) candidates = bmap_locate_candidates (path);
+  g_autofree char *got = NULL;
+
+  g_ptr_array_add (candidates, NULL);
+  got = g_strjoinv (" ", (char **) candidates->pdata);
+  g_assert_cmpstr (got, ==, want);
+}
+
+/* The names alone, shared by files and URLs' paths. */
+static void
+test_candidates (void)
+{
+  check_candidates ("disk.img.tar.gz",
+                    "disk.img.tar.gz.bmap disk.img.tar.bmap disk.img.bmap disk.bmap");
+  check_candidates ("/srv/v1.2/image", "/srv/v1.2/image.bmap");
+  check_candidates ("/srv/.hidden.xz", "/srv/.hidden.xz.bmap /srv/.hidden.bmap");
+  check_candidates ("..img", "..img.bmap");
+  check_candidates ("disk", "disk.bmap");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -204,5 +227,6 @@ main (int argc, char **argv)
   g_test_add_func ("/locate/not-the-image", test_not_the_image);
   g_test_add_func ("/locate/extension-rules", test_extension_rules);
   g_test_add_func ("/locate/archive-names", test_archive_names);
+  g_test_add_func ("/locate/candidates", test_candidates);
   return g_test_run ();
 }

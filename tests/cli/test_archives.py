@@ -18,22 +18,31 @@ BMAPTOOL = shutil.which("bmaptool")
 
 # As bmaptool's helpers.generate_test_files(): holes of a block, a block
 # and a byte, a block less a byte, one byte, and random sparse files of a
-# maximum size, one byte more and one byte less.
+# maximum size, one byte more and one byte less, fully mapped files of the
+# same small sizes, and files of random sizes (fixed here, so that a
+# failure can be run again).
 MAX = 2 * 1024 * 1024 + 4093
 LAYOUTS = [
-    ("4Khole", 4096, False),
-    ("4Khole-plus-1", 4097, False),
-    ("4Khole-minus-1", 4095, False),
-    ("1byte-hole", 1, False),
-    ("sparse", MAX, True),
-    ("sparse-plus-1", MAX + 1, True),
-    ("sparse-minus-1", MAX - 1, True),
+    ("4Khole", 4096, "hole"),
+    ("4Khole-plus-1", 4097, "hole"),
+    ("4Khole-minus-1", 4095, "hole"),
+    ("1byte-hole", 1, "hole"),
+    ("sparse", MAX, "sparse"),
+    ("sparse-plus-1", MAX + 1, "sparse"),
+    ("sparse-minus-1", MAX - 1, "sparse"),
+    ("sparse-random", random.Random(11).randint(1, MAX), "sparse"),
+    ("4Kmapped", 4096, "mapped"),
+    ("4Kmapped-plus-1", 4097, "mapped"),
+    ("4Kmapped-minus-1", 4095, "mapped"),
+    ("1byte-mapped", 1, "mapped"),
+    ("mapped-random", random.Random(12).randint(1, MAX), "mapped"),
 ]
 
 # (suffix, program, shell command writing the archive of {} to stdout).
-# The first block is test_api_base.py's list; then the other suffixes
+# The image itself, then test_api_base.py's list; then the other suffixes
 # TransRead.py takes for the same formats, plain tar, and zip stored.
 FORMATS = [
+    (".raw", "cat", "cat {}"),
     (".bz2", "bzip2", "bzip2 -c -k {}"),
     (".p.bz2", "pbzip2", "pbzip2 -p1 -c -k {}"),
     (".gz", "gzip", "gzip -c {}"),
@@ -63,12 +72,15 @@ FORMATS = [
 ]
 
 
-def make_image(path, size, sparse):
-    """A file of @size bytes, all hole, or random data in random places."""
+def make_image(path, size, kind):
+    """A file of @size bytes: all hole, random data in random places
+    (sparse), or random data throughout (mapped)."""
     rng = random.Random(size)
     with open(path, "wb") as f:
         f.truncate(size)
-        if sparse:
+        if kind == "mapped":
+            f.write(rng.randbytes(size))
+        elif kind == "sparse":
             for _ in range(12):
                 off = rng.randrange(0, size)
                 length = min(rng.randrange(1, 200000), size - off)
@@ -111,10 +123,10 @@ def pack(directory, name, suffix, program, command):
 
 @pytest.fixture(scope="module", params=LAYOUTS, ids=[n for n, _, _ in LAYOUTS])
 def image(request, tmp_path_factory):
-    name, size, sparse = request.param
+    name, size, kind = request.param
     directory = tmp_path_factory.mktemp(name)
     path = directory / "disk.img"
-    make_image(path, size, sparse)
+    make_image(path, size, kind)
     # disk.img.bmap: found for disk.img.tar.gz, disk.img.tgz, ... as bmaptool does.
     run(BMAPCTL, "create", "-o", str(directory / "disk.img.bmap"), str(path))
     return path
@@ -133,6 +145,10 @@ def test_copy_with_bmap(image, suffix, program, command, tmp_path):
     run_piped(packed, BMAPCTL, "-q", "copy", "--bmap", str(image.parent / "disk.img.bmap"), "-",
               str(out))
     assert digest(out) == digest(image)
+    # test_api_base.py's "file:" prefix, which makes bmaptool use urllib.
+    out = tmp_path / "url"
+    run(BMAPCTL, "-q", "copy", "file:" + str(packed), str(out))
+    assert digest(out) == digest(image)
 
 
 # The silent corruption of issue 11: --nobmap wrote the archive's bytes and
@@ -148,6 +164,10 @@ def test_nobmap_writes_exactly_the_image(image, suffix, program, command, tmp_pa
     run_piped(packed, BMAPCTL, "-q", "copy", "--nobmap", "-", str(out))
     assert os.path.getsize(out) == os.path.getsize(image)
     assert digest(out) == digest(image)
+    out = tmp_path / "url"
+    run(BMAPCTL, "-q", "copy", "--nobmap", "file:" + str(packed), str(out))
+    assert os.path.getsize(out) == os.path.getsize(image)
+    assert digest(out) == digest(image)
 
 
 BMAPTOOL_FORMATS = [f for f in FORMATS
@@ -159,7 +179,7 @@ BMAPTOOL_FORMATS = [f for f in FORMATS
                          ids=[f[0] for f in BMAPTOOL_FORMATS])
 def test_same_output_as_bmaptool(suffix, program, command, tmp_path):
     image = tmp_path / "disk.img"
-    make_image(image, MAX, True)
+    make_image(image, MAX, "sparse")
     run(BMAPCTL, "create", "-o", str(tmp_path / "disk.img.bmap"), str(image))
     packed = pack(tmp_path, image.name, suffix, program, command)
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
@@ -177,7 +197,7 @@ RAR = b"Rar!\x1a\x07\x01\x00" + bytes(range(64))
 
 def refused_archives(directory):
     image = directory / "disk.img"
-    make_image(image, 100003, True)
+    make_image(image, 100003, "sparse")
     run(BMAPCTL, "create", "-o", str(directory / "disk.img.bmap"), str(image))
     (directory / "a.7z").write_bytes(SEVENZIP)
     (directory / "a.rar").write_bytes(RAR)
@@ -220,8 +240,8 @@ def test_bmap_of_another_image_is_refused_before_writing(tmp_path):
     """A tar member's size is in its header: a bmap for another size is
     refused before the target is touched, not after a partial write."""
     image, other = tmp_path / "disk.img", tmp_path / "other.img"
-    make_image(image, MAX, True)
-    make_image(other, MAX + 4096, True)
+    make_image(image, MAX, "sparse")
+    make_image(other, MAX + 4096, "sparse")
     run(BMAPCTL, "create", "-o", str(tmp_path / "other.bmap"), str(other))
     packed = pack(tmp_path, image.name, ".tar.gz", "gzip", "tar -c -z {}")
     out = tmp_path / "out.img"

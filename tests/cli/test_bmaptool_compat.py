@@ -102,6 +102,49 @@ def test_same_output_as_bmaptool_from_gzip(image, tmp_path):
     assert digest(ours) == digest(theirs) == digest(image)
 
 
+def holes(path, block=4096):
+    """The file's holes as block ranges, as bmaptool's Filemap gives them
+    (test_api_base.py's _compare_holes)."""
+    result, offset = [], 0
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while offset < size:
+            try:
+                hole = os.lseek(f.fileno(), offset, os.SEEK_HOLE)
+            except OSError:
+                break
+            if hole >= size:
+                break
+            try:
+                data = os.lseek(f.fileno(), hole, os.SEEK_DATA)
+            except OSError:
+                data = size
+            first, last = (hole + block - 1) // block, (data + block - 1) // block - 1
+            if last >= first:
+                result.append((first, last))
+            offset = data
+    return result
+
+
+def test_copy_has_the_images_holes(image, tmp_path):
+    """test_api_base.py, pass 1: the copy has its holes where the image has
+    them, no more, no less."""
+    bmap, out = tmp_path / "x.bmap", tmp_path / "out.img"
+    run(BMAPCTL, "create", "-o", str(bmap), str(image))
+    run(BMAPCTL, "copy", "--bmap", str(bmap), str(image), str(out))
+    assert digest(out) == digest(image)
+    assert holes(out) == holes(image)
+
+
+def test_bmap_to_a_file_and_to_stdout_are_identical(image, tmp_path):
+    """test_api_base.py, pass 2: the bmap written to a path and to a file
+    object (here: standard output) are the same bytes."""
+    bmap = tmp_path / "x.bmap"
+    run(BMAPCTL, "create", "-o", str(bmap), str(image))
+    proc = subprocess.run([BMAPCTL, "create", str(image)], capture_output=True, check=True)
+    assert proc.stdout == bmap.read_bytes()
+
+
 def test_bmap_found_next_to_image(tmp_path):
     img = tmp_path / "disk.img"
     make_image(img, 100000, [(0, 5000)])

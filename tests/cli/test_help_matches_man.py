@@ -50,4 +50,7 @@ def test_every_option_in_the_man_page_is_in_help():
     offered = set(OPTION.findall(help_text()))
     for command in commands():
         offered |= set(OPTION.findall(help_text(command)))
-    assert documented - offered == set(), f"documented but not offered: {documented - offered}"
+    # create and copy take beginnings of their options (--nob), as bmaptool.
+    abbreviations = {d for d in documented if any(o.startswith(d) for o in offered)}
+    missing = documented - offered - abbreviations
+    assert missing == set(), f"documented but not offered: {missing}"

@@ -20,8 +20,6 @@
 
 #define OUTPUT_CAP (4 * 1024 * 1024)
 
-int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
-
 static const gsize pull_sizes[16] = {
   1, 2, 3, 7, 100, 511, 512, 513, 4096, 10240, 65536, 65537, 262144, 1 << 20, 5, 1000,
 };
@@ -32,14 +30,6 @@ typedef struct {
   gsize pos;
   gsize pull;
 } Feed;
-
-static void
-die (const char *what, const char *detail)
-{
-  fprintf (stderr, "fuzz-archive: %s%s%s\n", what, detail != NULL ? ": " : "",
-           detail != NULL ? detail : "");
-  abort ();
-}
 
 static gssize
 feed_read (gpointer user_data, guint8 *buf, gsize len, GError **error)
@@ -52,23 +42,10 @@ feed_read (gpointer user_data, guint8 *buf, gsize len, GError **error)
   return (gssize) n;
 }
 
-static void
-check_error (const GError *error, const char *what)
-{
-  if (error == NULL || error->message == NULL || error->message[0] == '\0')
-    die (what, "failed without an error");
-  if (error->domain != BMAP_ERROR
-      || (error->code != BMAP_ERROR_BAD_IMAGE && error->code != BMAP_ERROR_LIMIT
-          && error->code != BMAP_ERROR_UNSUPPORTED))
-    die (what, error->message);
-}
-
-int
-LLVMFuzzerInitialize (int *argc, char ***argv)
-{
-  fuzz_init ();
-  return 0;
-}
+/* What an archive may fail with. */
+#define ARCHIVE_ERRORS                                                                             \
+  (FUZZ_ERROR (BMAP_ERROR_BAD_IMAGE) | FUZZ_ERROR (BMAP_ERROR_LIMIT)                               \
+   | FUZZ_ERROR (BMAP_ERROR_UNSUPPORTED))
 
 int
 LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
@@ -90,7 +67,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
     BmapContainer found;
 
     if (!bmap_archive_sniff (feed.data, feed.len, "fuzz", &found, &error)) {
-      check_error (error, "sniff");
+      fuzz_check_input_error (error, "sniff", ARCHIVE_ERRORS);
       return 0;
     }
     if (found != container)
@@ -99,11 +76,11 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
 
   archive = bmap_archive_new (container, "fuzz", feed_read, &feed, &error);
   if (archive == NULL) {
-    check_error (error, "open");
+    fuzz_check_input_error (error, "open", ARCHIVE_ERRORS);
     return 0;
   }
   if (bmap_archive_get_member (archive) == NULL)
-    die ("open", "no member name");
+    fuzz_die ("open", "no member name");
   member_size = bmap_archive_get_member_size (archive);
 
   buf = g_malloc (65536);
@@ -111,21 +88,21 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
     gssize n = bmap_archive_read (archive, buf, 65536, &error);
 
     if (n < 0) {
-      check_error (error, "read");
+      fuzz_check_input_error (error, "read", ARCHIVE_ERRORS);
       return 0;
     }
     if (error != NULL)
-      die ("read", "an error with a count");
+      fuzz_die ("read", "an error with a count");
     if (n == 0)
       break;
     total += (gsize) n;
     if (member_size > 0 && total > member_size)
-      die ("read", "more bytes than the member's size");
+      fuzz_die ("read", "more bytes than the member's size");
     if (total > OUTPUT_CAP)
       return 0;
   }
   /* A member that ends cleanly has the size its header gave. */
   if (member_size > 0 && total != member_size)
-    die ("read", "fewer bytes than the member's size without an error");
+    fuzz_die ("read", "fewer bytes than the member's size without an error");
   return 0;
 }

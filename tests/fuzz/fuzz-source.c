@@ -77,23 +77,10 @@ write_all (int fd, const guint8 *buf, gsize len)
   return TRUE;
 }
 
-static void
-check_error (const GError *error, const char *what)
-{
-  if (error == NULL || error->message == NULL)
-    fuzz_die (what, "failed without an error");
-  if (error->domain != BMAP_ERROR
-      || (error->code != BMAP_ERROR_BAD_IMAGE && error->code != BMAP_ERROR_LIMIT
-          && error->code != BMAP_ERROR_UNSUPPORTED))
-    fuzz_die (what, error->message);
-}
-
-int
-LLVMFuzzerInitialize (int *argc, char ***argv)
-{
-  fuzz_init ();
-  return 0;
-}
+/* What a source may fail with. */
+#define SOURCE_ERRORS                                                                              \
+  (FUZZ_ERROR (BMAP_ERROR_BAD_IMAGE) | FUZZ_ERROR (BMAP_ERROR_LIMIT)                               \
+   | FUZZ_ERROR (BMAP_ERROR_UNSUPPORTED))
 
 int
 LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
@@ -140,7 +127,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
 
   source = bmap_source_new (fd, TRUE, "fuzz-image", &error);
   if (source == NULL) {
-    check_error (error, "bmap_source_new");
+    fuzz_check_input_error (error, "bmap_source_new", SOURCE_ERRORS);
     return 0;
   }
 
@@ -149,7 +136,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
     gssize n = bmap_source_read (source, buf, MIN (chunk, OUTPUT_CAP - total), &error);
 
     if (n < 0) {
-      check_error (error, "bmap_source_read");
+      fuzz_check_input_error (error, "bmap_source_read", SOURCE_ERRORS);
       /* A broken stream stays broken. */
       g_clear_error (&error);
       if (bmap_source_read (source, buf, 1, &error) != -1)

@@ -57,15 +57,8 @@ fix_crcs (guint8 *xz, gsize len)
   }
 }
 
-static void
-check_error (const GError *error, const char *what)
-{
-  if (error == NULL || error->message == NULL)
-    fuzz_die (what, "failed without an error");
-  if (error->domain != BMAP_ERROR
-      || (error->code != BMAP_ERROR_BAD_IMAGE && error->code != BMAP_ERROR_LIMIT))
-    fuzz_die (what, error->message);
-}
+/* What the xz index reader may fail with. */
+#define XZ_ERRORS (FUZZ_ERROR (BMAP_ERROR_BAD_IMAGE) | FUZZ_ERROR (BMAP_ERROR_LIMIT))
 
 /* Reads or skips @len bytes; FALSE at an error or the end. */
 static gboolean
@@ -79,7 +72,8 @@ advance (BmapXzBlocks *xb, guint8 *buf, guint64 len, gboolean read, guint64 *tot
                     : bmap_xz_blocks_skip (xb, want, &error);
 
     if (n < 0) {
-      check_error (error, read ? "bmap_xz_blocks_read" : "bmap_xz_blocks_skip");
+      fuzz_check_input_error (error, read ? "bmap_xz_blocks_read" : "bmap_xz_blocks_skip",
+                              XZ_ERRORS);
       return FALSE;
     }
     if (n == 0)
@@ -90,13 +84,6 @@ advance (BmapXzBlocks *xb, guint8 *buf, guint64 len, gboolean read, guint64 *tot
     *total += (guint64) n;
   }
   return *total < OUTPUT_CAP;
-}
-
-int
-LLVMFuzzerInitialize (int *argc, char ***argv)
-{
-  fuzz_init ();
-  return 0;
 }
 
 int

@@ -87,6 +87,41 @@ def find_bmapd():
     raise RuntimeError('bmapd not found: set BMAPD to the built daemon')
 
 
+def find_bmapctl():
+    '''bmapctl: $BMAPCTL, else the one built beside bmapd; the test is
+    skipped when there is none.'''
+    path = os.environ.get('BMAPCTL')
+    if path:
+        return path
+    for build in ('build', 'build-daemon'):
+        candidate = os.path.join(HERE, '..', '..', build, 'client', 'bmapctl')
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
+    import pytest
+    pytest.skip('bmapctl is not built (set BMAPCTL)')
+
+
+def require_umockdev():
+    '''The UMockdev module, for a test module that runs under
+    umockdev-wrapper; the whole module is skipped elsewhere.'''
+    if 'umockdev' not in os.environ.get('LD_PRELOAD', ''):
+        import pytest
+        pytest.skip('needs umockdev-wrapper (run by the integration-umockdev meson test)',
+                    allow_module_level=True)
+    gi.require_version('UMockdev', '1.0')
+    from gi.repository import UMockdev
+    return UMockdev
+
+
+def gpg(home, *args):
+    '''gpg in the GnuPG home @home, without asking anything; its output.'''
+    env = dict(os.environ, GNUPGHOME=str(home))
+    proc = subprocess.run([shutil.which('gpg'), '--batch', '--no-tty', '--pinentry-mode',
+                           'loopback', '--passphrase', '', *args], capture_output=True, env=env)
+    assert proc.returncode == 0, proc.stderr.decode(errors='replace')
+    return proc.stdout
+
+
 def interface_xml_path():
     return os.environ.get('BMAPD_INTERFACE_XML',
                           os.path.join(HERE, '..', '..', 'dbus', 'org.bmapd.bmapd1.xml'))

@@ -5,7 +5,6 @@ or BMAP.sig beside it, --bmap-sig, a clearsigned bmap, --fingerprint,
 verified bytes: a bad signature arms no rule. Cards are loop devices seen
 through systemd-udevd (the fixtures of test_autoflash_loop.py).'''
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,14 +25,6 @@ pytestmark = [pytest.mark.loop,
 SIZE_ARGS = ['--allow-non-removable', '--min-size', str(CARD), '--max-size', str(CARD)]
 
 
-def gpg(home, *args):
-    env = dict(os.environ, GNUPGHOME=str(home))
-    proc = subprocess.run([GPG, '--batch', '--no-tty', '--pinentry-mode', 'loopback',
-                           '--passphrase', '', *args], capture_output=True, env=env)
-    assert proc.returncode == 0, proc.stderr.decode(errors='replace')
-    return proc.stdout
-
-
 class Keys:
     pass
 
@@ -48,8 +39,8 @@ def keys(tmp_path_factory):
     k.fpr = {}
     for name in ('release', 'other'):
         uid = f'{name} <{name}@example.org>'
-        gpg(k.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
-        out = gpg(k.home, '--with-colons', '--list-keys', uid).decode()
+        h.gpg(k.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
+        out = h.gpg(k.home, '--with-colons', '--list-keys', uid).decode()
         k.fpr[name] = re.search(r'^fpr:+([0-9A-F]{40}):', out, re.M).group(1)
     yield k
     subprocess.run([GPGCONF, '--homedir', str(k.home), '--kill', 'all'], capture_output=True)
@@ -58,7 +49,7 @@ def keys(tmp_path_factory):
 def sign(keys, path, mode, out=None, key='release'):
     flag = {'asc': ['--armor', '--detach-sign'], 'clear': ['--clearsign']}[mode]
     out = out or f'{path}.asc'
-    gpg(keys.home, '--yes', '--local-user', keys.fpr[key], *flag, '--output', str(out), str(path))
+    h.gpg(keys.home, '--yes', '--local-user', keys.fpr[key], *flag, '--output', str(out), str(path))
     return str(out)
 
 
@@ -101,7 +92,7 @@ def test_fingerprint_and_keyring_are_checked(daemon, client, polkit, image, bmap
     assert 'not signed by the requested key' in proc.stderr
     # A keyring without the signer's key.
     keyring = tmp_path / 'other.gpg'
-    keyring.write_bytes(gpg(keys.home, '--export', keys.fpr['other']))
+    keyring.write_bytes(h.gpg(keys.home, '--export', keys.fpr['other']))
     proc = auto_flash(bmapctl, keys, '--bmap-sig', sig, '--keyring', keyring, image['path'],
                       check=1)
     assert str(keyring) in proc.stderr

@@ -20,14 +20,7 @@ import pytest
 
 import bmapd_harness as h
 
-if 'umockdev' not in os.environ.get('LD_PRELOAD', ''):
-    pytest.skip('needs umockdev-wrapper (run by the integration-umockdev meson test)',
-                allow_module_level=True)
-
-import gi  # noqa: E402
-
-gi.require_version('UMockdev', '1.0')
-from gi.repository import UMockdev  # noqa: E402
+UMockdev = h.require_umockdev()
 
 from test_devices_umockdev import disk, parent, record, root_devnum  # noqa: E402
 

@@ -16,23 +16,12 @@ import time
 import pytest
 
 import bmapd_harness as h
-
-
-def find_bmapctl():
-    path = os.environ.get('BMAPCTL')
-    if path:
-        return path
-    top = os.path.dirname(os.path.dirname(h.HERE))
-    for build in ('build', 'build-daemon'):
-        candidate = os.path.join(top, build, 'client', 'bmapctl')
-        if os.path.exists(candidate):
-            return candidate
-    pytest.skip('bmapctl is not built (set BMAPCTL)')
+from bmapd_harness import find_bmapctl  # noqa: F401 (imported from here by other modules)
 
 
 @pytest.fixture
 def bmapctl(bus):
-    exe = find_bmapctl()
+    exe = h.find_bmapctl()
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
 
     def run(*args, stdin=None, timeout=120, check=None):

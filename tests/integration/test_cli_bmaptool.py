@@ -10,14 +10,14 @@ import threading
 import pytest
 
 import bmapd_harness as h
-from test_cli import assert_image_on, find_bmapctl
+from test_cli import assert_image_on
 
 
 @pytest.fixture
 def bmaptool(bus, tmp_path):
     bindir = tmp_path / 'bin'
     bindir.mkdir()
-    (bindir / 'bmaptool').symlink_to(find_bmapctl())
+    (bindir / 'bmaptool').symlink_to(h.find_bmapctl())
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
 
     def run(*args, check=None):

@@ -12,14 +12,7 @@ import pytest
 
 import bmapd_harness as h
 
-if 'umockdev' not in os.environ.get('LD_PRELOAD', ''):
-    pytest.skip('needs umockdev-wrapper (run by the integration-umockdev meson test)',
-                allow_module_level=True)
-
-import gi  # noqa: E402
-
-gi.require_version('UMockdev', '1.0')
-from gi.repository import UMockdev  # noqa: E402
+UMockdev = h.require_umockdev()
 
 PCI = '/devices/pci0000:00'
 STICK = f'{PCI}/0000:00:14.0/usb1/1-3/1-3:1.0/host7/target7:0:0/7:0:0:0/block/sdt'

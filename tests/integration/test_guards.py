@@ -20,21 +20,9 @@ import pytest
 import bmapd_harness as h
 
 
-def find_bmapctl():
-    path = os.environ.get('BMAPCTL')
-    if path:
-        return path
-    top = os.path.dirname(os.path.dirname(h.HERE))
-    for build in ('build', 'build-daemon'):
-        candidate = os.path.join(top, build, 'client', 'bmapctl')
-        if os.path.exists(candidate):
-            return candidate
-    pytest.skip('bmapctl is not built (set BMAPCTL)')
-
-
 @pytest.fixture
 def bmapctl(bus):
-    exe = find_bmapctl()
+    exe = h.find_bmapctl()
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
     env.pop('LD_PRELOAD', None)
 

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import bmapd_harness as h
+from test_autoflash_loop import udevd  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.loop
 
@@ -345,18 +346,6 @@ def test_medium_swapped_while_authorizing(daemon, client, polkit, loop, image, f
 
 
 # ---- auto-flash: cards in loop devices, seen through udevd ----
-
-@pytest.fixture(scope='module')
-def udevd(tmp_path_factory):
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
-    if not os.access(h.UDEVD, os.X_OK):
-        pytest.skip(f'{h.UDEVD} is not installed')
-    u = h.Udevd(str(tmp_path_factory.mktemp('udevd')))
-    yield u
-    u.stop()
-
 
 @pytest.fixture
 def udev_daemon(udevd, bus, client, polkit, tmp_path, daemon_config):

@@ -15,7 +15,6 @@ import sys
 import pytest
 
 import bmapd_harness as h
-from test_cli import find_bmapctl
 
 sys.path.insert(0, os.path.join(h.HERE, '..', 'cli'))
 from loop_partitions import attach_partitioned, detach  # noqa: E402
@@ -338,7 +337,7 @@ def test_partitions_follow_hotplug(daemon, client, loop_factory):
 
 def bmapctl(bus, *args, check=0):
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
-    proc = subprocess.run([find_bmapctl(), *map(str, args)], env=env, capture_output=True,
+    proc = subprocess.run([h.find_bmapctl(), *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=120)
     if check is not None:
         assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)

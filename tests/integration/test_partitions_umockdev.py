@@ -12,11 +12,8 @@ import pytest
 
 import bmapd_harness as h
 
-if 'umockdev' not in os.environ.get('LD_PRELOAD', ''):
-    pytest.skip('needs umockdev-wrapper (run by the integration-umockdev meson test)',
-                allow_module_level=True)
+h.require_umockdev()
 
-from test_cli import find_bmapctl  # noqa: E402
 from test_devices_umockdev import (PCI, SATA, USB_STICK, disk, fake_daemon, parent,  # noqa: E402,F401
                                    record, small_image, testbed)
 
@@ -182,7 +179,7 @@ def test_partition_bmapd_does_not_offer_is_written_in_process(fake_daemon, bus, 
     image.write_bytes(h.pattern('not-offered', 256 * 1024))
     env = real_env(DBUS_SYSTEM_BUS_ADDRESS=bus.address)
     try:
-        proc = subprocess.run([find_bmapctl(), 'copy', '--nobmap', str(image), part], env=env,
+        proc = subprocess.run([h.find_bmapctl(), 'copy', '--nobmap', str(image), part], env=env,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         said = [line for line in proc.stderr.splitlines() if 'in-process' in line]
@@ -193,7 +190,7 @@ def test_partition_bmapd_does_not_offer_is_written_in_process(fake_daemon, bus, 
         assert data[:446] == b'\xa5' * 446 and data[3 * h.MiB:] == b'\xa5' * h.MiB
         assert polkit.checks() == []
 
-        proc = subprocess.run([find_bmapctl(), 'copy', '--daemon', '--nobmap', str(image), part],
+        proc = subprocess.run([h.find_bmapctl(), 'copy', '--daemon', '--nobmap', str(image), part],
                               env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and 'bmapd does not offer this device' in proc.stderr
     finally:

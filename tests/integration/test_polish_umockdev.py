@@ -3,15 +3,11 @@
 partition has the real root's dev_t) is refused without telling the user
 to unmount /. Runs under umockdev-wrapper (integration-umockdev).'''
 
-import os
-
 import pytest
 
 import bmapd_harness as h
 
-if 'umockdev' not in os.environ.get('LD_PRELOAD', ''):
-    pytest.skip('needs umockdev-wrapper (run by the integration-umockdev meson test)',
-                allow_module_level=True)
+h.require_umockdev()
 
 from test_devices_umockdev import fake_daemon, small_image, testbed  # noqa: E402,F401
 

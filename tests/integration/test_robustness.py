@@ -21,17 +21,6 @@ ESCAPES = '\x1b]0;pwned\x07\x1b[2J'
 ESCAPES_SHOWN = '\\x1b]0;pwned\\x07\\x1b[2J'
 
 
-def find_bmapctl():
-    path = os.environ.get('BMAPCTL')
-    if path:
-        return path
-    top = os.path.dirname(os.path.dirname(h.HERE))
-    candidate = os.path.join(top, 'build', 'client', 'bmapctl')
-    if os.path.exists(candidate):
-        return candidate
-    pytest.skip('bmapctl is not built (set BMAPCTL)')
-
-
 def ping(client):
     '''bmapd answers org.freedesktop.DBus.Peer.Ping (sd-bus does it for it).'''
     client.call(h.MANAGER_PATH, 'org.freedesktop.DBus.Peer', 'Ping', timeout_ms=10000)
@@ -199,7 +188,7 @@ def collect_lines(stream, lines):
 def test_description_escapes_are_shown_escaped(daemon, client, polkit, sparse, fds, bus,
                                                tmp_path):
     polkit.set_allowed([h.ACTION_CREATE])
-    exe = find_bmapctl()
+    exe = h.find_bmapctl()
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
     mon = subprocess.Popen([exe, 'monitor'], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)

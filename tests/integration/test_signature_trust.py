@@ -25,14 +25,6 @@ pytestmark = pytest.mark.skipif(GPG is None or GPGCONF is None,
                                 reason='gpg and gpgconf (gnupg) are not installed')
 
 
-def gpg(home, *args):
-    env = dict(os.environ, GNUPGHOME=str(home))
-    proc = subprocess.run([GPG, '--batch', '--no-tty', '--pinentry-mode', 'loopback',
-                           '--passphrase', '', *args], capture_output=True, env=env)
-    assert proc.returncode == 0, proc.stderr.decode(errors='replace')
-    return proc.stdout
-
-
 class Keys:
     pass
 
@@ -48,12 +40,12 @@ def keys(tmp_path_factory):
     k.fpr = {}
     for name in ('release', 'personal'):
         uid = f'{name} <{name}@example.org>'
-        gpg(k.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
-        out = gpg(k.home, '--with-colons', '--list-keys', uid).decode()
+        h.gpg(k.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
+        out = h.gpg(k.home, '--with-colons', '--list-keys', uid).decode()
         k.fpr[name] = re.search(r'^fpr:+([0-9A-F]{40}):', out, re.M).group(1)
     k.trusted = base / 'trusted-keys.d'
     k.trusted.mkdir()
-    (k.trusted / 'release.asc').write_bytes(gpg(k.home, '--armor', '--export', k.fpr['release']))
+    (k.trusted / 'release.asc').write_bytes(h.gpg(k.home, '--armor', '--export', k.fpr['release']))
     (k.trusted / 'README').write_text('not a key, and not read as one\n')
     yield k
     subprocess.run([GPGCONF, '--homedir', str(k.home), '--kill', 'all'], capture_output=True)
@@ -61,7 +53,7 @@ def keys(tmp_path_factory):
 
 def sign(keys, name, path, clear=False):
     out = f'{path}.asc'
-    gpg(keys.home, '--yes', '--local-user', keys.fpr[name],
+    h.gpg(keys.home, '--yes', '--local-user', keys.fpr[name],
         *(['--clearsign'] if clear else ['--armor', '--detach-sign']), '--output', out, path)
     return out
 
