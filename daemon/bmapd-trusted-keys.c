@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "bmap-error.h"
-#include "bmap-signature.h"
+#include "bmap-trusted-keys.h"
 #include "bmapd-log.h"
 #include "bmapd-trusted-keys.h"
 
@@ -69,76 +69,20 @@ untrusted (const char *format, ...)
   return result;
 }
 
-static gint
-compare_paths (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
-/* The key files of @dir, sorted; other files (a README) are left alone. */
-static GPtrArray *
-list_key_files (const char *dir, GError **error)
-{
-  g_autoptr (GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GDir) d = g_dir_open (dir, 0, error);
-  const char *name;
-
-  if (d == NULL)
-    return NULL;
-  while ((name = g_dir_read_name (d)) != NULL) {
-    g_autofree char *path = NULL;
-
-    if (name[0] == '.'
-        || !(g_str_has_suffix (name, ".gpg") || g_str_has_suffix (name, ".asc")
-             || g_str_has_suffix (name, ".pgp")))
-      continue;
-    path = g_build_filename (dir, name, NULL);
-    if (g_file_test (path, G_FILE_TEST_IS_REGULAR))
-      g_ptr_array_add (files, g_steal_pointer (&path));
-  }
-  g_ptr_array_sort (files, compare_paths);
-  return g_steal_pointer (&files);
-}
-
 BmapdSignatureResult *
 bmapd_trusted_keys_verify (const char *dir, GBytes *bmap, GBytes *signature)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (GPtrArray) files = list_key_files (dir, &error);
-  g_autoptr (BmapSignatureVerifier) verifier = NULL;
-  g_autoptr (GBytes) plaintext = NULL;
-  g_autoptr (GPtrArray) signers = NULL;
-  g_autofree char *keyring_name = NULL;
+  g_autoptr (BmapSigner) signer
+      = bmap_trusted_keys_verify (dir, bmap, signature, "bmap", "bmap-signature", &error);
   BmapdSignatureResult *result;
-  const BmapSigner *signer;
-  gboolean clearsigned;
-  gsize len;
-  const char *data = g_bytes_get_data (signature, &len);
 
-  if (files == NULL)
-    return untrusted ("no trusted keys: %s", error->message);
-  if (files->len == 0)
-    return untrusted ("no trusted keys: %s holds no *.gpg, *.asc or *.pgp file", dir);
-  g_ptr_array_add (files, NULL);
-  keyring_name = g_strdup_printf ("the trusted keys in %s", dir);
-  verifier = bmap_signature_verifier_new ((const char *const *) files->pdata, keyring_name, &error);
-  if (verifier == NULL)
+  if (signer == NULL)
     return untrusted ("%s", error->message);
-
-  clearsigned = bmap_signature_is_clearsigned (data, len);
-  if (!bmap_signature_verifier_verify (verifier, clearsigned ? signature : bmap,
-                                       clearsigned ? NULL : signature, "bmap", "bmap-signature",
-                                       TRUE, &plaintext, &signers, &error))
-    return untrusted ("%s", error->message);
-  /* A clearsigned bmap vouches for the bmap passed only if it is its text. */
-  if (clearsigned && (plaintext == NULL || !g_bytes_equal (plaintext, bmap)))
-    return untrusted ("the clearsigned bmap passed as bmap-signature is not the bmap passed");
-
-  signer = g_ptr_array_index (signers, 0);
   result = g_new0 (BmapdSignatureResult, 1);
   result->state = BMAPD_SIGNATURE_TRUSTED;
-  result->signer = g_strdup (signer->fingerprint);
-  result->signer_name = g_strdup (signer->signer);
+  result->signer = g_steal_pointer (&signer->fingerprint);
+  result->signer_name = g_steal_pointer (&signer->signer);
   return result;
 }
 

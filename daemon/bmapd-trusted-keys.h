@@ -4,6 +4,8 @@
 #include <glib.h>
 #include <systemd/sd-event.h>
 
+#include "bmap-trusted-keys.h"
+
 G_BEGIN_DECLS
 
 /* The OpenPGP keys an administrator trusts for bmaps, one or more per file
@@ -12,7 +14,7 @@ G_BEGIN_DECLS
  * these keys only, never root's GnuPG home, and tells polkit the outcome
  * (bmap.signature, bmap.signer), so a rule can let users flash images
  * signed by a release key without a password. */
-#define BMAPD_TRUSTED_KEYS_DEFAULT_DIR SYSCONFDIR "/bmapd/trusted-keys.d"
+#define BMAPD_TRUSTED_KEYS_DEFAULT_DIR BMAP_TRUSTED_KEYS_DEFAULT_DIR
 
 /* How long a check may take before the signature counts as untrusted
  * (GPGME runs gpg; a stuck one must not hold the call forever). */
