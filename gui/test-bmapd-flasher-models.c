@@ -11,6 +11,7 @@
 #include "bmapd-flasher-image.h"
 #include "bmapd-flasher-job.h"
 #include "bmapd-flasher-station.h"
+#include "bmap-test-util.h"
 #include "libbmap.h"
 
 /* g_format_size() puts a no-break space before the unit. */
@@ -536,6 +537,235 @@ test_image (void)
   g_rmdir (dir);
 }
 
+/* gpg in @home (a key made there signs; verifying needs no agent). */
+static char *
+run_gpg (const char *home, const char *args)
+{
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *cmd
+      = g_strdup_printf ("GNUPGHOME='%s' gpg --batch --no-tty --pinentry-mode loopback "
+                         "--passphrase '' %s",
+                         home, args);
+  const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+
+  if (bmap_test_run (argv, &out, &err) != 0)
+    g_error ("gpg %s failed: %s", args, err);
+  return g_steal_pointer (&out);
+}
+
+/* Makes the key @uid in @home and returns its fingerprint. */
+static char *
+make_key (const char *home, const char *uid)
+{
+  g_autofree char *gen = g_strdup_printf ("--quick-gen-key '%s' ed25519 sign 1y", uid);
+  g_autofree char *list = g_strdup_printf ("--with-colons --list-keys '%s'", uid);
+  g_autofree char *listing = NULL;
+  g_auto (GStrv) lines = NULL;
+
+  g_free (run_gpg (home, gen));
+  listing = run_gpg (home, list);
+  lines = g_strsplit (listing, "\n", -1);
+  for (guint i = 0; lines[i] != NULL; i++) {
+    if (g_str_has_prefix (lines[i], "fpr:")) {
+      g_auto (GStrv) fields = g_strsplit (lines[i], ":", -1);
+      return g_strdup (fields[9]);
+    }
+  }
+  g_error ("no fingerprint for %s in %s", uid, listing);
+}
+
+static void
+on_signature_checked (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  gboolean *done = user_data;
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (
+      bmapd_flasher_image_check_signature_finish (BMAPD_FLASHER_IMAGE (source), result, &error));
+  g_assert_no_error (error);
+  *done = TRUE;
+}
+
+/* Loads @image_path and judges its signature by the keys of @trusted. */
+static BmapdFlasherImage *
+load_and_check (const char *image_path, const char *trusted)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (BmapdFlasherImage) image = bmapd_flasher_image_new_for_path (image_path, &error);
+  gboolean done = FALSE;
+
+  g_assert_no_error (error);
+  bmapd_flasher_image_check_signature_async (image, trusted, NULL, on_signature_checked, &done);
+  while (!done)
+    g_main_context_iteration (NULL, TRUE);
+  return g_steal_pointer (&image);
+}
+
+static void
+test_image_signature (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = NULL;
+  g_autofree char *home = NULL;
+  g_autofree char *trusted = NULL;
+  g_autofree char *empty = NULL;
+  g_autofree char *release = NULL;
+  g_autofree char *stranger = NULL;
+  g_autofree char *image_path = NULL;
+  g_autofree char *bmap_path = NULL;
+  g_autofree char *badge = NULL;
+  g_autofree char *want = NULL;
+  g_autofree char *cmd = NULL;
+  g_autofree char *data = g_malloc0 (8192);
+  g_autofree char *bmap = NULL;
+  g_autoptr (GBytes) bmap_bytes = NULL;
+  g_autoptr (BmapdFlasherImage) image = NULL;
+  gsize len;
+
+  if (!bmap_test_have_program ("gpg") || !bmap_test_have_program ("gpgconf")) {
+    g_test_skip ("gpg and gpgconf (gnupg) are not installed");
+    return;
+  }
+  dir = bmap_test_tmpdir ();
+  home = g_build_filename (dir, "home", NULL);
+  trusted = g_build_filename (dir, "trusted-keys.d", NULL);
+  empty = g_build_filename (dir, "no-keys.d", NULL);
+  g_assert_cmpint (g_mkdir (home, 0700), ==, 0);
+  g_assert_cmpint (g_mkdir (trusted, 0755), ==, 0);
+  g_assert_cmpint (g_mkdir (empty, 0755), ==, 0);
+  release = make_key (home, "Release Team <release@example.org>");
+  stranger = make_key (home, "Stranger <stranger@example.org>");
+  /* Only the release key is trusted, as bmapd's trusted-keys.d holds it. */
+  cmd = g_strdup_printf ("--armor --output '%s/release.asc' --export %s", trusted, release);
+  g_free (run_gpg (home, cmd));
+  g_clear_pointer (&cmd, g_free);
+
+  memset (data, 0x5a, 4096);
+  image_path = write_file (dir, "disk.img", data, 8192);
+  {
+    g_autoptr (BmapMap) map = bmap_map_new (8192, 4096, BMAP_CHECKSUM_SHA256);
+    guint8 digest[32];
+    gsize digest_len = sizeof digest;
+    g_autoptr (GChecksum) checksum = g_checksum_new (G_CHECKSUM_SHA256);
+
+    g_checksum_update (checksum, (const guchar *) data, 4096);
+    g_checksum_get_digest (checksum, digest, &digest_len);
+    bmap_map_add_range (map, 0, 0, digest);
+    bmap = bmap_map_to_xml (map, &len);
+    bmap_path = write_file (dir, "disk.img.bmap", bmap, len);
+    bmap_bytes = g_bytes_new (bmap, len);
+  }
+
+  /* No signature: nothing to say, nothing to pass. */
+  image = load_and_check (image_path, trusted);
+  g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                   BMAPD_FLASHER_SIGNATURE_NONE);
+  g_assert_null (bmapd_flasher_image_dup_signature_badge (image));
+  g_assert_null (bmapd_flasher_image_get_signature (image));
+  g_assert_true (g_bytes_equal (bmapd_flasher_image_get_bmap_data (image), bmap_bytes));
+  g_clear_object (&image);
+
+  /* BMAP.asc by the trusted key: said before the check, then who signed. */
+  cmd = g_strdup_printf ("--local-user %s --armor --output '%s.asc' --detach-sign '%s'", release,
+                         bmap_path, bmap_path);
+  g_free (run_gpg (home, cmd));
+  g_clear_pointer (&cmd, g_free);
+  image = bmapd_flasher_image_new_for_path (image_path, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                   BMAPD_FLASHER_SIGNATURE_CHECKING);
+  badge = bmapd_flasher_image_dup_signature_badge (image);
+  g_assert_cmpstr (badge, ==, "checking the signature…");
+  g_clear_pointer (&badge, g_free);
+  g_assert_nonnull (bmapd_flasher_image_get_signature (image));
+  g_clear_object (&image);
+  image = load_and_check (image_path, trusted);
+  g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                   BMAPD_FLASHER_SIGNATURE_TRUSTED);
+  badge = bmapd_flasher_image_dup_signature_badge (image);
+  want = g_strdup_printf ("signed by Release Team <release@example.org> (%s)",
+                          release + strlen (release) - 16);
+  g_assert_cmpstr (badge, ==, want);
+  g_clear_pointer (&badge, g_free);
+  g_clear_object (&image);
+
+  /* The same signature, but bmapd trusts no key: not trusted, and why. */
+  image = load_and_check (image_path, empty);
+  g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                   BMAPD_FLASHER_SIGNATURE_UNTRUSTED);
+  badge = bmapd_flasher_image_dup_signature_badge (image);
+  g_assert_true (g_str_has_prefix (badge, "signature not trusted: no trusted keys: "));
+  g_clear_pointer (&badge, g_free);
+  g_clear_object (&image);
+
+  /* BMAP.sig by a key bmapd does not trust (.asc first, as bmaptool). */
+  {
+    g_autofree char *asc = g_strconcat (bmap_path, ".asc", NULL);
+    g_assert_cmpint (g_unlink (asc), ==, 0);
+  }
+  cmd = g_strdup_printf ("--local-user %s --output '%s.sig' --detach-sign '%s'", stranger,
+                         bmap_path, bmap_path);
+  g_free (run_gpg (home, cmd));
+  g_clear_pointer (&cmd, g_free);
+  image = load_and_check (image_path, trusted);
+  g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                   BMAPD_FLASHER_SIGNATURE_UNTRUSTED);
+  badge = bmapd_flasher_image_dup_signature_badge (image);
+  g_assert_true (g_str_has_prefix (badge, "signature not trusted: disk.img.bmap: "));
+  g_assert_nonnull (strstr (badge, "disk.img.bmap.sig"));
+  g_assert_nonnull (strstr (badge, "unknown signer"));
+  g_clear_pointer (&badge, g_free);
+  g_clear_object (&image);
+
+  /* A signature of another bmap: BAD, not trusted. */
+  {
+    g_autofree char *sig = g_strconcat (bmap_path, ".sig", NULL);
+    g_autofree char *other = g_strconcat (bmap, "\n", NULL);
+
+    g_free (write_file (dir, "other.bmap", other, len + 1));
+    cmd = g_strdup_printf ("--local-user %s --output '%s' --yes --detach-sign '%s/other.bmap'",
+                           release, sig, dir);
+    g_free (run_gpg (home, cmd));
+    g_clear_pointer (&cmd, g_free);
+    image = load_and_check (image_path, trusted);
+    g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                     BMAPD_FLASHER_SIGNATURE_UNTRUSTED);
+    badge = bmapd_flasher_image_dup_signature_badge (image);
+    g_assert_nonnull (strstr (badge, "BAD signature"));
+    g_clear_pointer (&badge, g_free);
+    g_clear_object (&image);
+    g_assert_cmpint (g_unlink (sig), ==, 0);
+  }
+
+  /* A clearsigned bmap: bmapd gets its signed text as the bmap and the
+   * whole file as the signature. */
+  g_free (write_file (dir, "plain.bmap", bmap, len));
+  cmd = g_strdup_printf ("--local-user %s --output '%s' --yes --clearsign '%s/plain.bmap'", release,
+                         bmap_path, dir);
+  g_free (run_gpg (home, cmd));
+  g_clear_pointer (&cmd, g_free);
+  image = load_and_check (image_path, trusted);
+  g_assert_cmpint (bmapd_flasher_image_get_signature_state (image), ==,
+                   BMAPD_FLASHER_SIGNATURE_TRUSTED);
+  g_assert_true (g_bytes_equal (bmapd_flasher_image_get_bmap_data (image), bmap_bytes));
+  {
+    g_autoptr (GBytes) file = bmap_test_read_file (bmap_path);
+    g_assert_true (g_bytes_equal (bmapd_flasher_image_get_signature (image), file));
+  }
+  g_assert_cmpuint (bmapd_flasher_image_get_bytes_to_write (image), ==, 4096);
+  g_clear_object (&image);
+
+  {
+    g_autofree char *kill = g_strdup_printf ("gpgconf --homedir '%s' --kill all", home);
+    const char *argv[] = { "/bin/sh", "-c", kill, NULL };
+    bmap_test_run (argv, NULL, NULL);
+    g_free (kill);
+    kill = g_strdup_printf ("rm -rf '%s'", dir);
+    bmap_test_run (argv, NULL, NULL);
+  }
+}
+
 int
 main (int argc, char *argv[])
 {
@@ -557,5 +787,6 @@ main (int argc, char *argv[])
                    test_job_cancel_pending_then_refused);
   g_test_add_func ("/flasher/station", test_station);
   g_test_add_func ("/flasher/image", test_image);
+  g_test_add_func ("/flasher/image/signature", test_image_signature);
   return g_test_run ();
 }
