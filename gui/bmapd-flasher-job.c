@@ -18,6 +18,10 @@ struct _BmapdFlasherJob {
   guint64 rate;
   guint64 expected_end_usec;
   double fraction;
+  gboolean minimize_writes;
+  guint64 bytes_checked;
+  guint64 bytes_written;
+  char *details; /* the Job's Result */
   /* Bytes may have reached the device: from writing on. */
   gboolean wrote;
   char *error_name;
@@ -69,6 +73,7 @@ bmapd_flasher_job_finalize (GObject *object)
   g_free (self->device_node);
   g_free (self->error_name);
   g_free (self->error_message);
+  g_free (self->details);
   G_OBJECT_CLASS (bmapd_flasher_job_parent_class)->finalize (object);
 }
 
@@ -183,6 +188,12 @@ bmapd_flasher_job_update (BmapdFlasherJob *self, GVariant *properties)
   g_variant_dict_lookup (&dict, "BytesTotal", "t", &self->bytes_total);
   g_variant_dict_lookup (&dict, "Rate", "t", &self->rate);
   g_variant_dict_lookup (&dict, "ExpectedEndTime", "t", &self->expected_end_usec);
+  g_variant_dict_lookup (&dict, "BytesChecked", "t", &self->bytes_checked);
+  g_variant_dict_lookup (&dict, "BytesWritten", "t", &self->bytes_written);
+  if (g_variant_dict_lookup (&dict, "Result", "&s", &str)) {
+    g_free (self->details);
+    self->details = str[0] != '\0' ? g_strdup (str) : NULL;
+  }
   if (g_variant_dict_lookup (&dict, "Progress", "d", &progress))
     set_fraction (self, progress);
   if (g_variant_dict_lookup (&dict, "ErrorName", "&s", &str) && str[0] != '\0') {
@@ -408,6 +419,14 @@ bmapd_flasher_job_dup_result (BmapdFlasherJob *self)
 
   if (!bmapd_flasher_job_is_finished (self))
     return NULL;
+  if (self->state == BMAPD_FLASHER_JOB_DONE && (self->minimize_writes || self->bytes_checked > 0)) {
+    g_autofree char *checked = g_format_size (self->bytes_checked);
+    g_autofree char *written = g_format_size (self->bytes_written);
+    /* TRANSLATORS: minimize-writes: "checked 58.7 MB, wrote 1.0 MB": read
+     * from the card and compared, and written because it differed */
+    return g_strdup_printf (_ ("Done and verified: checked %s, wrote %s. The card can be removed."),
+                            checked, written);
+  }
   if (self->state == BMAPD_FLASHER_JOB_DONE)
     return g_strdup (_ ("Done and verified. The card can be removed."));
 
@@ -422,4 +441,40 @@ bmapd_flasher_job_dup_result (BmapdFlasherJob *self)
   /* bmapd's messages are one sentence, mostly without its full stop. */
   return g_strdup_printf ("%s%s %s", self->error_message,
                           g_str_has_suffix (self->error_message, ".") ? "" : ".", card);
+}
+
+char *
+bmapd_flasher_job_dup_details (BmapdFlasherJob *self)
+{
+  g_autofree char *first = NULL;
+
+  g_return_val_if_fail (BMAPD_FLASHER_IS_JOB (self), NULL);
+
+  if (self->details == NULL)
+    return NULL;
+  /* bmapd's Result is notes joined by "; ", lower case, no full stop. */
+  first = g_utf8_strup (self->details, g_utf8_next_char (self->details) - self->details);
+  return g_strdup_printf ("%s%s%s", first, g_utf8_next_char (self->details),
+                          g_str_has_suffix (self->details, ".") ? "" : ".");
+}
+
+void
+bmapd_flasher_job_set_minimize_writes (BmapdFlasherJob *self, gboolean minimize_writes)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_JOB (self));
+  self->minimize_writes = minimize_writes;
+}
+
+guint64
+bmapd_flasher_job_get_bytes_checked (BmapdFlasherJob *self)
+{
+  g_return_val_if_fail (BMAPD_FLASHER_IS_JOB (self), 0);
+  return self->bytes_checked;
+}
+
+guint64
+bmapd_flasher_job_get_bytes_written (BmapdFlasherJob *self)
+{
+  g_return_val_if_fail (BMAPD_FLASHER_IS_JOB (self), 0);
+  return self->bytes_written;
 }

@@ -61,8 +61,17 @@ gboolean bmapd_flasher_job_is_finished (BmapdFlasherJob *self);
 double bmapd_flasher_job_get_fraction (BmapdFlasherJob *self);
 /* "Writing · 45.2 MB/s · 12 seconds left", at @now_usec (wall clock). */
 char *bmapd_flasher_job_dup_status (BmapdFlasherJob *self, gint64 now_usec);
-/* After the end: "Done and verified." or what went wrong and what is on
- * the card now. NULL while it runs. */
+/* After the end: "Done and verified." (with minimize-writes, what was
+ * checked and written) or what went wrong and what is on the card now.
+ * NULL while it runs. */
 char *bmapd_flasher_job_dup_result (BmapdFlasherJob *self);
+/* The job's Result as a sentence: what its options did ("… found in
+ * place, not written; not ejected: …"); NULL when it has none. */
+char *bmapd_flasher_job_dup_details (BmapdFlasherJob *self);
+/* Flashed with minimize-writes: the result says what was compared and
+ * what was written (BytesChecked, BytesWritten). */
+void bmapd_flasher_job_set_minimize_writes (BmapdFlasherJob *self, gboolean minimize_writes);
+guint64 bmapd_flasher_job_get_bytes_checked (BmapdFlasherJob *self);
+guint64 bmapd_flasher_job_get_bytes_written (BmapdFlasherJob *self);
 
 G_END_DECLS

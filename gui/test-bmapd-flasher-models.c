@@ -282,6 +282,52 @@ test_job_done (void)
   g_assert_cmpfloat (bmapd_flasher_job_get_fraction (job), ==, 1.0);
   result = bmapd_flasher_job_dup_result (job);
   g_assert_cmpstr (result, ==, "Done and verified. The card can be removed.");
+  /* No Result from bmapd: nothing more to say. */
+  g_assert_null (bmapd_flasher_job_dup_details (job));
+}
+
+/* Write only what differs: the result says what was compared and what
+ * was written, from BytesChecked and BytesWritten; bmapd's Result (what
+ * the options did, eject's outcome) is a sentence of its own. */
+static void
+test_job_minimize_writes (void)
+{
+  g_autoptr (BmapdFlasherJob) job
+      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autofree char *result = NULL;
+  g_autofree char *details = NULL;
+  GVariantBuilder b;
+
+  bmapd_flasher_job_set_minimize_writes (job, TRUE);
+  bmapd_flasher_job_flash_called (job);
+  bmapd_flasher_job_update (job, job_state ("writing"));
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "BytesChecked", g_variant_new_uint64 (58720256));
+  g_variant_builder_add (&b, "{sv}", "BytesWritten", g_variant_new_uint64 (1048576));
+  g_variant_builder_add (&b, "{sv}", "Result",
+                         g_variant_new_string ("55.0 MiB of 56.0 MiB found in place, not written; "
+                                               "not ejected: /dev/loop3 is not a USB device"));
+  bmapd_flasher_job_update (job, g_variant_builder_end (&b));
+  g_assert_cmpuint (bmapd_flasher_job_get_bytes_checked (job), ==, 58720256);
+  g_assert_cmpuint (bmapd_flasher_job_get_bytes_written (job), ==, 1048576);
+  g_assert_null (bmapd_flasher_job_dup_result (job));
+  bmapd_flasher_job_finish (job, "done", "", "");
+  result = bmapd_flasher_job_dup_result (job);
+  g_assert_cmpstr (result, ==,
+                   "Done and verified: checked 58.7" NBSP "MB, wrote 1.0" NBSP
+                   "MB. The card can be removed.");
+  details = bmapd_flasher_job_dup_details (job);
+  g_assert_cmpstr (details, ==,
+                   "55.0 MiB of 56.0 MiB found in place, not written; not ejected: /dev/loop3 "
+                   "is not a USB device.");
+  g_clear_pointer (&details, g_free);
+
+  /* An empty Result (a job with no such options) says nothing. */
+  bmapd_flasher_job_update (job, one_property ("Result", g_variant_new_string ("")));
+  g_assert_null (bmapd_flasher_job_dup_details (job));
+  bmapd_flasher_job_update (job, one_property ("Result", g_variant_new_string ("ejected")));
+  details = bmapd_flasher_job_dup_details (job);
+  g_assert_cmpstr (details, ==, "Ejected.");
 }
 
 static void
@@ -777,6 +823,7 @@ main (int argc, char *argv[])
   g_test_add_func ("/flasher/device/unusable", test_device_unusable);
   g_test_add_func ("/flasher/device/unknown-system", test_device_unknown_system);
   g_test_add_func ("/flasher/job/done", test_job_done);
+  g_test_add_func ("/flasher/job/minimize-writes", test_job_minimize_writes);
   g_test_add_func ("/flasher/job/time-left-from-daemon", test_job_time_left_from_daemon);
   g_test_add_func ("/flasher/job/failed-partial", test_job_failed_partial);
   g_test_add_func ("/flasher/job/canceled-before-writing", test_job_canceled_before_writing);
