@@ -5,6 +5,7 @@
 #include <gio/gunixfdlist.h>
 #include <glib/gi18n.h>
 #include <glib/gstdio.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "bmapd-flasher-client.h"
@@ -400,45 +401,79 @@ bmapd_flasher_client_find_device_by_node (BmapdFlasherClient *self, const char *
   return NULL;
 }
 
+/* One Flash or FlashMany call and the jobs it is for. */
 typedef struct {
   BmapdFlasherClient *client;
-  BmapdFlasherJob *job;
+  BmapdFlasherImage *image;
+  GPtrArray *devices;
+  GPtrArray *jobs;
+  BmapdFlasherFlashOptions options;
 } FlashCall;
 
 static void
 flash_call_free (FlashCall *call)
 {
   g_object_unref (call->client);
-  g_object_unref (call->job);
+  g_object_unref (call->image);
+  g_ptr_array_unref (call->devices);
+  g_ptr_array_unref (call->jobs);
   g_free (call);
 }
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (FlashCall, flash_call_free)
 
+static FlashCall *
+flash_call_new (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devices,
+                GPtrArray *jobs, const BmapdFlasherFlashOptions *options)
+{
+  FlashCall *call = g_new0 (FlashCall, 1);
+
+  call->client = g_object_ref (self);
+  call->image = g_object_ref (image);
+  call->devices = g_ptr_array_ref (devices);
+  call->jobs = g_ptr_array_ref (jobs);
+  call->options = *options;
+  return call;
+}
+
+/* The Job's path is known: followed from here, with what it did before. */
+static void
+flash_call_job_found (FlashCall *call, BmapdFlasherJob *job, const char *path)
+{
+  g_autoptr (GDBusInterface) proxy = NULL;
+
+  job_found (call->client, job, path);
+  proxy = g_dbus_object_manager_get_interface (call->client->manager, path, BMAPD_JOB_IFACE);
+  if (proxy != NULL) {
+    g_autoptr (GVariant) properties = proxy_dup_properties (G_DBUS_PROXY (proxy));
+    bmapd_flasher_job_update (job, properties);
+  }
+}
+
+static void
+flash_call_unpend (FlashCall *call)
+{
+  for (guint i = 0; i < call->jobs->len; i++)
+    g_hash_table_remove (call->client->pending,
+                         bmapd_flasher_job_get_device_path (call->jobs->pdata[i]));
+}
+
 static void
 on_flash_reply (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (FlashCall) call = user_data;
-  BmapdFlasherClient *self = call->client;
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply = NULL;
-  g_autoptr (GDBusInterface) proxy = NULL;
   const char *path;
 
-  g_hash_table_remove (self->pending, bmapd_flasher_job_get_device_path (call->job));
+  flash_call_unpend (call);
   reply = g_dbus_proxy_call_with_unix_fd_list_finish (G_DBUS_PROXY (source), NULL, result, &error);
   if (reply == NULL) {
-    bmapd_flasher_job_call_failed (call->job, error);
+    bmapd_flasher_job_call_failed (call->jobs->pdata[0], error);
     return;
   }
   g_variant_get (reply, "(&o)", &path);
-  job_found (self, call->job, path);
-  /* What the job did before we knew its path. */
-  proxy = g_dbus_object_manager_get_interface (self->manager, path, BMAPD_JOB_IFACE);
-  if (proxy != NULL) {
-    g_autoptr (GVariant) properties = proxy_dup_properties (G_DBUS_PROXY (proxy));
-    bmapd_flasher_job_update (call->job, properties);
-  }
+  flash_call_job_found (call, call->jobs->pdata[0], path);
 }
 
 static int
@@ -454,56 +489,136 @@ open_for_reading (const char *path, GError **error)
   return fd;
 }
 
+/* A sealed memfd holding @bytes: bmapd reads exactly what the app parsed
+ * and judged, even if the file changes meanwhile. */
+static int
+memfd_failed (int fd, const char *name, GError **error)
+{
+  int saved_errno = errno;
+
+  if (fd >= 0)
+    g_close (fd, NULL);
+  g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved_errno),
+               _ ("Cannot hand the %s to bmapd: %s"), name, g_strerror (saved_errno));
+  return -1;
+}
+
+static int
+memfd_for_bytes (GBytes *bytes, const char *name, GError **error)
+{
+  gsize len, done = 0;
+  const char *buf = g_bytes_get_data (bytes, &len);
+  int fd = memfd_create (name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+  if (fd < 0)
+    return memfd_failed (fd, name, error);
+  while (done < len) {
+    gssize n = write (fd, buf + done, len - done);
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return memfd_failed (fd, name, error);
+    done += (gsize) n;
+  }
+  if (lseek (fd, 0, SEEK_SET) != 0
+      || fcntl (fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+    return memfd_failed (fd, name, error);
+  return fd;
+}
+
+static gboolean
+append_fd (GUnixFDList *fds, int fd, int *index, GError **error)
+{
+  if (fd < 0)
+    return FALSE;
+  *index = g_unix_fd_list_append (fds, fd, error);
+  g_close (fd, NULL);
+  return *index >= 0;
+}
+
 /* The image and its bmap as descriptors in @fds, with "bmap" (or
- * "nobmap"), "verify" and "description" in @options; returns the image's
- * index in @fds, -1 on error. */
+ * "nobmap"), "bmap-signature" when the bmap has one, "verify" and
+ * "description" in @options; returns the image's index in @fds, -1 on
+ * error. */
 static int
 add_image (BmapdFlasherImage *image, GUnixFDList *fds, GVariantBuilder *options,
            const char *description, GError **error)
 {
-  int image_fd;
   int image_index;
-  const char *bmap_path;
+  GBytes *bmap = bmapd_flasher_image_get_bmap_data (image);
+  GBytes *signature = bmapd_flasher_image_get_signature (image);
 
-  image_fd = open_for_reading (bmapd_flasher_image_get_path (image), error);
-  if (image_fd < 0)
+  if (!append_fd (fds, open_for_reading (bmapd_flasher_image_get_path (image), error), &image_index,
+                  error))
     return -1;
-  image_index = g_unix_fd_list_append (fds, image_fd, error);
-  g_close (image_fd, NULL);
-  if (image_index < 0)
-    return -1;
-
-  bmap_path = bmapd_flasher_image_get_bmap_path (image);
-  if (bmap_path != NULL) {
-    int bmap_fd = open_for_reading (bmap_path, error);
+  if (bmap != NULL) {
     int bmap_index;
 
-    if (bmap_fd < 0)
-      return -1;
-    bmap_index = g_unix_fd_list_append (fds, bmap_fd, error);
-    g_close (bmap_fd, NULL);
-    if (bmap_index < 0)
+    if (!append_fd (fds, memfd_for_bytes (bmap, "bmap", error), &bmap_index, error))
       return -1;
     g_variant_builder_add (options, "{sv}", "bmap", g_variant_new_handle (bmap_index));
   } else {
     g_variant_builder_add (options, "{sv}", "nobmap", g_variant_new_boolean (TRUE));
+  }
+  /* bmapd judges it by its own trusted keys (the badge said what it will
+   * find) and tells polkit: a rule may then ask no password. */
+  if (bmap != NULL && signature != NULL) {
+    int sig_index;
+
+    if (!append_fd (fds, memfd_for_bytes (signature, "bmap-signature", error), &sig_index, error))
+      return -1;
+    g_variant_builder_add (options, "{sv}", "bmap-signature", g_variant_new_handle (sig_index));
   }
   g_variant_builder_add (options, "{sv}", "verify", g_variant_new_boolean (TRUE));
   g_variant_builder_add (options, "{sv}", "description", g_variant_new_string (description));
   return image_index;
 }
 
-void
-bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
-                            BmapdFlasherDevice *device, BmapdFlasherJob *job, gboolean unmount)
+/* The person's choices, only those that are on. */
+static void
+add_choices (GVariantBuilder *builder, const BmapdFlasherFlashOptions *options)
+{
+  if (options->minimize_writes)
+    g_variant_builder_add (builder, "{sv}", "minimize-writes", g_variant_new_boolean (TRUE));
+  if (options->eject)
+    g_variant_builder_add (builder, "{sv}", "eject", g_variant_new_boolean (TRUE));
+  if (options->power_off)
+    g_variant_builder_add (builder, "{sv}", "power-off", g_variant_new_boolean (TRUE));
+}
+
+/* Until Flash (or FlashMany) answers there is no job in bmapd: its jobs
+ * are matched by device (lookup_job), and the app says it waits for
+ * permission. */
+static void
+flash_call_pend (FlashCall *call)
+{
+  for (guint i = 0; i < call->jobs->len; i++) {
+    g_hash_table_replace (call->client->pending,
+                          g_strdup (bmapd_flasher_device_get_object_path (call->devices->pdata[i])),
+                          g_object_ref (call->jobs->pdata[i]));
+  }
+}
+
+static void
+flash_call_failed (FlashCall *call, const GError *error)
+{
+  for (guint i = 0; i < call->jobs->len; i++)
+    bmapd_flasher_job_call_failed (call->jobs->pdata[i], error);
+}
+
+/* Flash for one device. */
+static void
+flash_one (BmapdFlasherClient *self, BmapdFlasherImage *image, BmapdFlasherDevice *device,
+           BmapdFlasherJob *job, const BmapdFlasherFlashOptions *choices)
 {
   g_autoptr (GUnixFDList) fds = g_unix_fd_list_new ();
   g_autoptr (GError) error = NULL;
   g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
+  g_autoptr (GPtrArray) devices = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GPtrArray) jobs = g_ptr_array_new_with_free_func (g_object_unref);
   FlashCall *call;
   int image_index;
-
-  g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
 
   image_index = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), &error);
   if (image_index < 0) {
@@ -514,15 +629,15 @@ bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
   if (bmapd_flasher_device_get_diskseq (device) != 0)
     g_variant_builder_add (&options, "{sv}", "diskseq",
                            g_variant_new_uint64 (bmapd_flasher_device_get_diskseq (device)));
-  if (unmount)
+  if (bmapd_flasher_device_get_busy (device))
     g_variant_builder_add (&options, "{sv}", "unmount", g_variant_new_boolean (TRUE));
+  add_choices (&options, choices);
   /* No bind-to-caller: closing the window may leave the flash going on. */
 
-  g_hash_table_replace (self->pending, g_strdup (bmapd_flasher_device_get_object_path (device)),
-                        g_object_ref (job));
-  call = g_new0 (FlashCall, 1);
-  call->client = g_object_ref (self);
-  call->job = g_object_ref (job);
+  g_ptr_array_add (devices, g_object_ref (device));
+  g_ptr_array_add (jobs, g_object_ref (job));
+  call = flash_call_new (self, image, devices, jobs, choices);
+  flash_call_pend (call);
   /* The generated call cannot carry the interactive-authorization flag:
    * call through the generated proxy's GDBusProxy. No timeout: polkit's
    * agent may wait for the person to type a password. */
@@ -531,8 +646,104 @@ bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
       g_variant_new ("(oha{sv})", bmapd_flasher_device_get_object_path (device), image_index,
                      &options),
       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, fds, NULL, on_flash_reply, call);
-  /* No job in bmapd until polkit says yes: the app's own state says so. */
   bmapd_flasher_job_flash_called (job);
+}
+
+static void flash_many (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devices,
+                        GPtrArray *jobs, const BmapdFlasherFlashOptions *choices);
+
+/* Whether the interface the app was built with has FlashMany. */
+static gboolean
+have_flash_many (void)
+{
+  return g_dbus_interface_info_lookup_method (bmapd_flasher_dbus_manager_interface_info (),
+                                              "FlashMany")
+         != NULL;
+}
+
+static void
+flash_each (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devices, GPtrArray *jobs,
+            const BmapdFlasherFlashOptions *choices)
+{
+  for (guint i = 0; i < devices->len; i++)
+    flash_one (self, image, devices->pdata[i], jobs->pdata[i], choices);
+}
+
+void
+bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devices,
+                            GPtrArray *jobs, const BmapdFlasherFlashOptions *options)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
+  g_return_if_fail (devices->len == jobs->len);
+
+  if (devices->len > 1 && have_flash_many ())
+    flash_many (self, image, devices, jobs, options);
+  else
+    flash_each (self, image, devices, jobs, options);
+}
+
+static void
+on_flash_many_reply (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (FlashCall) call = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply = NULL;
+  g_autoptr (GVariantIter) paths = NULL;
+  const char *path;
+  guint i = 0;
+
+  flash_call_unpend (call);
+  reply = g_dbus_proxy_call_with_unix_fd_list_finish (G_DBUS_PROXY (source), NULL, result, &error);
+  /* A bmapd older than the app: one Flash per device, as before. */
+  if (reply == NULL && g_error_matches (error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD)) {
+    g_debug ("bmapd has no FlashMany (%s): one Flash per device", error->message);
+    flash_each (call->client, call->image, call->devices, call->jobs, &call->options);
+    return;
+  }
+  if (reply == NULL) {
+    flash_call_failed (call, error);
+    return;
+  }
+  g_variant_get (reply, "(ao)", &paths);
+  while (g_variant_iter_next (paths, "&o", &path) && i < call->jobs->len)
+    flash_call_job_found (call, call->jobs->pdata[i++], path);
+}
+
+/* FlashMany for several devices: the image decoded once, one polkit
+ * check for the set. */
+static void
+flash_many (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devices, GPtrArray *jobs,
+            const BmapdFlasherFlashOptions *choices)
+{
+  g_autoptr (GUnixFDList) fds = g_unix_fd_list_new ();
+  g_autoptr (GError) error = NULL;
+  g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
+  g_auto (GVariantBuilder) paths = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE ("ao"));
+  FlashCall *call;
+  gboolean unmount = FALSE;
+  int image_index;
+
+  call = flash_call_new (self, image, devices, jobs, choices);
+  image_index = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), &error);
+  if (image_index < 0) {
+    flash_call_failed (call, error);
+    flash_call_free (call);
+    return;
+  }
+  for (guint i = 0; i < devices->len; i++) {
+    g_variant_builder_add (&paths, "o", bmapd_flasher_device_get_object_path (devices->pdata[i]));
+    unmount |= bmapd_flasher_device_get_busy (devices->pdata[i]);
+  }
+  if (unmount)
+    g_variant_builder_add (&options, "{sv}", "unmount", g_variant_new_boolean (TRUE));
+  add_choices (&options, choices);
+  flash_call_pend (call);
+  g_dbus_proxy_call_with_unix_fd_list (G_DBUS_PROXY (self->manager_proxy), "FlashMany",
+                                       g_variant_new ("(aoha{sv})", &paths, image_index, &options),
+                                       G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT,
+                                       fds, NULL, on_flash_many_reply, call);
+  for (guint i = 0; i < jobs->len; i++)
+    bmapd_flasher_job_flash_called (jobs->pdata[i]);
 }
 
 static void

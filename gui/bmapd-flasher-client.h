@@ -26,12 +26,24 @@ GListModel *bmapd_flasher_client_get_devices (BmapdFlasherClient *self);
 BmapdFlasherDevice *
 bmapd_flasher_client_find_device_by_node (BmapdFlasherClient *self, const char *node);
 
-/* Calls Flash for @job's device with @image, letting polkit ask for a
- * password, and feeds @job from then on. Failures land in @job. @unmount:
- * the person agreed to unmount the device's mounted partitions. */
+/* What the person chose beside the image and the devices; each on adds
+ * its Flash option, each off adds nothing (a bmapd without the option
+ * still flashes). */
+typedef struct {
+  gboolean minimize_writes; /* "minimize-writes": write only what differs */
+  gboolean eject;           /* "eject" once done */
+  gboolean power_off;       /* "power-off" once done */
+} BmapdFlasherFlashOptions;
+
+/* Flashes @image onto @devices (BmapdFlasherDevice) and feeds @jobs
+ * (BmapdFlasherJob, one per device, in the same order) from then on:
+ * several devices with one FlashMany call (one decode, one password), one
+ * with Flash; polkit may ask for a password. Failures land in the jobs.
+ * A busy device's partitions are unmounted: the person agreed to erase
+ * them. */
 void
-bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image,
-                            BmapdFlasherDevice *device, BmapdFlasherJob *job, gboolean unmount);
+bmapd_flasher_client_flash (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devices,
+                            GPtrArray *jobs, const BmapdFlasherFlashOptions *options);
 /* Asks the daemon to stop @job; the job then ends "canceled". */
 void bmapd_flasher_client_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job);
 
