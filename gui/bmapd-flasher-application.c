@@ -41,6 +41,9 @@ bmapd_flasher_application_command_line (GApplication *application,
   g_autofree const char **devices = NULL;
   g_autofree char **images = NULL;
   const char *screenshot_dir = NULL;
+  const char *trusted_keys_dir = NULL;
+  const char *when_done = NULL;
+  gboolean minimize_writes = FALSE;
   gboolean flag;
 
   if (g_variant_dict_lookup (options, "verbose", "b", &flag) && flag)
@@ -49,6 +52,18 @@ bmapd_flasher_application_command_line (GApplication *application,
     bmapd_flasher_window_set_screenshot_dir (window, screenshot_dir);
   if (g_variant_dict_lookup (options, "close-when-done", "b", &flag) && flag)
     bmapd_flasher_window_set_close_when_done (window, TRUE);
+  if (g_variant_dict_lookup (options, "trusted-keys-dir", "^&ay", &trusted_keys_dir))
+    bmapd_flasher_window_set_trusted_keys_dir (window, trusted_keys_dir);
+  g_variant_dict_lookup (options, "minimize-writes", "b", &minimize_writes);
+  g_variant_dict_lookup (options, "when-done", "&s", &when_done);
+  if (when_done != NULL && g_strcmp0 (when_done, "eject") != 0
+      && g_strcmp0 (when_done, "power-off") != 0 && g_strcmp0 (when_done, "leave") != 0) {
+    g_application_command_line_printerr (
+        command_line, _ ("--when-done must be leave, eject or power-off, not %s\n"), when_done);
+    return 2;
+  }
+  if (minimize_writes || when_done != NULL)
+    bmapd_flasher_window_set_options (window, minimize_writes, when_done);
   if (g_variant_dict_lookup (options, "device", "^a&s", &devices)) {
     for (guint i = 0; devices[i] != NULL; i++)
       bmapd_flasher_window_select_node (window, devices[i]);
@@ -136,6 +151,14 @@ bmapd_flasher_application_init (BmapdFlasherApplication *self)
     { "screenshot-dir", 0, 0, G_OPTION_ARG_FILENAME, NULL,
       N_ ("Save the window as DIR/progress.png while flashing and DIR/result.png at the end"),
       N_ ("DIR") },
+    { "trusted-keys-dir", 0, 0, G_OPTION_ARG_FILENAME, NULL,
+      N_ ("Judge bmap signatures by the keys in DIR, the directory bmapd trusts (default "
+          "/etc/bmapd/trusted-keys.d)"),
+      N_ ("DIR") },
+    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, NULL, N_ ("Turn on \"Write only what differs\""),
+      NULL },
+    { "when-done", 0, 0, G_OPTION_ARG_STRING, NULL,
+      N_ ("What to do with each card once flashed: leave, eject or power-off"), N_ ("WHAT") },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, NULL,
       N_ ("Print each device's flash states and result on standard output"), NULL },
     { "close-when-done", 0, 0, G_OPTION_ARG_NONE, NULL,

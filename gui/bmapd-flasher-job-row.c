@@ -12,6 +12,7 @@ struct _BmapdFlasherJobRow {
   GtkWidget *icon;
   GtkWidget *title;
   GtkWidget *status;
+  GtkWidget *details;
   GtkWidget *progress;
   GtkWidget *cancel;
   GtkWidget *result_icon;
@@ -77,6 +78,15 @@ bmapd_flasher_job_row_init (BmapdFlasherJobRow *self)
   gtk_label_set_wrap (GTK_LABEL (self->status), TRUE);
   gtk_widget_add_css_class (self->status, "dim-label");
   gtk_box_append (GTK_BOX (texts), self->status);
+
+  /* What the flash's options did (bmapd's Result), under the result. */
+  self->details = gtk_label_new (NULL);
+  gtk_label_set_xalign (GTK_LABEL (self->details), 0);
+  gtk_label_set_wrap (GTK_LABEL (self->details), TRUE);
+  gtk_widget_add_css_class (self->details, "dim-label");
+  gtk_widget_add_css_class (self->details, "caption");
+  gtk_widget_set_visible (self->details, FALSE);
+  gtk_box_append (GTK_BOX (texts), self->details);
   gtk_widget_set_hexpand (texts, TRUE);
   gtk_box_append (GTK_BOX (top), texts);
 
@@ -112,8 +122,11 @@ bmapd_flasher_job_row_sync (BmapdFlasherJobRow *self)
 
   if (result != NULL) {
     gboolean done = state == BMAPD_FLASHER_JOB_DONE;
+    g_autofree char *details = bmapd_flasher_job_dup_details (self->job);
 
     gtk_label_set_text (GTK_LABEL (self->status), result);
+    gtk_label_set_text (GTK_LABEL (self->details), details);
+    gtk_widget_set_visible (self->details, details != NULL);
     gtk_widget_set_visible (self->cancel, FALSE);
     gtk_widget_set_visible (self->progress, FALSE);
     gtk_image_set_from_icon_name (GTK_IMAGE (self->result_icon),

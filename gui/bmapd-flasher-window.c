@@ -4,9 +4,17 @@
 #include <glib/gi18n.h>
 #include <stdio.h>
 
+#include "bmap-trusted-keys.h"
 #include "bmapd-flasher-client.h"
 #include "bmapd-flasher-job-row.h"
 #include "bmapd-flasher-window.h"
+
+/* The choices of the "When done" row, in its order. */
+enum {
+  WHEN_DONE_LEAVE,
+  WHEN_DONE_EJECT,
+  WHEN_DONE_POWER_OFF,
+};
 
 /* Our entries in the desktop's recent files, the recent images. */
 #define RECENT_APP_NAME "bmapd-flasher"
@@ -41,7 +49,12 @@ struct _BmapdFlasherWindow {
   GtkWidget *jobs_list;
   GtkWidget *another_button;
   GtkWidget *status_page_error;
+  GtkWidget *minimize_switch;
+  GtkWidget *when_done_row;
+  GtkWidget *options_row;
+  GtkWidget *signature_icon;
   GtkFilter *device_filter;
+  char *trusted_keys_dir;
 
   /* Station mode */
   BmapdFlasherStation *station;
@@ -86,6 +99,7 @@ bmapd_flasher_window_dispose (GObject *object)
   g_clear_pointer (&self->reported_state, g_hash_table_unref);
   g_clear_pointer (&self->pending_shots, g_ptr_array_unref);
   g_clear_pointer (&self->screenshot_dir, g_free);
+  g_clear_pointer (&self->trusted_keys_dir, g_free);
   G_OBJECT_CLASS (bmapd_flasher_window_parent_class)->dispose (object);
 }
 
@@ -233,8 +247,11 @@ report_job (BmapdFlasherWindow *self, BmapdFlasherJob *job)
   g_hash_table_insert (self->reported_state, job, GUINT_TO_POINTER (state + 1));
   if (bmapd_flasher_job_is_finished (job)) {
     g_autofree char *result = bmapd_flasher_job_dup_result (job);
+    g_autofree char *details = bmapd_flasher_job_dup_details (job);
     g_print ("result %s %s %s\n", bmapd_flasher_job_get_device_node (job),
              bmapd_flasher_job_state_to_string (state), result);
+    if (details != NULL)
+      g_print ("details %s %s\n", bmapd_flasher_job_get_device_node (job), details);
   } else {
     g_print ("state %s %s\n", bmapd_flasher_job_get_device_node (job),
              bmapd_flasher_job_state_to_string (state));
@@ -287,13 +304,29 @@ on_row_cancel (BmapdFlasherJobRow *row, BmapdFlasherWindow *self)
   bmapd_flasher_client_cancel (self->client, bmapd_flasher_job_row_get_job (row));
 }
 
+static GPtrArray *selected_devices (BmapdFlasherWindow *self);
+
+/* The switches under the devices, as Flash options. */
+static BmapdFlasherFlashOptions
+chosen_options (BmapdFlasherWindow *self)
+{
+  guint when_done = adw_combo_row_get_selected (ADW_COMBO_ROW (self->when_done_row));
+
+  return (BmapdFlasherFlashOptions){
+    .minimize_writes = gtk_switch_get_active (GTK_SWITCH (self->minimize_switch)),
+    .eject = when_done == WHEN_DONE_EJECT,
+    .power_off = when_done == WHEN_DONE_POWER_OFF,
+  };
+}
+
 static void
 start_flash (BmapdFlasherWindow *self)
 {
   GtkWidget *child;
-  GHashTableIter iter;
-  gpointer path;
+  g_autoptr (GPtrArray) devices = NULL;
+  g_autoptr (GPtrArray) jobs = NULL;
   g_autofree char *title = NULL;
+  BmapdFlasherFlashOptions options = chosen_options (self);
 
   for (guint i = 0; i < self->jobs->len; i++)
     g_signal_handlers_disconnect_by_data (self->jobs->pdata[i], self);
@@ -312,31 +345,27 @@ start_flash (BmapdFlasherWindow *self)
   gtk_widget_set_sensitive (self->station_toggle, FALSE);
   gtk_stack_set_visible_child_name (GTK_STACK (self->stack), "flash");
 
-  g_hash_table_iter_init (&iter, self->selected);
-  while (g_hash_table_iter_next (&iter, &path, NULL)) {
-    GListModel *devices = bmapd_flasher_client_get_devices (self->client);
-    guint n = g_list_model_get_n_items (devices);
+  devices = selected_devices (self);
+  jobs = g_ptr_array_new_with_free_func (g_object_unref);
+  for (guint i = 0; i < devices->len; i++) {
+    BmapdFlasherDevice *device = devices->pdata[i];
+    g_autoptr (BmapdFlasherJob) job = NULL;
+    g_autofree char *name = bmapd_flasher_device_dup_display_name (device);
+    GtkWidget *row;
 
-    for (guint i = 0; i < n; i++) {
-      g_autoptr (BmapdFlasherDevice) device = g_list_model_get_item (devices, i);
-      g_autoptr (BmapdFlasherJob) job = NULL;
-      g_autofree char *name = NULL;
-      GtkWidget *row;
-
-      if (g_strcmp0 (bmapd_flasher_device_get_object_path (device), path) != 0)
-        continue;
-      name = bmapd_flasher_device_dup_display_name (device);
-      job = bmapd_flasher_job_new (path, name, bmapd_flasher_device_get_node (device));
-      g_ptr_array_add (self->jobs, g_object_ref (job));
-      row = bmapd_flasher_job_row_new (job, bmapd_flasher_device_get_icon_name (device));
-      g_signal_connect (row, "cancel", G_CALLBACK (on_row_cancel), self);
-      gtk_list_box_append (GTK_LIST_BOX (self->jobs_list), row);
-      g_signal_connect (job, "changed", G_CALLBACK (on_job_changed), self);
-      report_job (self, job);
-      bmapd_flasher_client_flash (self->client, self->image, device, job,
-                                  bmapd_flasher_device_get_busy (device));
-    }
+    job = bmapd_flasher_job_new (bmapd_flasher_device_get_object_path (device), name,
+                                 bmapd_flasher_device_get_node (device));
+    bmapd_flasher_job_set_minimize_writes (job, options.minimize_writes);
+    g_ptr_array_add (self->jobs, g_object_ref (job));
+    g_ptr_array_add (jobs, g_object_ref (job));
+    row = bmapd_flasher_job_row_new (job, bmapd_flasher_device_get_icon_name (device));
+    g_signal_connect (row, "cancel", G_CALLBACK (on_row_cancel), self);
+    gtk_list_box_append (GTK_LIST_BOX (self->jobs_list), row);
+    g_signal_connect (job, "changed", G_CALLBACK (on_job_changed), self);
+    report_job (self, job);
   }
+  if (devices->len > 0)
+    bmapd_flasher_client_flash (self->client, self->image, devices, jobs, &options);
   g_hash_table_remove_all (self->selected);
   if (self->tick_id == 0)
     self->tick_id = g_timeout_add_seconds (1, on_tick, self);
@@ -385,8 +414,10 @@ maybe_flash_now (BmapdFlasherWindow *self)
 {
   g_autoptr (GPtrArray) devices = NULL;
 
+  /* The signature's verdict shown before anything is erased. */
   if (!self->flash_when_ready || self->image == NULL || self->client == NULL
-      || self->wanted_nodes->len > 0)
+      || self->wanted_nodes->len > 0
+      || bmapd_flasher_image_get_signature_state (self->image) == BMAPD_FLASHER_SIGNATURE_CHECKING)
     return;
   devices = selected_devices (self);
   self->flash_when_ready = FALSE;
@@ -802,13 +833,78 @@ refresh_device_rows (BmapdFlasherWindow *self)
   }
 }
 
+/* The image's name, its badges (block map, signature) and the
+ * signature's icon. */
+static void
+sync_image_row (BmapdFlasherWindow *self)
+{
+  g_autofree char *badge = bmapd_flasher_image_dup_badge (self->image);
+  g_autofree char *signature = bmapd_flasher_image_dup_signature_badge (self->image);
+  g_autofree char *subtitle = NULL;
+  /* Markup: the file name and gpg's words may hold '<' and '&'. */
+  g_autofree char *escaped_badge = g_markup_escape_text (badge, -1);
+  g_autofree char *escaped_signature
+      = signature != NULL ? g_markup_escape_text (signature, -1) : NULL;
+  g_autofree char *escaped_name
+      = g_markup_escape_text (bmapd_flasher_image_get_basename (self->image), -1);
+  BmapdFlasherSignatureState state = bmapd_flasher_image_get_signature_state (self->image);
+
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->image_row), escaped_name);
+  subtitle = escaped_signature != NULL
+                 ? g_strdup_printf ("%s\n%s", escaped_badge, escaped_signature)
+                 : g_steal_pointer (&escaped_badge);
+  adw_action_row_set_subtitle (ADW_ACTION_ROW (self->image_row), subtitle);
+
+  gtk_widget_set_visible (self->signature_icon, state == BMAPD_FLASHER_SIGNATURE_TRUSTED
+                                                    || state == BMAPD_FLASHER_SIGNATURE_UNTRUSTED);
+  gtk_widget_remove_css_class (self->signature_icon, "success");
+  gtk_widget_remove_css_class (self->signature_icon, "warning");
+  if (state == BMAPD_FLASHER_SIGNATURE_TRUSTED) {
+    gtk_image_set_from_icon_name (GTK_IMAGE (self->signature_icon), "security-high-symbolic");
+    gtk_widget_add_css_class (self->signature_icon, "success");
+    gtk_accessible_update_property (GTK_ACCESSIBLE (self->signature_icon),
+                                    GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("Signed by a trusted key"),
+                                    -1);
+  } else if (state == BMAPD_FLASHER_SIGNATURE_UNTRUSTED) {
+    gtk_image_set_from_icon_name (GTK_IMAGE (self->signature_icon), "dialog-warning-symbolic");
+    gtk_widget_add_css_class (self->signature_icon, "warning");
+    gtk_accessible_update_property (GTK_ACCESSIBLE (self->signature_icon),
+                                    GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("Signature not trusted"), -1);
+  }
+  gtk_widget_set_tooltip_text (self->signature_icon, signature);
+}
+
+static void
+on_signature_checked (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  BmapdFlasherImage *image = BMAPD_FLASHER_IMAGE (source);
+  g_autoptr (GError) error = NULL;
+  BmapdFlasherWindow *self;
+
+  bmapd_flasher_image_check_signature_finish (image, result, &error);
+  /* The window is gone (its cancellable cancelled): nothing to show. */
+  if (g_task_had_error (G_TASK (result))
+      && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  self = user_data;
+  if (image != self->image)
+    return;
+  sync_image_row (self);
+  if (self->verbose
+      && bmapd_flasher_image_get_signature_state (image) != BMAPD_FLASHER_SIGNATURE_NONE) {
+    g_autofree char *badge = bmapd_flasher_image_dup_signature_badge (image);
+    g_print ("signature %s\n", badge);
+    fflush (stdout);
+  }
+  maybe_flash_now (self);
+}
+
 void
 bmapd_flasher_window_open_image (BmapdFlasherWindow *self, GFile *file)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *path = g_file_get_path (file);
   g_autoptr (BmapdFlasherImage) image = NULL;
-  g_autofree char *badge = NULL;
   g_autofree char *uri = NULL;
 
   g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
@@ -825,10 +921,11 @@ bmapd_flasher_window_open_image (BmapdFlasherWindow *self, GFile *file)
     return;
   }
   g_set_object (&self->image, image);
-  badge = bmapd_flasher_image_dup_badge (image);
-  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->image_row),
-                                 bmapd_flasher_image_get_basename (image));
-  adw_action_row_set_subtitle (ADW_ACTION_ROW (self->image_row), badge);
+  sync_image_row (self);
+  bmapd_flasher_image_check_signature_async (
+      image,
+      self->trusted_keys_dir != NULL ? self->trusted_keys_dir : BMAP_TRUSTED_KEYS_DEFAULT_DIR,
+      self->cancellable, on_signature_checked, self);
   uri = g_file_get_uri (file);
   {
     GtkRecentData recent = {
@@ -1019,6 +1116,77 @@ clamped_page (GtkWidget *content)
   return scrolled;
 }
 
+/* The options' row says what is chosen while folded. */
+static void
+sync_options_summary (BmapdFlasherWindow *self)
+{
+  BmapdFlasherFlashOptions options = chosen_options (self);
+  const char *write = options.minimize_writes ? _ ("only what differs is written")
+                                              : _ ("every mapped block is written");
+  const char *after = options.power_off ? _ ("powered off when done")
+                      : options.eject   ? _ ("ejected when done")
+                                        : _ ("left in place when done");
+  g_autofree char *summary = g_strdup_printf ("%s · %s", write, after);
+
+  adw_expander_row_set_subtitle (ADW_EXPANDER_ROW (self->options_row), summary);
+}
+
+static void
+on_option_changed (GObject *object, GParamSpec *pspec, BmapdFlasherWindow *self)
+{
+  sync_options_summary (self);
+}
+
+static GtkWidget *
+build_options_group (BmapdFlasherWindow *self)
+{
+  GtkWidget *group = adw_preferences_group_new ();
+  GtkWidget *minimize_row = adw_action_row_new ();
+  const char *const when_done[] = {
+    [WHEN_DONE_LEAVE] = _ ("Leave it in place"),
+    [WHEN_DONE_EJECT] = _ ("Eject it"),
+    [WHEN_DONE_POWER_OFF] = _ ("Power it off"),
+    NULL,
+  };
+  g_autoptr (GtkStringList) choices = gtk_string_list_new (when_done);
+
+  /* Folded: the three steps fit the window; the summary says the rest. */
+  self->options_row = adw_expander_row_new ();
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->options_row), _ ("_Options"));
+  adw_preferences_row_set_use_underline (ADW_PREFERENCES_ROW (self->options_row), TRUE);
+  adw_preferences_group_add (ADW_PREFERENCES_GROUP (group), self->options_row);
+
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (minimize_row),
+                                 _ ("_Write only what differs"));
+  adw_preferences_row_set_use_underline (ADW_PREFERENCES_ROW (minimize_row), TRUE);
+  adw_action_row_set_subtitle (
+      ADW_ACTION_ROW (minimize_row),
+      _ ("Reads the card first: quicker when it holds this image or an earlier one"));
+  self->minimize_switch = gtk_switch_new ();
+  gtk_widget_set_valign (self->minimize_switch, GTK_ALIGN_CENTER);
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->minimize_switch),
+                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("Write only what differs"), -1);
+  adw_action_row_add_suffix (ADW_ACTION_ROW (minimize_row), self->minimize_switch);
+  adw_action_row_set_activatable_widget (ADW_ACTION_ROW (minimize_row), self->minimize_switch);
+  adw_expander_row_add_row (ADW_EXPANDER_ROW (self->options_row), minimize_row);
+
+  self->when_done_row = adw_combo_row_new ();
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->when_done_row),
+                                 _ ("When the card is _done"));
+  adw_preferences_row_set_use_underline (ADW_PREFERENCES_ROW (self->when_done_row), TRUE);
+  adw_action_row_set_subtitle (ADW_ACTION_ROW (self->when_done_row),
+                               _ ("Ejected or powered off, it can be pulled at once"));
+  adw_combo_row_set_model (ADW_COMBO_ROW (self->when_done_row), G_LIST_MODEL (choices));
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->when_done_row),
+                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("When the card is done"), -1);
+  adw_expander_row_add_row (ADW_EXPANDER_ROW (self->options_row), self->when_done_row);
+
+  g_signal_connect (self->minimize_switch, "notify::active", G_CALLBACK (on_option_changed), self);
+  g_signal_connect (self->when_done_row, "notify::selected", G_CALLBACK (on_option_changed), self);
+  sync_options_summary (self);
+  return group;
+}
+
 static GtkWidget *
 build_setup_page (BmapdFlasherWindow *self)
 {
@@ -1040,6 +1208,12 @@ build_setup_page (BmapdFlasherWindow *self)
                                _ ("Choose a disk image, or drop one on this window"));
   gtk_image_set_icon_size (GTK_IMAGE (image_icon), GTK_ICON_SIZE_LARGE);
   adw_action_row_add_prefix (ADW_ACTION_ROW (self->image_row), image_icon);
+  adw_action_row_set_subtitle_lines (ADW_ACTION_ROW (self->image_row), 6);
+  /* The signature's verdict at a glance; the subtitle says it in words. */
+  self->signature_icon = gtk_image_new ();
+  gtk_widget_set_valign (self->signature_icon, GTK_ALIGN_CENTER);
+  gtk_widget_set_visible (self->signature_icon, FALSE);
+  adw_action_row_add_suffix (ADW_ACTION_ROW (self->image_row), self->signature_icon);
   gtk_widget_set_valign (choose, GTK_ALIGN_CENTER);
   g_signal_connect (choose, "clicked", G_CALLBACK (on_choose_clicked), self);
   adw_action_row_add_suffix (ADW_ACTION_ROW (self->image_row), choose);
@@ -1075,6 +1249,7 @@ build_setup_page (BmapdFlasherWindow *self)
   gtk_list_box_set_placeholder (GTK_LIST_BOX (self->devices_list), placeholder);
   adw_preferences_group_add (ADW_PREFERENCES_GROUP (devices_group), self->devices_list);
   gtk_box_append (GTK_BOX (box), devices_group);
+  gtk_box_append (GTK_BOX (box), build_options_group (self));
 
   self->flash_button = gtk_button_new_with_mnemonic (_ ("_Flash"));
   gtk_widget_add_css_class (self->flash_button, "pill");
@@ -1170,7 +1345,7 @@ bmapd_flasher_window_init (BmapdFlasherWindow *self)
   self->pending_shots = g_ptr_array_new_with_free_func (g_free);
 
   gtk_window_set_title (GTK_WINDOW (self), _ ("Image Flasher"));
-  gtk_window_set_default_size (GTK_WINDOW (self), 640, 560);
+  gtk_window_set_default_size (GTK_WINDOW (self), 640, 700);
   adw_header_bar_set_title_widget (ADW_HEADER_BAR (header),
                                    adw_window_title_new (_ ("Image Flasher"), _ ("through bmapd")));
   self->station_toggle = gtk_toggle_button_new ();
@@ -1283,4 +1458,29 @@ bmapd_flasher_window_cancel_all (BmapdFlasherWindow *self)
       bmapd_flasher_client_cancel (self->client, job);
     }
   }
+}
+
+void
+bmapd_flasher_window_set_trusted_keys_dir (BmapdFlasherWindow *self, const char *dir)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
+  g_free (self->trusted_keys_dir);
+  self->trusted_keys_dir = g_strdup (dir);
+}
+
+void
+bmapd_flasher_window_set_options (BmapdFlasherWindow *self, gboolean minimize_writes,
+                                  const char *when_done)
+{
+  g_return_if_fail (BMAPD_FLASHER_IS_WINDOW (self));
+
+  /* Chosen from the command line: shown unfolded. */
+  adw_expander_row_set_expanded (ADW_EXPANDER_ROW (self->options_row), TRUE);
+  gtk_switch_set_active (GTK_SWITCH (self->minimize_switch), minimize_writes);
+  if (g_strcmp0 (when_done, "eject") == 0)
+    adw_combo_row_set_selected (ADW_COMBO_ROW (self->when_done_row), WHEN_DONE_EJECT);
+  else if (g_strcmp0 (when_done, "power-off") == 0)
+    adw_combo_row_set_selected (ADW_COMBO_ROW (self->when_done_row), WHEN_DONE_POWER_OFF);
+  else
+    adw_combo_row_set_selected (ADW_COMBO_ROW (self->when_done_row), WHEN_DONE_LEAVE);
 }

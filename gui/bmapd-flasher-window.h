@@ -13,6 +13,16 @@ G_DECLARE_FINAL_TYPE (BmapdFlasherWindow, bmapd_flasher_window, BMAPD_FLASHER, W
 
 BmapdFlasherWindow *bmapd_flasher_window_new (GtkApplication *application);
 
+/* Where the keys bmapd trusts are (bmapd --trusted-keys-dir), to judge an
+ * image's signature as bmapd will; default /etc/bmapd/trusted-keys.d. Set
+ * before open_image(). */
+void bmapd_flasher_window_set_trusted_keys_dir (BmapdFlasherWindow *self, const char *dir);
+/* Sets the options' switches: write only what differs, and what is done
+ * with the card at the end (@when_done "eject", "power-off", or NULL to
+ * leave it). */
+void bmapd_flasher_window_set_options (BmapdFlasherWindow *self, gboolean minimize_writes,
+                                       const char *when_done);
+
 /* Loads @file as the image; errors are shown in the window. */
 void bmapd_flasher_window_open_image (BmapdFlasherWindow *self, GFile *file);
 /* Ticks the device with this node as soon as bmapd lists it. */

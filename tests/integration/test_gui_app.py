@@ -440,3 +440,151 @@ def test_gui_app_cancel_while_authorizing(daemon, bus, polkit, loop_factory, xvf
         f'result {loop.node} canceled Canceled. '), lines
     if results[0] == nothing:
         assert loop.sha256() == before
+
+
+def interface_has(text):
+    '''Whether the D-Bus interface the app and bmapd were built with says
+    @text (a method, an option).'''
+    xml = os.environ.get('BMAPD_INTERFACE_XML') or os.path.join(
+        os.path.dirname(__file__), '..', '..', 'dbus', 'org.bmapd.bmapd1.xml')
+    with open(xml) as f:
+        return text in f.read()
+
+
+@pytest.fixture
+def trusted_keys(user_dir):
+    '''A release key in a GnuPG home of the test's, and bmapd's
+    trusted-keys.d holding it, readable by the app's user as
+    /etc/bmapd/trusted-keys.d is.'''
+    if not shutil.which('gpg') or not shutil.which('gpgconf'):
+        pytest.skip('gpg and gpgconf (gnupg) are not installed')
+    from test_signature_trust import gpg
+    keys = type('Keys', (), {})()
+    keys.home = tempfile.mkdtemp(prefix='bmapd-flasher-gnupg-')
+    uid = 'Release Team <release@example.org>'
+    gpg(keys.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
+    out = gpg(keys.home, '--with-colons', '--list-keys', uid).decode()
+    keys.fpr = next(line.split(':')[9] for line in out.splitlines() if line.startswith('fpr:'))
+    keys.uid = uid
+    keys.trusted = os.path.join(user_dir, 'trusted-keys.d')
+    os.mkdir(keys.trusted, 0o755)
+    path = os.path.join(keys.trusted, 'release.asc')
+    with open(path, 'wb') as f:
+        f.write(gpg(keys.home, '--armor', '--export', keys.fpr))
+    os.chmod(path, 0o644)
+
+    def sign(path):
+        gpg(keys.home, '--yes', '--local-user', keys.fpr, '--armor', '--detach-sign',
+            '--output', path + '.asc', path)
+        os.chmod(path + '.asc', 0o644)
+    keys.sign = sign
+    yield keys
+    subprocess.run(['gpgconf', '--homedir', keys.home, '--kill', 'all'], capture_output=True)
+    shutil.rmtree(keys.home, ignore_errors=True)
+
+
+@pytest.fixture
+def signed_daemon(bus, client, polkit, tmp_path, trusted_keys):
+    '''bmapd trusting the release key, as the app is told to.'''
+    d = h.Daemon(bus, client, str(tmp_path), args=('--trusted-keys-dir', trusted_keys.trusted))
+    yield d
+    rc = d.stop()
+    print('---- bmapd log ----\n' + open(d.log_path).read())
+    assert rc in (0, None) or rc == -15, f'bmapd exited with {rc}'
+
+
+def wait_listed(bus, nodes):
+    client = h.Client(bus.address)
+    try:
+        def listed():
+            objects = client.call(h.MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager',
+                                  'GetManagedObjects')[0]
+            have = {ifaces.get(h.DEVICE_IFACE, {}).get('Node') for ifaces in objects.values()}
+            return all(node in have for node in nodes)
+        h.wait_until(listed, 20, 'bmapd to list the loop devices')
+    finally:
+        client.close()
+
+
+def keep_screenshot(shots, name, kept_name):
+    path = os.path.join(shots, name)
+    assert os.path.exists(path), f'no {name}'
+    assert png_distinct_rows(path) > 20, f'{name} looks blank'
+    shutil.copy(path, os.path.join(screenshot_dir(), kept_name))
+
+
+def test_gui_app_signed_image_two_cards_then_minimize_writes(
+        signed_daemon, bus, polkit, loop_factory, xvfb, flasher, user_dir, trusted_keys):
+    '''A bmap signed by a key bmapd trusts: the app says who signed it
+    before flashing, and passes the signature, so bmapd tells polkit it is
+    trusted. Two cards ticked are flashed at once (FlashMany when bmapd has
+    it: one password for both). The same image flashed again onto the first
+    card with "write only what differs" writes nothing, and says so.'''
+    raw = os.path.join(user_dir, 'release.img')
+    ranges = [(0, 1 * h.MiB), (3 * h.MiB, 6 * h.MiB), (20 * h.MiB, 2 * h.MiB)]
+    h.make_sparse_image(raw, 24 * h.MiB, ranges, seed='signed')
+    h.bmaptool_create(raw, raw + '.bmap')
+    trusted_keys.sign(raw + '.bmap')
+    for path in (raw, raw + '.bmap'):
+        os.chmod(path, 0o644)
+    mapped = sum(length for _, length in ranges)
+    cards = [loop_factory(32 * h.MiB), loop_factory(32 * h.MiB)]
+    wait_listed(bus, [card.node for card in cards])
+    polkit.set_challenge([h.ACTION_FLASH])
+    shots = os.path.join(user_dir, 'shots')
+    common = ['--verbose', '--trusted-keys-dir', trusted_keys.trusted, '--screenshot-dir',
+              shots, '--close-when-done']
+
+    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
+                               [raw, '--device', cards[0].node, '--device', cards[1].node,
+                                '--flash', *common])
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = out.splitlines()
+    key_id = trusted_keys.fpr[-16:]
+    assert f'signature signed by {trusted_keys.uid} ({key_id})' in lines, out
+    for card in cards:
+        assert f'result {card.node} done Done and verified. The card can be removed.' in lines, \
+            out
+        for offset, length in ranges:
+            assert card.read(offset, length) == h.read_range(raw, offset, length), \
+                f'{card.node}: range at {offset} differs'
+    checks = polkit.checks()
+    # One polkit check for the set through FlashMany, else one per card.
+    assert len(checks) == (1 if interface_has('"FlashMany"') else 2), checks
+    for action, details, flags, *_ in checks:
+        assert details['bmap.signature'] == 'trusted', details
+        assert details['bmap.signer'] == trusted_keys.fpr, details
+        assert flags & 1, 'the call did not allow interactive authorization'
+    keep_screenshot(shots, 'setup.png', 'signed-setup.png')
+    keep_screenshot(shots, 'result.png', 'two-cards-result.png')
+
+    # Reflashing the first card: everything is in place, nothing written.
+    # Eject only once bmapd knows the option (a loop device cannot be
+    # ejected: bmapd says why and the flash is done all the same).
+    eject = interface_has('"eject" (b)')
+    polkit.clear_checks()
+    shutil.rmtree(shots)
+    os.mkdir(shots, 0o700)
+    os.chown(shots, NOBODY, NOBODY)
+    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
+                               [raw, '--device', cards[0].node, '--flash', '--minimize-writes',
+                                *(['--when-done', 'eject'] if eject else []), *common])
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = out.splitlines()
+    checked = f'{mapped / 1e6:.1f}\u00a0MB'
+    assert (f'result {cards[0].node} done Done and verified: checked {checked}, wrote '
+            '0 bytes. The card can be removed.') in lines, out
+    details = [line for line in lines if line.startswith(f'details {cards[0].node} ')]
+    assert len(details) == 1 and 'found in place, not written' in details[0], out
+    if eject:
+        assert 'not ejected' in details[0], details
+    for offset, length in ranges:
+        assert cards[0].read(offset, length) == h.read_range(raw, offset, length)
+    [(action, flash_details, *_)] = polkit.checks()
+    assert flash_details['bmap.signature'] == 'trusted', flash_details
+    keep_screenshot(shots, 'setup.png', 'minimize-setup.png')
+    keep_screenshot(shots, 'result.png', 'minimize-result.png')
