@@ -357,8 +357,13 @@ bmapd_flasher_image_check_signature_finish (BmapdFlasherImage *self, GAsyncResul
     self->signer = g_strdup (check->signer->signer);
     self->key_id = key_id (check->signer->fingerprint);
   } else {
+    g_autofree char *prefix = g_strconcat (check->bmap_name, ": ", NULL);
+
+    /* The badge sits under the image's name: "bmap: " says nothing more. */
     self->signature_state = BMAPD_FLASHER_SIGNATURE_UNTRUSTED;
-    self->distrust = g_strdup (check->distrust);
+    self->distrust
+        = g_strdup (g_str_has_prefix (check->distrust, prefix) ? check->distrust + strlen (prefix)
+                                                               : check->distrust);
   }
   return TRUE;
 }
@@ -381,4 +386,11 @@ bmapd_flasher_image_dup_signature_badge (BmapdFlasherImage *self)
     default:
       return NULL;
   }
+}
+
+const char *
+bmapd_flasher_image_get_signature_distrust (BmapdFlasherImage *self)
+{
+  g_return_val_if_fail (BMAPD_FLASHER_IS_IMAGE (self), NULL);
+  return self->signature_state == BMAPD_FLASHER_SIGNATURE_UNTRUSTED ? self->distrust : NULL;
 }

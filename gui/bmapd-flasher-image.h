@@ -64,5 +64,7 @@ BmapdFlasherSignatureState bmapd_flasher_image_get_signature_state (BmapdFlasher
  * "signature not trusted: why", "checking the signature…"; NULL without a
  * signature. */
 char *bmapd_flasher_image_dup_signature_badge (BmapdFlasherImage *self);
+/* UNTRUSTED: why, as gpg and the trusted keys say it; NULL otherwise. */
+const char *bmapd_flasher_image_get_signature_distrust (BmapdFlasherImage *self);
 
 G_END_DECLS

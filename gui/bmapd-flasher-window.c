@@ -472,6 +472,15 @@ confirm_flash (BmapdFlasherWindow *self)
   /* TRANSLATORS: after what will be lost: "disk.img.xz will be written instead." */
   g_string_append_printf (body, _ ("%s will be written instead."),
                           bmapd_flasher_image_get_basename (self->image));
+  /* The last look before erasing: a signature that does not hold is said
+   * again (bmapd flashes it all the same; polkit may ask more). */
+  if (bmapd_flasher_image_get_signature_state (self->image) == BMAPD_FLASHER_SIGNATURE_UNTRUSTED) {
+    const char *why = bmapd_flasher_image_get_signature_distrust (self->image);
+    g_string_append (body, "\n\n");
+    /* TRANSLATORS: "The signature of its bmap is not trusted: <why>" */
+    g_string_append_printf (body, _ ("The signature of its bmap is not trusted: %s%s"), why,
+                            g_str_has_suffix (why, ".") ? "" : ".");
+  }
 
   dialog = ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self), heading, body->str));
   adw_message_dialog_add_responses (dialog, "cancel", _ ("_Cancel"), "erase",
@@ -1208,7 +1217,7 @@ build_setup_page (BmapdFlasherWindow *self)
                                _ ("Choose a disk image, or drop one on this window"));
   gtk_image_set_icon_size (GTK_IMAGE (image_icon), GTK_ICON_SIZE_LARGE);
   adw_action_row_add_prefix (ADW_ACTION_ROW (self->image_row), image_icon);
-  adw_action_row_set_subtitle_lines (ADW_ACTION_ROW (self->image_row), 6);
+  adw_action_row_set_subtitle_lines (ADW_ACTION_ROW (self->image_row), 0);
   /* The signature's verdict at a glance; the subtitle says it in words. */
   self->signature_icon = gtk_image_new ();
   gtk_widget_set_valign (self->signature_icon, GTK_ALIGN_CENTER);

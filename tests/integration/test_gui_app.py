@@ -263,6 +263,8 @@ def test_gui_app_too_small_device_is_refused(daemon, bus, polkit, loop_factory, 
     loop = loop_factory(16 * h.MiB)
     before = loop.sha256()
     polkit.set_challenge([h.ACTION_FLASH])
+    # Listed first: a card bmapd does not offer is not "too small".
+    wait_listed(bus, [loop.node])
 
     rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
                                [image, '--device', loop.node, '--flash', '--verbose',
@@ -473,11 +475,17 @@ def trusted_keys(user_dir):
         f.write(gpg(keys.home, '--armor', '--export', keys.fpr))
     os.chmod(path, 0o644)
 
-    def sign(path):
-        gpg(keys.home, '--yes', '--local-user', keys.fpr, '--armor', '--detach-sign',
+    def sign(path, fpr=keys.fpr):
+        gpg(keys.home, '--yes', '--local-user', fpr, '--armor', '--detach-sign',
             '--output', path + '.asc', path)
         os.chmod(path + '.asc', 0o644)
+
+    def make_key(uid):
+        gpg(keys.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
+        out = gpg(keys.home, '--with-colons', '--list-keys', uid).decode()
+        return next(line.split(':')[9] for line in out.splitlines() if line.startswith('fpr:'))
     keys.sign = sign
+    keys.make_key = make_key
     yield keys
     subprocess.run(['gpgconf', '--homedir', keys.home, '--kill', 'all'], capture_output=True)
     shutil.rmtree(keys.home, ignore_errors=True)
@@ -588,3 +596,38 @@ def test_gui_app_signed_image_two_cards_then_minimize_writes(
     assert flash_details['bmap.signature'] == 'trusted', flash_details
     keep_screenshot(shots, 'setup.png', 'minimize-setup.png')
     keep_screenshot(shots, 'result.png', 'minimize-result.png')
+
+
+def test_gui_app_untrusted_signature(signed_daemon, bus, polkit, loop_factory, xvfb, flasher,
+                                     user_dir, trusted_keys):
+    '''A bmap signed by a key bmapd does not trust: the app says the
+    signature is not trusted and why (as bmapd will judge it), and the flash
+    goes on with bmapd telling polkit "untrusted".'''
+    raw = os.path.join(user_dir, 'other.img')
+    ranges = [(0, 512 * 1024), (2 * h.MiB, 1 * h.MiB)]
+    h.make_sparse_image(raw, 4 * h.MiB, ranges, seed='untrusted')
+    h.bmaptool_create(raw, raw + '.bmap')
+    stranger = trusted_keys.make_key('Stranger <stranger@example.org>')
+    trusted_keys.sign(raw + '.bmap', stranger)
+    for path in (raw, raw + '.bmap'):
+        os.chmod(path, 0o644)
+    card = loop_factory(8 * h.MiB)
+    wait_listed(bus, [card.node])
+    polkit.set_challenge([h.ACTION_FLASH])
+    shots = os.path.join(user_dir, 'shots')
+    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
+                               [raw, '--device', card.node, '--flash', '--verbose',
+                                '--trusted-keys-dir', trusted_keys.trusted,
+                                '--screenshot-dir', shots, '--close-when-done'])
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = out.splitlines()
+    [badge] = [line for line in lines if line.startswith('signature ')]
+    assert badge.startswith('signature signature not trusted: the signature in '
+                            f'other.img.bmap.asc is by key {stranger}'), badge
+    assert f'not in the trusted keys in {trusted_keys.trusted} (unknown signer)' in badge, badge
+    assert f'result {card.node} done Done and verified. The card can be removed.' in lines, out
+    [(action, details, *_)] = polkit.checks()
+    assert details['bmap.signature'] == 'untrusted', details
+    keep_screenshot(shots, 'setup.png', 'untrusted-setup.png')
