@@ -571,7 +571,7 @@ def test_gui_app_signed_image_two_cards_then_minimize_writes(
     # Reflashing the first card: everything is in place, nothing written.
     # Eject only once bmapd knows the option (a loop device cannot be
     # ejected: bmapd says why and the flash is done all the same).
-    eject = interface_has('"eject" (b)')
+    eject = interface_has('"eject" (b')
     polkit.clear_checks()
     shutil.rmtree(shots)
     os.mkdir(shots, 0o700)
