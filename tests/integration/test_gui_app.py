@@ -631,3 +631,36 @@ def test_gui_app_untrusted_signature(signed_daemon, bus, polkit, loop_factory, x
     [(action, details, *_)] = polkit.checks()
     assert details['bmap.signature'] == 'untrusted', details
     keep_screenshot(shots, 'setup.png', 'untrusted-setup.png')
+
+
+def test_gui_app_clearsigned_bmap(signed_daemon, bus, polkit, loop_factory, xvfb, flasher,
+                                  user_dir, trusted_keys):
+    '''A clearsigned bmap: the app parses its signed text and hands bmapd
+    that text as the bmap and the whole file as the signature, which bmapd
+    then trusts (the text is its bmap byte for byte).'''
+    from test_signature_trust import gpg
+    raw = os.path.join(user_dir, 'clear.img')
+    ranges = [(0, 256 * 1024), (1 * h.MiB, 1 * h.MiB)]
+    h.make_sparse_image(raw, 4 * h.MiB, ranges, seed='clearsigned')
+    h.bmaptool_create(raw, raw + '.plain')
+    gpg(trusted_keys.home, '--yes', '--local-user', trusted_keys.fpr, '--clearsign',
+        '--output', raw + '.bmap', raw + '.plain')
+    for path in (raw, raw + '.bmap'):
+        os.chmod(path, 0o644)
+    card = loop_factory(8 * h.MiB)
+    wait_listed(bus, [card.node])
+    polkit.set_challenge([h.ACTION_FLASH])
+    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
+                               [raw, '--device', card.node, '--flash', '--verbose',
+                                '--trusted-keys-dir', trusted_keys.trusted, '--close-when-done'])
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = out.splitlines()
+    assert f'signature signed by {trusted_keys.uid} ({trusted_keys.fpr[-16:]})' in lines, out
+    assert f'result {card.node} done Done and verified. The card can be removed.' in lines, out
+    for offset, length in ranges:
+        assert card.read(offset, length) == h.read_range(raw, offset, length)
+    [(action, details, *_)] = polkit.checks()
+    assert details['bmap.signature'] == 'trusted', details
+    assert details['bmap.signer'] == trusted_keys.fpr, details
