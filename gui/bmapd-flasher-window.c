@@ -1163,6 +1163,8 @@ build_options_group (BmapdFlasherWindow *self)
   self->options_row = adw_expander_row_new ();
   adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->options_row), _ ("_Options"));
   adw_preferences_row_set_use_underline (ADW_PREFERENCES_ROW (self->options_row), TRUE);
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->options_row), GTK_ACCESSIBLE_PROPERTY_LABEL,
+                                  _ ("Options"), -1);
   adw_preferences_group_add (ADW_PREFERENCES_GROUP (group), self->options_row);
 
   adw_preferences_row_set_title (ADW_PREFERENCES_ROW (minimize_row),
