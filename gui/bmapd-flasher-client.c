@@ -110,6 +110,9 @@ add_device (BmapdFlasherClient *self, GDBusProxy *proxy)
   if (find_device (self, g_dbus_proxy_get_object_path (proxy), &position))
     return;
   device = bmapd_flasher_device_new (g_dbus_proxy_get_object_path (proxy), properties);
+  /* The app writes whole cards: a card's partitions are not listed. */
+  if (bmapd_flasher_device_is_partition (device))
+    return;
   g_list_store_append (self->devices, device);
 }
 
@@ -719,8 +722,10 @@ flash_many (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devic
   g_autoptr (GError) error = NULL;
   g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
   g_auto (GVariantBuilder) paths = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE ("ao"));
+  g_auto (GVariantBuilder) diskseqs = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE ("at"));
   FlashCall *call;
   gboolean unmount = FALSE;
+  gboolean all_diskseqs = TRUE;
   int image_index;
 
   call = flash_call_new (self, image, devices, jobs, choices);
@@ -731,9 +736,17 @@ flash_many (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devic
     return;
   }
   for (guint i = 0; i < devices->len; i++) {
+    guint64 diskseq = bmapd_flasher_device_get_diskseq (devices->pdata[i]);
+
     g_variant_builder_add (&paths, "o", bmapd_flasher_device_get_object_path (devices->pdata[i]));
+    g_variant_builder_add (&diskseqs, "t", diskseq);
     unmount |= bmapd_flasher_device_get_busy (devices->pdata[i]);
+    all_diskseqs &= diskseq != 0;
   }
+  /* The cards the person saw, not ones swapped in since: FlashMany's
+   * "diskseqs", one for each device, when bmapd told every one. */
+  if (all_diskseqs)
+    g_variant_builder_add (&options, "{sv}", "diskseqs", g_variant_builder_end (&diskseqs));
   if (unmount)
     g_variant_builder_add (&options, "{sv}", "unmount", g_variant_new_boolean (TRUE));
   add_choices (&options, choices);

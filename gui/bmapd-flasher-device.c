@@ -154,6 +154,20 @@ bmapd_flasher_device_get_system (BmapdFlasherDevice *self)
 }
 
 gboolean
+bmapd_flasher_device_is_partition (BmapdFlasherDevice *self)
+{
+  GVariant *value;
+
+  g_return_val_if_fail (BMAPD_FLASHER_IS_DEVICE (self), FALSE);
+
+  /* No PartitionOf: a bmapd from before partitions, whose Devices are all
+   * whole disks. */
+  value = g_hash_table_lookup (self->properties, "PartitionOf");
+  return value != NULL && g_variant_is_of_type (value, G_VARIANT_TYPE_OBJECT_PATH)
+         && g_strcmp0 (g_variant_get_string (value, NULL), "/") != 0;
+}
+
+gboolean
 bmapd_flasher_device_get_busy (BmapdFlasherDevice *self)
 {
   g_return_val_if_fail (BMAPD_FLASHER_IS_DEVICE (self), FALSE);

@@ -26,6 +26,9 @@ guint64 bmapd_flasher_device_get_size (BmapdFlasherDevice *self);
 guint64 bmapd_flasher_device_get_diskseq (BmapdFlasherDevice *self);
 gboolean bmapd_flasher_device_get_system (BmapdFlasherDevice *self);
 gboolean bmapd_flasher_device_get_busy (BmapdFlasherDevice *self);
+/* A partition of a disk (PartitionOf names its disk), which bmapd offers
+ * as a Device too; the app writes whole cards only. */
+gboolean bmapd_flasher_device_is_partition (BmapdFlasherDevice *self);
 /* The Job object writing to it, NULL when idle. */
 const char *bmapd_flasher_device_get_job (BmapdFlasherDevice *self);
 

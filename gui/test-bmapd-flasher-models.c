@@ -68,6 +68,27 @@ test_device_fallbacks (void)
   g_assert_cmpuint (bmapd_flasher_device_get_diskseq (device), ==, 42);
   g_assert_null (bmapd_flasher_device_get_job (device));
   g_assert_false (bmapd_flasher_device_get_system (device));
+  /* No PartitionOf (a bmapd before partitions): a whole disk. */
+  g_assert_false (bmapd_flasher_device_is_partition (device));
+}
+
+/* bmapd offers a card's partitions as Devices too; "/" marks the disk. */
+static void
+test_device_partition (void)
+{
+  g_autoptr (BmapdFlasherDevice) disk
+      = bmapd_flasher_device_new ("/org/bmapd/bmapd1/device/sdb", old_usb_properties ());
+  g_autoptr (BmapdFlasherDevice) part
+      = bmapd_flasher_device_new ("/org/bmapd/bmapd1/device/sdb1", old_usb_properties ());
+
+  bmapd_flasher_device_update (disk, one_property ("PartitionOf", g_variant_new_object_path ("/")),
+                               NULL);
+  bmapd_flasher_device_update (
+      part,
+      one_property ("PartitionOf", g_variant_new_object_path ("/org/bmapd/bmapd1/device/sdb")),
+      NULL);
+  g_assert_false (bmapd_flasher_device_is_partition (disk));
+  g_assert_true (bmapd_flasher_device_is_partition (part));
 }
 
 static void
@@ -821,6 +842,7 @@ main (int argc, char *argv[])
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/flasher/device/fallbacks", test_device_fallbacks);
   g_test_add_func ("/flasher/device/new-properties", test_device_new_properties);
+  g_test_add_func ("/flasher/device/partition", test_device_partition);
   g_test_add_func ("/flasher/device/erase-warning", test_device_erase_warning);
   g_test_add_func ("/flasher/device/wrong-types", test_device_wrong_types_ignored);
   g_test_add_func ("/flasher/device/unusable", test_device_unusable);
