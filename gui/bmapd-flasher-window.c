@@ -571,6 +571,10 @@ create_device_row (gpointer item, gpointer user_data)
   g_object_set_data (G_OBJECT (row), "check", check);
   g_object_set_data (G_OBJECT (row), "icon", icon);
   g_signal_connect_object (device, "changed", G_CALLBACK (sync_device_row), row, 0);
+  if (self->verbose) {
+    g_print ("listed %s\n", bmapd_flasher_device_get_node (device));
+    fflush (stdout);
+  }
   /* The window is its ancestor only once it is added: fill it then too. */
   g_signal_connect_swapped (row, "realize", G_CALLBACK (sync_device_row), device);
   sync_device_row (device, row);

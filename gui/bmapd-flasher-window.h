@@ -35,7 +35,9 @@ void bmapd_flasher_window_flash_when_ready (BmapdFlasherWindow *self);
  * when every job has ended. */
 void bmapd_flasher_window_set_screenshot_dir (BmapdFlasherWindow *self, const char *dir);
 /* Prints each job's states and its result on stdout, one line each:
- * "state NODE STATE", "result NODE STATE TEXT". */
+ * "state NODE STATE", "result NODE STATE TEXT", "details NODE TEXT"; and
+ * "listed NODE" for each device row shown, "signature BADGE" once the
+ * image's signature is judged. */
 void bmapd_flasher_window_set_verbose (BmapdFlasherWindow *self, gboolean verbose);
 /* Closes the window (and so quits) once every job has ended and the
  * result screenshot, if any, is saved. */

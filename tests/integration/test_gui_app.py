@@ -24,6 +24,8 @@ import pytest
 import bmapd_harness as h
 # Card readers made through /dev/loop-control, and the udevd they need.
 from test_autoflash_loop import readers, udevd  # noqa: F401 (fixtures)
+# Loop devices with a partition table, their partitions offered by bmapd.
+from test_partitions import partitioned  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.loop
 
@@ -664,3 +666,32 @@ def test_gui_app_clearsigned_bmap(signed_daemon, bus, polkit, loop_factory, xvfb
     [(action, details, *_)] = polkit.checks()
     assert details['bmap.signature'] == 'trusted', details
     assert details['bmap.signer'] == trusted_keys.fpr, details
+
+
+def test_gui_app_lists_whole_cards_only(daemon, bus, client, polkit, partitioned,  # noqa: F811
+                                        xvfb, flasher, user_dir):
+    '''bmapd offers a card's partitions as Devices too; the app, which
+    writes whole cards, lists the card and not its partition, and flashes
+    the card.'''
+    raw = os.path.join(user_dir, 'whole.img')
+    ranges = [(0, 64 * 1024), (3 * h.MiB, 1 * h.MiB)]
+    h.make_sparse_image(raw, 8 * h.MiB, ranges, seed='whole')
+    h.bmaptool_create(raw, raw + '.bmap')
+    for path in (raw, raw + '.bmap'):
+        os.chmod(path, 0o644)
+    card = partitioned()
+    client.wait_device(card.node)
+    client.wait_device(card.part)
+    polkit.set_challenge([h.ACTION_FLASH])
+    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
+                               [raw, '--device', card.node, '--flash', '--verbose',
+                                '--close-when-done'])
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    lines = out.splitlines()
+    assert f'listed {card.node}' in lines, out
+    assert f'listed {card.part}' not in lines, out
+    assert f'result {card.node} done Done and verified. The card can be removed.' in lines, out
+    for offset, length in ranges:
+        assert card.read(offset, length) == h.read_range(raw, offset, length)
