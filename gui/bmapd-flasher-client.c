@@ -541,12 +541,13 @@ append_fd (GUnixFDList *fds, int fd, int *index, GError **error)
 }
 
 /* The image and its bmap as descriptors in @fds, with "bmap" (or
- * "nobmap"), "bmap-signature" when the bmap has one, "verify" and
- * "description" in @options; returns the image's index in @fds, -1 on
+ * "nobmap"), "bmap-signature" when the bmap has one and @signature is
+ * asked for (Flash and FlashMany take it, AddAutoFlash does not), "verify"
+ * and "description" in @options; returns the image's index in @fds, -1 on
  * error. */
 static int
 add_image (BmapdFlasherImage *image, GUnixFDList *fds, GVariantBuilder *options,
-           const char *description, GError **error)
+           const char *description, gboolean with_signature, GError **error)
 {
   int image_index;
   GBytes *bmap = bmapd_flasher_image_get_bmap_data (image);
@@ -566,7 +567,7 @@ add_image (BmapdFlasherImage *image, GUnixFDList *fds, GVariantBuilder *options,
   }
   /* bmapd judges it by its own trusted keys (the badge said what it will
    * find) and tells polkit: a rule may then ask no password. */
-  if (bmap != NULL && signature != NULL) {
+  if (with_signature && bmap != NULL && signature != NULL) {
     int sig_index;
 
     if (!append_fd (fds, memfd_for_bytes (signature, "bmap-signature", error), &sig_index, error))
@@ -623,7 +624,8 @@ flash_one (BmapdFlasherClient *self, BmapdFlasherImage *image, BmapdFlasherDevic
   FlashCall *call;
   int image_index;
 
-  image_index = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), &error);
+  image_index
+      = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), TRUE, &error);
   if (image_index < 0) {
     bmapd_flasher_job_call_failed (job, error);
     return;
@@ -729,7 +731,8 @@ flash_many (BmapdFlasherClient *self, BmapdFlasherImage *image, GPtrArray *devic
   int image_index;
 
   call = flash_call_new (self, image, devices, jobs, choices);
-  image_index = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), &error);
+  image_index
+      = add_image (image, fds, &options, bmapd_flasher_image_get_basename (image), TRUE, &error);
   if (image_index < 0) {
     flash_call_failed (call, error);
     flash_call_free (call);
@@ -787,8 +790,11 @@ on_add_auto_flash_reply (GObject *source, GAsyncResult *result, gpointer user_da
 
 void
 bmapd_flasher_client_arm_station (BmapdFlasherClient *self, BmapdFlasherImage *image,
-                                  BmapdFlasherStation *station, GVariant *match, guint count)
+                                  BmapdFlasherStation *station, GVariant *match, guint count,
+                                  const BmapdFlasherFlashOptions *choices)
 {
+  BmapdFlasherFlashOptions card_choices
+      = { .eject = choices->eject, .power_off = choices->power_off };
   g_autoptr (GUnixFDList) fds = g_unix_fd_list_new ();
   g_autoptr (GError) error = NULL;
   g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);
@@ -798,14 +804,15 @@ bmapd_flasher_client_arm_station (BmapdFlasherClient *self, BmapdFlasherImage *i
   g_return_if_fail (BMAPD_FLASHER_IS_CLIENT (self));
 
   g_set_object (&self->station, station);
-  image_index
-      = add_image (image, fds, &options, bmapd_flasher_station_get_description (station), &error);
+  image_index = add_image (image, fds, &options, bmapd_flasher_station_get_description (station),
+                           FALSE, &error);
   if (image_index < 0) {
     bmapd_flasher_station_fail (station, error->message);
     return;
   }
   if (count > 0)
     g_variant_builder_add (&options, "{sv}", "count", g_variant_new_uint32 (count));
+  add_choices (&options, &card_choices);
   /* No "keep": the rule goes when this app leaves the bus, so that no card
    * is flashed with nobody watching the station. */
   g_dbus_proxy_call_with_unix_fd_list (

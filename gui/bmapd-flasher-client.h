@@ -49,9 +49,12 @@ void bmapd_flasher_client_cancel (BmapdFlasherClient *self, BmapdFlasherJob *job
 
 /* Station mode: arms an auto-flash rule (AddAutoFlash) for @image with
  * @match (a floating a{sv} is sunk) and "count" @count (0: no limit); the
- * rule's counters and its cards' jobs land in @station, so do failures. */
+ * rule's counters and its cards' jobs land in @station, so do failures.
+ * Of @options, eject and power-off apply to each card (a rule has no
+ * minimize-writes). */
 void bmapd_flasher_client_arm_station (BmapdFlasherClient *self, BmapdFlasherImage *image,
-                                       BmapdFlasherStation *station, GVariant *match, guint count);
+                                       BmapdFlasherStation *station, GVariant *match, guint count,
+                                       const BmapdFlasherFlashOptions *options);
 /* Removes the station's rule; cards being written are finished. */
 void bmapd_flasher_client_disarm_station (BmapdFlasherClient *self, BmapdFlasherStation *station);
 

@@ -63,6 +63,7 @@ struct _BmapdFlasherWindow {
   gboolean station_when_ready;
   gboolean station_was_armed;
   GtkWidget *station_toggle;
+  GtkWidget *station_when_done_row;
   GtkWidget *station_group;
   GtkWidget *station_counter;
   GtkWidget *station_status;
@@ -703,6 +704,8 @@ station_sync (BmapdFlasherWindow *self)
                             armed ? "destructive-action" : "suggested-action");
   gtk_widget_set_sensitive (self->station_button,
                             self->client != NULL && (armed || self->image != NULL));
+  /* A rule's options are set when it is armed. */
+  gtk_widget_set_sensitive (self->station_when_done_row, !armed);
 }
 
 static gboolean
@@ -773,6 +776,7 @@ static void
 station_arm (BmapdFlasherWindow *self)
 {
   g_autofree char *description = NULL;
+  BmapdFlasherFlashOptions choices;
   GVariant *match;
 
   if (self->station != NULL) {
@@ -790,8 +794,9 @@ station_arm (BmapdFlasherWindow *self)
                            NULL);
   match = self->station_match != NULL ? g_variant_ref (self->station_match)
                                       : g_variant_ref_sink (g_variant_new ("a{sv}", NULL));
+  choices = chosen_options (self);
   bmapd_flasher_client_arm_station (self->client, self->image, self->station, match,
-                                    self->station_count);
+                                    self->station_count, &choices);
   g_variant_unref (match);
   station_sync (self);
 }
@@ -1312,6 +1317,20 @@ build_station_page (BmapdFlasherWindow *self)
   self->station_group = adw_preferences_group_new ();
   adw_preferences_group_set_title (ADW_PREFERENCES_GROUP (self->station_group), _ ("Station Mode"));
   gtk_box_append (GTK_BOX (box), self->station_group);
+
+  /* The setup page's choice, shown here too: one setting for both. */
+  self->station_when_done_row = adw_combo_row_new ();
+  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->station_when_done_row),
+                                 _ ("When a card is _done"));
+  adw_preferences_row_set_use_underline (ADW_PREFERENCES_ROW (self->station_when_done_row), TRUE);
+  adw_combo_row_set_model (ADW_COMBO_ROW (self->station_when_done_row),
+                           adw_combo_row_get_model (ADW_COMBO_ROW (self->when_done_row)));
+  g_object_bind_property (self->when_done_row, "selected", self->station_when_done_row, "selected",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  gtk_accessible_update_property (GTK_ACCESSIBLE (self->station_when_done_row),
+                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("When a card is done"), -1);
+  adw_preferences_group_add (ADW_PREFERENCES_GROUP (self->station_group),
+                             self->station_when_done_row);
 
   self->station_counter = gtk_label_new (NULL);
   gtk_widget_add_css_class (self->station_counter, "title-1");

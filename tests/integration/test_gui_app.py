@@ -294,14 +294,19 @@ def station_daemon(udevd, bus, client, polkit, tmp_path):  # noqa: F811
 
 
 def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flasher,  # noqa: F811
-                              user_dir):
+                              user_dir, trusted_keys):
     '''Station mode: the app arms a rule for two cards of one size; each
     card inserted is flashed and shown with its result, the counter says
-    2 flashed, 0 failed, and the window closes once the rule is done.'''
+    2 flashed, 0 failed, and the window closes once the rule is done. The
+    bmap is signed (a rule takes no signature: the app does not pass it),
+    and each card is to be ejected when done (a loop device cannot be:
+    bmapd says why, and the card is done all the same).'''
     raw = os.path.join(user_dir, 'board.img')
     ranges = [(0, 64 * 1024), (1 * h.MiB, 512 * 1024), (7 * h.MiB, 1 * h.MiB)]
     h.make_sparse_image(raw, 8 * h.MiB, ranges, seed='station')
     h.bmaptool_create(raw, raw + '.bmap')
+    trusted_keys.sign(raw + '.bmap')
+    eject = interface_has('"eject" (b')
     for path in (raw, raw + '.bmap'):
         os.chmod(path, 0o644)
     # Loop devices are not removable: the rule admits fixed disks, which
@@ -312,6 +317,8 @@ def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flashe
     proc = start_flasher(flasher, xvfb.display, bus, user_dir,
                          [raw, '--station', '--station-count', '2', '--match-fixed',
                           '--match-size', str(STATION_CARD), '--verbose',
+                          '--trusted-keys-dir', trusted_keys.trusted,
+                          *(['--when-done', 'eject'] if eject else []),
                           '--screenshot-dir', shots, '--close-when-done'])
     lines = []
     reader_thread = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
@@ -343,6 +350,10 @@ def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flashe
         for offset, length in ranges:
             assert card.read(offset, length) == h.read_range(raw, offset, length), \
                 f'{card.node}: range at {offset} differs'
+    if eject:
+        for card in cards:
+            [details] = [line for line in lines if line.startswith(f'details {card.node} ')]
+            assert 'not ejected' in details.lower(), details
     counters = [line for line in lines if line.startswith('counter ')]
     assert counters[-1] == 'counter 2 0', counters
     checks = polkit.checks()
