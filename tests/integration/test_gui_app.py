@@ -473,29 +473,28 @@ def trusted_keys(user_dir):
     /etc/bmapd/trusted-keys.d is.'''
     if not shutil.which('gpg') or not shutil.which('gpgconf'):
         pytest.skip('gpg and gpgconf (gnupg) are not installed')
-    from test_signature_trust import gpg
     keys = type('Keys', (), {})()
     keys.home = tempfile.mkdtemp(prefix='bmapd-flasher-gnupg-')
     uid = 'Release Team <release@example.org>'
-    gpg(keys.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
-    out = gpg(keys.home, '--with-colons', '--list-keys', uid).decode()
+    h.gpg(keys.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
+    out = h.gpg(keys.home, '--with-colons', '--list-keys', uid).decode()
     keys.fpr = next(line.split(':')[9] for line in out.splitlines() if line.startswith('fpr:'))
     keys.uid = uid
     keys.trusted = os.path.join(user_dir, 'trusted-keys.d')
     os.mkdir(keys.trusted, 0o755)
     path = os.path.join(keys.trusted, 'release.asc')
     with open(path, 'wb') as f:
-        f.write(gpg(keys.home, '--armor', '--export', keys.fpr))
+        f.write(h.gpg(keys.home, '--armor', '--export', keys.fpr))
     os.chmod(path, 0o644)
 
     def sign(path, fpr=keys.fpr):
-        gpg(keys.home, '--yes', '--local-user', fpr, '--armor', '--detach-sign',
+        h.gpg(keys.home, '--yes', '--local-user', fpr, '--armor', '--detach-sign',
             '--output', path + '.asc', path)
         os.chmod(path + '.asc', 0o644)
 
     def make_key(uid):
-        gpg(keys.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
-        out = gpg(keys.home, '--with-colons', '--list-keys', uid).decode()
+        h.gpg(keys.home, '--quick-gen-key', uid, 'ed25519', 'sign', '1y')
+        out = h.gpg(keys.home, '--with-colons', '--list-keys', uid).decode()
         return next(line.split(':')[9] for line in out.splitlines() if line.startswith('fpr:'))
     keys.sign = sign
     keys.make_key = make_key
@@ -651,12 +650,11 @@ def test_gui_app_clearsigned_bmap(signed_daemon, bus, polkit, loop_factory, xvfb
     '''A clearsigned bmap: the app parses its signed text and hands bmapd
     that text as the bmap and the whole file as the signature, which bmapd
     then trusts (the text is its bmap byte for byte).'''
-    from test_signature_trust import gpg
     raw = os.path.join(user_dir, 'clear.img')
     ranges = [(0, 256 * 1024), (1 * h.MiB, 1 * h.MiB)]
     h.make_sparse_image(raw, 4 * h.MiB, ranges, seed='clearsigned')
     h.bmaptool_create(raw, raw + '.plain')
-    gpg(trusted_keys.home, '--yes', '--local-user', trusted_keys.fpr, '--clearsign',
+    h.gpg(trusted_keys.home, '--yes', '--local-user', trusted_keys.fpr, '--clearsign',
         '--output', raw + '.bmap', raw + '.plain')
     for path in (raw, raw + '.bmap'):
         os.chmod(path, 0o644)
