@@ -404,6 +404,8 @@ def test_gui_app_cancel_while_authorizing(daemon, bus, polkit, loop_factory, xvf
     _, image, _ = make_image(user_dir)
     loop = loop_factory(128 * h.MiB)
     before = loop.sha256()
+    # Listed first: under load bmapd may offer it after the app's wait.
+    wait_listed(bus, [loop.node])
     polkit.set_challenge([h.ACTION_FLASH])
     polkit.set_hold(True)  # the password dialog stays up
     session = SessionBus()
