@@ -24,6 +24,10 @@ typedef struct {
   gboolean nobmap;
   gboolean no_verify;
   gboolean verify_written;
+  gboolean minimize_writes;
+  gboolean discard;
+  gboolean zero_unmapped;
+  gboolean relocate_gpt;
   char **match_bus;
   char *match_serial;
   char *match_vendor;
@@ -610,6 +614,15 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
                                "verify-written", "b", args->verify_written, "count", "u",
                                (guint32) args->count, "keep", "b", args->keep, "description", "s",
                                description);
+  /* Given only when asked for: the rule's Options list what was given. */
+  if (r >= 0 && args->minimize_writes)
+    r = sd_bus_message_append (call, "{sv}", "minimize-writes", "b", 1);
+  if (r >= 0 && args->discard)
+    r = sd_bus_message_append (call, "{sv}", "discard", "b", 1);
+  if (r >= 0 && args->zero_unmapped)
+    r = sd_bus_message_append (call, "{sv}", "zero-unmapped", "b", 1);
+  if (r >= 0 && args->relocate_gpt)
+    r = sd_bus_message_append (call, "{sv}", "relocate-gpt", "b", 1);
   if (r >= 0)
     r = bmapctl_bus_append_no_user_interaction (call, options);
   if (r >= 0)
@@ -804,6 +817,15 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
       "Do not check the bmap's checksums while writing", NULL },
     { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.verify_written,
       "Read each card back after writing and check it", NULL },
+    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.minimize_writes,
+      "Read each card first and write only the blocks that differ (boards refreshed in place)",
+      NULL },
+    { "discard", 0, 0, G_OPTION_ARG_NONE, &args.discard,
+      "After writing, discard the ranges the bmap does not map, where the card can", NULL },
+    { "zero-unmapped", 0, 0, G_OPTION_ARG_NONE, &args.zero_unmapped,
+      "After writing, make the ranges the bmap does not map read back as zeros", NULL },
+    { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.relocate_gpt,
+      "After writing, move a GPT's backup header and table to the end of a larger card", NULL },
     { "match-bus", 0, 0, G_OPTION_ARG_STRING_ARRAY, &args.match_bus,
       "Only devices on this bus (usb, mmc, ...); may be repeated", "BUS" },
     { "match-serial", 0, 0, G_OPTION_ARG_STRING, &args.match_serial,
@@ -861,6 +883,9 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
     return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE" : "too many arguments");
   if (args.bmap != NULL && args.nobmap)
     return bmapctl_usage_error (command, "--bmap and --nobmap exclude each other");
+  if (args.nobmap && (args.discard || args.zero_unmapped))
+    return bmapctl_usage_error (command, "%s needs a bmap (the ranges it does not map)",
+                                args.discard ? "--discard" : "--zero-unmapped");
   {
     const BmapctlSignatureArgs sig_args
         = { args.bmap_sig, args.no_sig_verify, args.fingerprint, args.keyring };

@@ -16,7 +16,9 @@
 /* As the kernel's MAXSYMLINKS. */
 #define MAX_SYMLINKS 40
 
-#define RULE_KEYS  "Image, Bmap, NoBmap, Verify, VerifyWritten, Eject, PowerOff, Count, Description"
+#define RULE_KEYS                                                                                  \
+  "Image, Bmap, NoBmap, Verify, VerifyWritten, MinimizeWrites, Discard, ZeroUnmapped, "            \
+  "RelocateGPT, Eject, PowerOff, Count, Description"
 #define MATCH_KEYS "Bus, Serial, Vendor, Model, Port, MinSize, MaxSize, AllowNonRemovable"
 
 typedef struct {
@@ -28,8 +30,9 @@ static gboolean
 key_is_known (const char *group, const char *key)
 {
   static const char *const rule_keys[]
-      = { "Image", "Bmap",     "NoBmap", "Verify",      "VerifyWritten",
-          "Eject", "PowerOff", "Count",  "Description", NULL };
+      = { "Image",          "Bmap",    "NoBmap",       "Verify",      "VerifyWritten",
+          "MinimizeWrites", "Discard", "ZeroUnmapped", "RelocateGPT", "Eject",
+          "PowerOff",       "Count",   "Description",  NULL };
   static const char *const match_keys[]
       = { "Bus", "Serial", "Vendor", "Model", "Port", "MinSize", "MaxSize", "AllowNonRemovable",
           NULL };
@@ -498,6 +501,16 @@ load_options (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder
     return FALSE;
   if (given)
     g_variant_builder_add (builder, "{sv}", "power-off", g_variant_new_boolean (spec->power_off));
+  for (const BmapdAutoFlashFlag *f = bmapd_autoflash_flags; f->option != NULL; f++) {
+    gboolean on = FALSE;
+
+    if (!get_bool (file, "Rule", f->key, &on, &given, error))
+      return FALSE;
+    if (!given)
+      continue;
+    spec->flash_flags = on ? spec->flash_flags | f->flag : spec->flash_flags & ~f->flag;
+    g_variant_builder_add (builder, "{sv}", f->option, g_variant_new_boolean (on));
+  }
   if (!get_uint (file, "Rule", "Count", &spec->count, &given, error))
     return FALSE;
   if (given)
@@ -517,6 +530,13 @@ load_options (RuleFile *file, BmapdAutoFlashSpec *spec, GVariantBuilder *builder
                  "%s: [Rule] VerifyWritten=true needs a bmap with checksums, and NoBmap=true "
                  "was given",
                  file->path);
+    return FALSE;
+  }
+  if (spec->nobmap && (spec->flash_flags & (BMAPD_FLASH_DISCARD | BMAPD_FLASH_ZERO_UNMAPPED))) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s: [Rule] %s=true needs a bmap (the ranges it does not map), and "
+                 "NoBmap=true was given",
+                 file->path, spec->flash_flags & BMAPD_FLASH_DISCARD ? "Discard" : "ZeroUnmapped");
     return FALSE;
   }
   return TRUE;

@@ -19,6 +19,8 @@ G_BEGIN_DECLS
  *   NoBmap=false                     copy every block instead
  *   Verify=true
  *   VerifyWritten=false
+ *   MinimizeWrites=false             and Discard=, ZeroUnmapped=,
+ *                                    RelocateGPT=: the Flash options
  *   Count=0                          cards, then the rule is disarmed
  *   Description=                     default: the image's file name
  *

@@ -5,6 +5,24 @@
 
 #include "bmapd-autoflash-spec.h"
 
+const BmapdAutoFlashFlag bmapd_autoflash_flags[] = {
+  { "minimize-writes", "MinimizeWrites", BMAPD_FLASH_MINIMIZE_WRITES },
+  { "discard", "Discard", BMAPD_FLASH_DISCARD },
+  { "zero-unmapped", "ZeroUnmapped", BMAPD_FLASH_ZERO_UNMAPPED },
+  { "relocate-gpt", "RelocateGPT", BMAPD_FLASH_RELOCATE_GPT },
+  { NULL, NULL, 0 },
+};
+
+const BmapdAutoFlashFlag *
+bmapd_autoflash_flag_lookup (const char *option)
+{
+  for (const BmapdAutoFlashFlag *f = bmapd_autoflash_flags; f->option != NULL; f++) {
+    if (g_str_equal (f->option, option))
+      return f;
+  }
+  return NULL;
+}
+
 BmapdAutoFlashSpec *
 bmapd_autoflash_spec_new (void)
 {
@@ -48,6 +66,12 @@ bmapd_autoflash_spec_check (BmapdAutoFlashSpec *spec, GError **error)
   if (spec->nobmap && spec->verify_written) {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "verify-written needs a bmap with checksums, and nobmap was given");
+    return FALSE;
+  }
+  if (spec->nobmap && (spec->flash_flags & (BMAPD_FLASH_DISCARD | BMAPD_FLASH_ZERO_UNMAPPED))) {
+    g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
+                 "%s needs a bmap (the ranges it does not map), and nobmap was given",
+                 spec->flash_flags & BMAPD_FLASH_DISCARD ? "discard" : "zero-unmapped");
     return FALSE;
   }
   return TRUE;

@@ -5,6 +5,7 @@
 
 #include "bmapd-device-info.h"
 #include "bmapd-image.h"
+#include "bmapd-job.h"
 #include "libbmap.h"
 
 G_BEGIN_DECLS
@@ -37,20 +38,36 @@ typedef struct {
   gboolean nobmap;
   gboolean verify;
   gboolean verify_written;
-  gboolean eject;     /* each card, once flashed and verified */
-  gboolean power_off; /* each card's USB device, once flashed and verified */
+  gboolean eject;              /* each card, once flashed and verified */
+  gboolean power_off;          /* each card's USB device, once flashed and verified */
+  BmapdFlashFlags flash_flags; /* bmapd_autoflash_flags, for every card's job */
   gboolean keep;
   guint count; /* 0: no limit */
   char *description;
   char *config_file; /* NULL for a rule from AddAutoFlash */
 } BmapdAutoFlashSpec;
 
+/* The Flash options a rule passes on to its cards' jobs as they are: the
+ * AddAutoFlash option and the rule file key for each. */
+typedef struct {
+  const char *option; /* "minimize-writes" */
+  const char *key;    /* "MinimizeWrites" */
+  BmapdFlashFlags flag;
+} BmapdAutoFlashFlag;
+
+/* Terminated by an entry with option NULL. */
+extern const BmapdAutoFlashFlag bmapd_autoflash_flags[];
+
+/* The entry for the AddAutoFlash option @option, NULL if it is not one. */
+const BmapdAutoFlashFlag *bmapd_autoflash_flag_lookup (const char *option);
+
 /* Defaults: verify, no count, no keep. */
 BmapdAutoFlashSpec *bmapd_autoflash_spec_new (void);
 void bmapd_autoflash_spec_free (BmapdAutoFlashSpec *spec);
 
 /* The checks between the options and the match that need no file:
- * min-size above max-size, verify-written with nobmap. */
+ * min-size above max-size, verify-written, discard or zero-unmapped with
+ * nobmap. */
 gboolean bmapd_autoflash_spec_check (BmapdAutoFlashSpec *spec, GError **error);
 
 /* Takes @image_fd (a regular file, at the image's start) and @map (NULL

@@ -332,8 +332,8 @@ start_card (BmapdAutoFlash *autoflash, BmapdAutoFlashRule *rule, Card *card, Bat
     .diskseq = card->diskseq,
     .verify = spec->verify,
     .verify_written = spec->verify_written,
-    .flash_flags
-    = (spec->eject ? BMAPD_FLASH_EJECT : 0) | (spec->power_off ? BMAPD_FLASH_POWER_OFF : 0),
+    .flash_flags = spec->flash_flags | (spec->eject ? BMAPD_FLASH_EJECT : 0)
+                   | (spec->power_off ? BMAPD_FLASH_POWER_OFF : 0),
     .description = spec->description,
     .uid = bmapd_autoflash_rule_get_uid (rule),
     .hold = batch != NULL,
@@ -689,6 +689,7 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
 {
   AddRequest *req = user_data;
   BmapdAutoFlashSpec *spec = req->spec;
+  const BmapdAutoFlashFlag *flag = bmapd_autoflash_flag_lookup (key);
   GVariant *value = NULL;
 
   if (g_str_equal (key, "bmap")) {
@@ -716,6 +717,13 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
     if (!bmapd_bus_read_bool (m, key, field, error))
       return FALSE;
     value = g_variant_new_boolean (*field);
+  } else if (flag != NULL) {
+    gboolean on = FALSE;
+
+    if (!bmapd_bus_read_bool (m, key, &on, error))
+      return FALSE;
+    spec->flash_flags = on ? spec->flash_flags | flag->flag : spec->flash_flags & ~flag->flag;
+    value = g_variant_new_boolean (on);
   } else if (g_str_equal (key, "description")) {
     if (!bmapd_bus_read_string (m, key, &spec->description, error))
       return FALSE;
@@ -742,8 +750,8 @@ parse_option (sd_bus_message *m, const char *key, gpointer user_data, GError **e
   } else {
     g_set_error (error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "unknown AddAutoFlash option \"%s\" (known: bmap, nobmap, verify, "
-                 "verify-written, eject, power-off, description, count, keep, "
-                 "no-user-interaction)",
+                 "verify-written, minimize-writes, discard, zero-unmapped, relocate-gpt, "
+                 "eject, power-off, description, count, keep, no-user-interaction)",
                  key);
     return FALSE;
   }

@@ -51,7 +51,7 @@ typedef struct {
   BmapMap *map;      /* taken; NULL copies every block */
   gboolean verify;
   gboolean verify_written;
-  BmapdFlashFlags flash_flags; /* the rule's eject and power-off */
+  BmapdFlashFlags flash_flags; /* the rule's: minimize-writes ... relocate-gpt, eject, power-off */
   const char *description;
   uid_t uid; /* StartedByUid */
   /* The job is handed to the card function queued but not given to the

@@ -86,11 +86,11 @@ complete -c bmapctl -n $c -l bmap-sig -r -F -d "The bmap's detached signature"
 complete -c bmapctl -n $c -l no-sig-verify -d "Do not check the bmap's signature"
 complete -c bmapctl -n $c -l fingerprint -x -d 'The bmap must be signed by the key with this fingerprint'
 complete -c bmapctl -n $c -l keyring -r -F -d 'Check the signature against the keys in FILE only'
-set -l c "__fish_seen_subcommand_from copy flash"
 complete -c bmapctl -n $c -l minimize-writes -d 'Read DEST first and write only the blocks that differ'
 complete -c bmapctl -n $c -l discard -d 'After writing, discard the ranges the bmap does not map'
 complete -c bmapctl -n $c -l zero-unmapped -d 'After writing, make the unmapped ranges read back as zeros'
 complete -c bmapctl -n $c -l relocate-gpt -d "After writing, move a GPT's backup to the end of a larger device"
+set -l c "__fish_seen_subcommand_from copy flash"
 complete -c bmapctl -n $c -l eject -d "After the last step, eject the medium"
 complete -c bmapctl -n $c -l power-off -d "After the last step, power off the USB device"
 complete -c bmapctl -n $c -l removable-device -d 'Refuse to write unless DEST is a removable block device'

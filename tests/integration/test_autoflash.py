@@ -80,6 +80,17 @@ def test_add_rule_and_its_properties(daemon, client, polkit, image, fds):
     assert checks[0][3:5] == ('system-bus-name', client.unique_name)
 
 
+def test_rule_passes_flash_options_on(daemon, client, polkit, image, fds):
+    '''The Flash options that a rule passes on to its cards' jobs are
+    taken, and shown in Options as given; the flashing itself is in
+    test_autoflash_loop.py.'''
+    polkit.set_allowed([h.ACTION_AUTO_FLASH])
+    rule = add(client, fds, image, minimize_writes=True, discard=True, zero_unmapped=False,
+               relocate_gpt=True)
+    assert client.get(rule, h.AUTOFLASH_IFACE, 'Options') == {
+        'minimize-writes': True, 'discard': True, 'zero-unmapped': False, 'relocate-gpt': True}
+
+
 def test_rule_object_matches_the_xml(daemon, client, polkit, image, fds):
     polkit.set_allowed([h.ACTION_AUTO_FLASH])
     rule = add(client, fds, image, keep=True)
@@ -122,6 +133,7 @@ BAD_CALLS = [
     ({}, {'diskseq': 7}, 'InvalidArgument', ['diskseq']),
     ({}, {'unmount': True}, 'InvalidArgument', ['unmount', 'busy']),
     ({}, {'bind-to-caller': True}, 'InvalidArgument', ['bind-to-caller', 'keep']),
+    ({}, {'minimize-writes': 'yes'}, 'InvalidArgument', ['minimize-writes', 'type']),
 ]
 
 
@@ -163,6 +175,10 @@ def test_bad_descriptors_and_bmaps(daemon, client, polkit, image, fds, tmp_path)
             nobmap=True)
     refused('InvalidArgument', ['verify-written', 'nobmap'], fds(image['path']), nobmap=True,
             verify_written=True)
+    refused('InvalidArgument', ['discard', 'needs a bmap', 'nobmap'], fds(image['path']),
+            nobmap=True, discard=True)
+    refused('InvalidArgument', ['zero-unmapped', 'needs a bmap', 'nobmap'], fds(image['path']),
+            nobmap=True, zero_unmapped=True)
 
     bad_bmap = tmp_path / 'bad.bmap'
     bad_bmap.write_text('<?xml version="1.0"?><bmap version="2.0"><nonsense/></bmap>')
@@ -321,11 +337,16 @@ def test_rule_files(bus, client, polkit, tmp_path, image):
                                                      'absolute']),
         'i.conf': (f'[Rule]\nImage={image["path"]}\nBmap={image["path"]}\n',
                    ['i.conf', f'Bmap={image["path"]}']),
+        'j.conf': (f'[Rule]\nImage={image["path"]}\nNoBmap=true\nZeroUnmapped=true\n',
+                   ['j.conf', 'ZeroUnmapped=true needs a bmap', 'NoBmap=true']),
+        'k.conf': (good_rule(image, 'MinimizeWrites=often\n'), ['k.conf', 'MinimizeWrites=often',
+                                                                 'true or false']),
     }
     for name, (text, _) in bad.items():
         write_rule(rules_dir, name, text)
     # The bmap found next to the image, as bmaptool does.
     z = write_rule(rules_dir, 'z.conf', f'[Rule]\nImage={image["path"]}\nDescription=Board v3\n'
+                   'MinimizeWrites=true\nDiscard=yes\nZeroUnmapped=false\nRelocateGPT=1\n'
                    '[Match]\nAllowNonRemovable=true\nMaxSize=8G\n')
     write_rule(rules_dir, 'notes.txt', 'not a rule')
 
@@ -342,6 +363,9 @@ def test_rule_files(bus, client, polkit, tmp_path, image):
         _, props = rules[z]
         assert props['Description'] == 'Board v3'
         assert props['Match'] == {'allow-non-removable': True, 'max-size': 8 << 30}
+        assert props['Options'] == {'minimize-writes': True, 'discard': True,
+                                    'zero-unmapped': False, 'relocate-gpt': True,
+                                    'description': 'Board v3'}
         assert client.get(h.MANAGER_PATH, h.MANAGER_IFACE, 'AutoFlashArmed') is True
         assert rules[a][0] < rules[z][0]  # ids in file name order
 
@@ -352,7 +376,7 @@ def test_rule_files(bus, client, polkit, tmp_path, image):
             for word in words:
                 assert any(word in line for line in lines), f'{word!r} not in {lines}'
         assert 'notes.txt' not in log
-        assert '2 of 10 rule files' in log
+        assert '2 of 12 rule files' in log
     finally:
         assert d.stop() in (0, -15)
 
@@ -442,7 +466,9 @@ def test_example_rule_file_loads(bus, client, polkit, tmp_path, image, uncomment
             assert match['model'] == '*Card*Reader*' and match['allow-non-removable'] is False
             assert props['Description'] == 'Board image 2.1'
             assert props['Options'] == {'nobmap': False, 'verify': True,
-                                        'verify-written': False, 'eject': False,
+                                        'verify-written': False, 'minimize-writes': False,
+                                        'discard': False, 'zero-unmapped': False,
+                                        'relocate-gpt': False, 'eject': False,
                                         'power-off': False, 'count': 0,
                                         'description': 'Board image 2.1'}
         else:

@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 import bmapd_harness as h
+from simcard import written_bytes
 
 pytestmark = pytest.mark.loop
 
@@ -318,6 +319,32 @@ print(c.add_auto_flash({image_fd}, bmap_fd={bmap_fd}, match={match()!r}, keep=Tr
     assert_written(reader, image)
 
 
+def test_rule_refreshes_a_board_writing_what_differs(daemon, client, polkit, readers, image,
+                                                     fds):
+    '''A lab station refreshing boards: the card holds the image but for
+    one block; a rule with minimize-writes checks every mapped byte and
+    writes that block alone, as the block layer counts.'''
+    reader = readers(attach=False)
+    with open(image['path'], 'rb') as src, open(reader.backing, 'r+b') as card:
+        for offset, length in image['ranges']:
+            src.seek(offset)
+            card.seek(offset)
+            card.write(src.read(length))
+        card.seek(1 * h.MiB + 8192)
+        card.write(b'\x00' * 4096)
+    rule = arm(client, polkit, fds, image, minimize_writes=True, verify_written=True)
+    before = written_bytes(reader)
+    reader.attach()
+    [(_, job, state)] = wait_cards(client, rule, 1)
+    assert state == 'done'
+    props = client.get_all(job, h.JOB_IFACE)
+    assert props['BytesChecked'] == image['mapped']
+    assert props['BytesWritten'] == 4096
+    assert written_bytes(reader) - before == 4096
+    assert 'found in place, not written' in props['Result'], props['Result']
+    assert_written(reader, image)
+
+
 def write_rule_file(directory, image, size=CARD, extra=''):
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, 'line.conf')
@@ -359,6 +386,35 @@ def test_rule_file_flashes_and_reloads(udevd, bus, client, polkit, readers, imag
         [(_, _, state)] = wait_cards(client, new_rule, 1)
         assert state == 'done'
         assert_written(second, {'path': other, 'size': 6 * h.MiB, 'ranges': ranges})
+    finally:
+        assert d.stop() in (0, -15)
+        print(open(d.log_path).read())
+
+
+def test_rule_file_passes_flash_options_on(udevd, bus, client, polkit, readers, image,
+                                           tmp_path):
+    '''MinimizeWrites=, Discard=, ZeroUnmapped= and RelocateGPT= of a rule
+    file reach its cards' jobs.'''
+    rules_dir = str(tmp_path / 'autoflash.d')
+    write_rule_file(rules_dir, image, extra='MinimizeWrites=true\nDiscard=true\n'
+                    'ZeroUnmapped=true\nRelocateGPT=true\n')
+    d = h.Daemon(bus, client, str(tmp_path), autoflash_dir=rules_dir)
+    try:
+        [rule] = client.rules()
+        reader = readers()
+        [(_, job, state)] = wait_cards(client, rule, 1)
+        assert state == 'done'
+        props = client.get_all(job, h.JOB_IFACE)
+        # Every mapped byte was checked (the card held none of them).
+        assert props['BytesChecked'] == props['BytesWritten'] == image['mapped']
+        for words in ('unmapped discarded', 'unmapped zeroed', 'no GPT'):
+            assert words in props['Result'], props['Result']
+        for offset, length in image['ranges']:
+            assert reader.read(offset, length) == h.read_range(image['path'], offset, length)
+        # The image's unmapped blocks read back as zeros; beyond it, the
+        # card keeps what it had.
+        assert reader.read(2 * h.MiB, 4096) == bytes(4096)
+        assert reader.read(image['size'], 4096) == b'\xaa' * 4096
     finally:
         assert d.stop() in (0, -15)
         print(open(d.log_path).read())

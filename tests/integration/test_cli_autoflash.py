@@ -87,6 +87,24 @@ def test_keep_list_and_remove(daemon, client, polkit, image, bmapctl):
     assert 'no such rule' in bmapctl('auto-flash', '--remove', '99', check=1).stderr
 
 
+def test_flash_options_reach_the_rule(daemon, client, polkit, image, bmapctl):
+    polkit.set_allowed([h.ACTION_AUTO_FLASH])
+    proc = bmapctl('auto-flash', '--keep', '--minimize-writes', '--discard', '--zero-unmapped',
+                   '--relocate-gpt', '--bmap', image['bmap'], image['path'], check=0)
+    rule = proc.stdout.split()[2].rstrip(';')
+    options = client.get(rule, h.AUTOFLASH_IFACE, 'Options')
+    assert {k: v for k, v in options.items() if k in ('minimize-writes', 'discard',
+                                                      'zero-unmapped', 'relocate-gpt')} == {
+        'minimize-writes': True, 'discard': True, 'zero-unmapped': True, 'relocate-gpt': True}
+    bmapctl('auto-flash', '--remove', rule, check=0)
+
+    # Not given, not passed: the rule's Options list what was asked for.
+    proc = bmapctl('auto-flash', '--keep', '--bmap', image['bmap'], image['path'], check=0)
+    rule = proc.stdout.split()[2].rstrip(';')
+    assert 'minimize-writes' not in client.get(rule, h.AUTOFLASH_IFACE, 'Options')
+    bmapctl('auto-flash', '--remove', rule, check=0)
+
+
 def test_denied_exits_3(daemon, client, polkit, image, bmapctl):
     polkit.set_allowed([])
     proc = bmapctl('--no-ask-password', 'auto-flash', '--keep', '--bmap', image['bmap'],
@@ -99,3 +117,5 @@ def test_usage_errors(daemon, image, bmapctl):
     assert bmapctl('auto-flash', '--min-size', 'lots', image['path'], check=2)
     assert bmapctl('auto-flash', '--list', image['path'], check=2)
     assert bmapctl('auto-flash', '-', check=2)
+    proc = bmapctl('auto-flash', '--nobmap', '--zero-unmapped', image['path'], check=2)
+    assert '--zero-unmapped needs a bmap' in proc.stderr, proc.stderr

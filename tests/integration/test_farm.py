@@ -19,15 +19,10 @@ import tempfile
 import pytest
 
 import bmapd_harness as h
+from simcard import written_bytes
 from test_cli import bmapctl  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.loop
-
-
-def written_bytes(loop):
-    '''Bytes the device was asked to write since it was attached.'''
-    with open(f'/sys/block/{loop.name}/stat') as f:
-        return int(f.read().split()[6]) * 512
 
 
 def mapped_bytes(image):
