@@ -793,8 +793,10 @@ bmapd_flasher_client_arm_station (BmapdFlasherClient *self, BmapdFlasherImage *i
                                   BmapdFlasherStation *station, GVariant *match, guint count,
                                   const BmapdFlasherFlashOptions *choices)
 {
-  BmapdFlasherFlashOptions card_choices
-      = { .eject = choices->eject, .power_off = choices->power_off };
+  /* Rules take minimize-writes too: a lab station refreshing boards. */
+  BmapdFlasherFlashOptions card_choices = { .minimize_writes = choices->minimize_writes,
+                                            .eject = choices->eject,
+                                            .power_off = choices->power_off };
   g_autoptr (GUnixFDList) fds = g_unix_fd_list_new ();
   g_autoptr (GError) error = NULL;
   g_auto (GVariantBuilder) options = G_VARIANT_BUILDER_INIT (G_VARIANT_TYPE_VARDICT);

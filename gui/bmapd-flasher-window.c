@@ -64,6 +64,7 @@ struct _BmapdFlasherWindow {
   gboolean station_was_armed;
   GtkWidget *station_toggle;
   GtkWidget *station_when_done_row;
+  GtkWidget *station_minimize_row;
   GtkWidget *station_group;
   GtkWidget *station_counter;
   GtkWidget *station_status;
@@ -706,6 +707,7 @@ station_sync (BmapdFlasherWindow *self)
                             self->client != NULL && (armed || self->image != NULL));
   /* A rule's options are set when it is armed. */
   gtk_widget_set_sensitive (self->station_when_done_row, !armed);
+  gtk_widget_set_sensitive (self->station_minimize_row, !armed);
 }
 
 static gboolean
@@ -1331,6 +1333,26 @@ build_station_page (BmapdFlasherWindow *self)
                                   GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("When a card is done"), -1);
   adw_preferences_group_add (ADW_PREFERENCES_GROUP (self->station_group),
                              self->station_when_done_row);
+
+  /* A lab station refreshing boards: the setup page's switch, here too. */
+  {
+    GtkWidget *station_switch = gtk_switch_new ();
+
+    self->station_minimize_row = adw_action_row_new ();
+    adw_preferences_row_set_title (ADW_PREFERENCES_ROW (self->station_minimize_row),
+                                   _ ("Write only what _differs"));
+    adw_preferences_row_set_use_underline (ADW_PREFERENCES_ROW (self->station_minimize_row), TRUE);
+    gtk_widget_set_valign (station_switch, GTK_ALIGN_CENTER);
+    gtk_accessible_update_property (GTK_ACCESSIBLE (station_switch), GTK_ACCESSIBLE_PROPERTY_LABEL,
+                                    _ ("Write only what differs"), -1);
+    g_object_bind_property (self->minimize_switch, "active", station_switch, "active",
+                            G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+    adw_action_row_add_suffix (ADW_ACTION_ROW (self->station_minimize_row), station_switch);
+    adw_action_row_set_activatable_widget (ADW_ACTION_ROW (self->station_minimize_row),
+                                           station_switch);
+    adw_preferences_group_add (ADW_PREFERENCES_GROUP (self->station_group),
+                               self->station_minimize_row);
+  }
 
   self->station_counter = gtk_label_new (NULL);
   gtk_widget_add_css_class (self->station_counter, "title-1");

@@ -293,14 +293,15 @@ def station_daemon(udevd, bus, client, polkit, tmp_path):  # noqa: F811
     assert rc in (0, None) or rc == -15, f'bmapd exited with {rc}'
 
 
-def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flasher,  # noqa: F811
-                              user_dir, trusted_keys):
+def test_gui_app_station_mode(station_daemon, bus, client, polkit, readers, xvfb,  # noqa: F811
+                              flasher, user_dir, trusted_keys):
     '''Station mode: the app arms a rule for two cards of one size; each
     card inserted is flashed and shown with its result, the counter says
     2 flashed, 0 failed, and the window closes once the rule is done. The
     bmap is signed (a rule takes no signature: the app does not pass it),
     and each card is to be ejected when done (a loop device cannot be:
-    bmapd says why, and the card is done all the same).'''
+    bmapd says why, and the card is done all the same); "write only what
+    differs" is on, and the rule the app arms carries it.'''
     raw = os.path.join(user_dir, 'board.img')
     ranges = [(0, 64 * 1024), (1 * h.MiB, 512 * 1024), (7 * h.MiB, 1 * h.MiB)]
     h.make_sparse_image(raw, 8 * h.MiB, ranges, seed='station')
@@ -317,7 +318,7 @@ def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flashe
     proc = start_flasher(flasher, xvfb.display, bus, user_dir,
                          [raw, '--station', '--station-count', '2', '--match-fixed',
                           '--match-size', str(STATION_CARD), '--verbose',
-                          '--trusted-keys-dir', trusted_keys.trusted,
+                          '--trusted-keys-dir', trusted_keys.trusted, '--minimize-writes',
                           *(['--when-done', 'eject'] if eject else []),
                           '--screenshot-dir', shots, '--close-when-done'])
     lines = []
@@ -326,6 +327,8 @@ def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flashe
     try:
         h.wait_until(lambda: any(line.startswith('armed ') for line in lines), 60,
                      'the station to arm its rule')
+        [rule] = client.rules().values()
+        assert rule['Options'].get('minimize-writes') is True, rule['Options']
         cards = [readers(STATION_CARD)]
         h.wait_until(lambda: any(line.startswith(f'result {cards[0].node} ') for line in lines),
                      120, 'the first card')
@@ -345,8 +348,11 @@ def test_gui_app_station_mode(station_daemon, bus, polkit, readers, xvfb, flashe
     lines = [line.rstrip('\n') for line in lines]
 
     for card in cards:
-        assert f'result {card.node} done Done and verified. The card can be removed.' in lines, \
-            card.node
+        # Each card was compared before writing (fresh cards: all of it
+        # differed).
+        # (g_format_size() puts a no-break space before the unit.)
+        assert (f'result {card.node} done Done and verified: checked 1.6\u00a0MB, wrote '
+                '1.6\u00a0MB. The card can be removed.') in lines, card.node
         for offset, length in ranges:
             assert card.read(offset, length) == h.read_range(raw, offset, length), \
                 f'{card.node}: range at {offset} differs'
