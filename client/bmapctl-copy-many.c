@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
@@ -161,12 +159,7 @@ bmapctl_copy_many_local (BmapctlOptions *options, const BmapctlCopyMany *spec, c
       copies[i].done_data = &cards[i];
     }
     copy_options.map = spec->map;
-    copy_options.verify = spec->verify;
-    copy_options.verify_written = spec->verify_written;
-    copy_options.minimize_writes = spec->minimize_writes;
-    copy_options.discard = spec->discard;
-    copy_options.zero_unmapped = spec->zero_unmapped;
-    copy_options.relocate_gpt = spec->relocate_gpt;
+    bmapctl_flash_options_to_copy (&spec->flash, &copy_options);
     copy_options.cancellable = cancellable;
 
     start = g_get_monotonic_time ();
@@ -189,9 +182,9 @@ bmapctl_copy_many_local (BmapctlOptions *options, const BmapctlCopyMany *spec, c
         } else {
           g_autofree char *notes = bmap_copy_result_describe (&copies[i].result);
 
-          if (spec->eject_flags != 0) {
-            g_autofree char *after
-                = bmapctl_copy_eject_local (spec->eject_flags, &targets[i], &copies[i].target);
+          if (spec->flash.eject_flags != 0) {
+            g_autofree char *after = bmapctl_copy_eject_local (spec->flash.eject_flags, &targets[i],
+                                                               &copies[i].target);
             g_autofree char *all
                 = g_strjoin (notes != NULL ? "; " : "", notes != NULL ? notes : "", after, NULL);
 
@@ -364,8 +357,7 @@ on_call_reply (sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 
 static int
 build_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options, GPtrArray *devices,
-            int image_fd, int bmap_fd, int sig_fd, const BmapctlCopyMany *spec,
-            const char *description)
+            const BmapctlFlashFds *fds, const BmapctlCopyMany *spec, const char *description)
 {
   int r = sd_bus_message_new_method_call (bus, call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                           BMAPD_MANAGER_IFACE, "FlashMany");
@@ -377,20 +369,12 @@ build_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options, G
   if (r >= 0)
     r = sd_bus_message_close_container (*call);
   if (r >= 0)
-    r = sd_bus_message_append (*call, "h", image_fd);
+    r = sd_bus_message_append (*call, "h", fds->image);
   if (r >= 0)
     r = sd_bus_message_open_container (*call, 'a', "{sv}");
-  if (r >= 0 && bmap_fd >= 0)
-    r = sd_bus_message_append (*call, "{sv}", "bmap", "h", bmap_fd);
-  if (r >= 0 && sig_fd >= 0)
-    r = sd_bus_message_append (*call, "{sv}", "bmap-signature", "h", sig_fd);
-  if (r >= 0 && spec->nobmap)
-    r = sd_bus_message_append (*call, "{sv}", "nobmap", "b", 1);
   if (r >= 0)
-    r = sd_bus_message_append (*call, "{sv}{sv}{sv}{sv}{sv}", "verify", "b", spec->verify,
-                               "verify-written", "b", spec->verify_written, "unmount", "b",
-                               spec->unmount, "bind-to-caller", "b", 1, "description", "s",
-                               description);
+    r = sd_bus_message_append (*call, "{sv}{sv}", "unmount", "b", spec->unmount, "bind-to-caller",
+                               "b", 1);
   /* diskseqs: each medium written is the one the user saw listed. */
   if (r >= 0)
     r = sd_bus_message_open_container (*call, 'e', "sv");
@@ -404,21 +388,8 @@ build_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options, G
     r = sd_bus_message_append (*call, "t", ((BmapctlDevice *) devices->pdata[i])->diskseq);
   for (guint i = 0; r >= 0 && i < 3; i++)
     r = sd_bus_message_close_container (*call);
-  /* Sent only when asked, so that a bmapd without them refuses only then. */
-  if (r >= 0 && spec->minimize_writes)
-    r = sd_bus_message_append (*call, "{sv}", "minimize-writes", "b", 1);
-  if (r >= 0 && spec->discard)
-    r = sd_bus_message_append (*call, "{sv}", "discard", "b", 1);
-  if (r >= 0 && spec->zero_unmapped)
-    r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
-  if (r >= 0 && spec->relocate_gpt)
-    r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
-  if (r >= 0 && (spec->eject_flags & BMAP_EJECT_FLAG_EJECT))
-    r = sd_bus_message_append (*call, "{sv}", "eject", "b", 1);
-  if (r >= 0 && (spec->eject_flags & BMAP_EJECT_FLAG_POWER_OFF))
-    r = sd_bus_message_append (*call, "{sv}", "power-off", "b", 1);
   if (r >= 0)
-    r = bmapctl_bus_append_no_user_interaction (*call, options);
+    r = bmapctl_flash_call_append_options (*call, options, &spec->flash, fds, description);
   if (r >= 0)
     r = sd_bus_message_close_container (*call);
   return r;
@@ -457,7 +428,7 @@ bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *spec, 
   g_autoptr (sd_bus_slot) call_slot = NULL;
   g_autofree char *description = NULL;
   g_auto (Follow) f = { 0 };
-  int image_fd, bmap_fd = -1, sig_fd = -1;
+  g_auto (BmapctlFlashFds) fds = BMAPCTL_FLASH_FDS_INIT;
   int status = BMAPCTL_EXIT_OK;
   gint64 start, elapsed;
   GPid agent;
@@ -480,33 +451,12 @@ bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *spec, 
     bmapctl_info (options, "erasing %s", summary);
   }
 
-  if (g_str_equal (image, "-")) {
-    image_fd = STDIN_FILENO;
-    description = g_strdup ("standard input");
-  } else {
-    image_fd = open (image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (image_fd < 0) {
-      bmap_error_set_errno (&error, errno, "%s", image);
-      return bmapctl_report_error (options, error);
-    }
-    description = g_path_get_basename (image);
-  }
-  if (spec->bmap_bytes != NULL) {
-    bmap_fd = bmapctl_signature_memfds (spec->bmap_bytes, spec->signature, &sig_fd, &error);
-    if (bmap_fd < 0) {
-      if (image_fd != STDIN_FILENO)
-        close (image_fd);
-      return bmapctl_report_error (options, error);
-    }
-  }
-  r = build_call (bus, &call, options, devices, image_fd, bmap_fd, sig_fd, spec, description);
-  /* The message holds duplicates of the descriptors. */
-  if (image_fd != STDIN_FILENO)
-    close (image_fd);
-  if (bmap_fd >= 0)
-    close (bmap_fd);
-  if (sig_fd >= 0)
-    close (sig_fd);
+  if (!bmapctl_flash_fds_open_image (&fds, image, &description, &error)
+      || (spec->bmap_bytes != NULL
+          && !bmapctl_flash_fds_open_bmap (&fds, spec->bmap_bytes, spec->signature, &error)))
+    return bmapctl_report_error (options, error);
+  r = build_call (bus, &call, options, devices, &fds, spec, description);
+  bmapctl_flash_fds_clear (&fds);
   if (r < 0) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_IO, "cannot build the FlashMany call: %s",
                  g_strerror (-r));
@@ -569,9 +519,9 @@ bmapctl_copy_many_daemon (BmapctlOptions *options, const BmapctlCopyMany *spec, 
       BmapCopyResult result = { 0 };
 
       result.bytes_written = job != NULL ? job->bytes_written : 0;
-      result.verified = spec->verify && !spec->nobmap;
-      result.verified_written = spec->verify_written;
-      if (spec->minimize_writes && job != NULL) {
+      result.verified = spec->flash.verify && !spec->flash.nobmap;
+      result.verified_written = spec->flash.verify_written;
+      if (spec->flash.minimize_writes && job != NULL) {
         result.bytes_checked = job->bytes_checked;
         result.bytes_skipped = job->bytes_checked - MIN (job->bytes_checked, job->bytes_written);
       }

@@ -4,6 +4,7 @@
 #include <systemd/sd-bus.h>
 
 #include "bmapctl-common.h"
+#include "bmapctl-flash-call.h"
 #include "bmapctl-target.h"
 #include "libbmap.h"
 
@@ -21,16 +22,10 @@ typedef struct {
   /* Through bmapd: the bmap's bytes as checked, and its signature. */
   GBytes *bmap_bytes;
   GBytes *signature;
-  gboolean nobmap;
-  gboolean verify;
-  gboolean verify_written;
-  gboolean minimize_writes;
-  gboolean discard;
-  gboolean zero_unmapped;
-  gboolean relocate_gpt;
+  /* The write's options; --eject, --power-off apply to each card after
+   * its last step. */
+  BmapctlFlashOptions flash;
   gboolean unmount;
-  /* --eject, --power-off: each card after its last step. */
-  BmapEjectFlags eject_flags;
 } BmapctlCopyMany;
 
 int bmapctl_copy_many_local (BmapctlOptions *options, const BmapctlCopyMany *spec,

@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +9,7 @@
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
 #include "bmapctl-copy-many.h"
+#include "bmapctl-flash-call.h"
 #include "bmapctl-follow.h"
 #include "bmapctl-json.h"
 #include "bmapctl-progress.h"
@@ -116,6 +115,25 @@ bmapctl_copy_print_result (BmapctlOptions *options, const char *image, const cha
   }
 }
 
+static BmapctlFlashOptions
+flash_options (const CopyArgs *args)
+{
+  BmapctlFlashOptions flash = { 0 };
+
+  flash.nobmap = args->nobmap;
+  flash.verify = !args->no_verify;
+  flash.verify_written = args->verify_written;
+  flash.minimize_writes = args->minimize_writes;
+  flash.discard = args->discard;
+  flash.zero_unmapped = args->zero_unmapped;
+  flash.relocate_gpt = args->relocate_gpt;
+  if (args->eject)
+    flash.eject_flags |= BMAP_EJECT_FLAG_EJECT;
+  if (args->power_off)
+    flash.eject_flags |= BMAP_EJECT_FLAG_POWER_OFF;
+  return flash;
+}
+
 static BmapctlSignatureArgs
 signature_args (const CopyArgs *args)
 {
@@ -160,43 +178,23 @@ check_url_bmap (GBytes *bmap, const char *location, const char *name, GCancellab
 
 static int
 build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *options,
-                  const BmapctlDevice *device, int image_fd, int bmap_fd, int sig_fd,
-                  const CopyArgs *args, const char *description)
+                  const BmapctlDevice *device, const BmapctlFlashFds *fds, const CopyArgs *args,
+                  const char *description)
 {
+  BmapctlFlashOptions flash = flash_options (args);
   int r = sd_bus_message_new_method_call (bus, call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                           BMAPD_MANAGER_IFACE, "Flash");
 
   if (r >= 0)
-    r = sd_bus_message_append (*call, "oh", device->path, image_fd);
+    r = sd_bus_message_append (*call, "oh", device->path, fds->image);
   if (r >= 0)
     r = sd_bus_message_open_container (*call, SD_BUS_TYPE_ARRAY, "{sv}");
-  if (r >= 0 && bmap_fd >= 0)
-    r = sd_bus_message_append (*call, "{sv}", "bmap", "h", bmap_fd);
-  if (r >= 0 && sig_fd >= 0)
-    r = sd_bus_message_append (*call, "{sv}", "bmap-signature", "h", sig_fd);
-  if (r >= 0 && args->nobmap)
-    r = sd_bus_message_append (*call, "{sv}", "nobmap", "b", 1);
   /* diskseq: the medium written is the one the user saw listed. */
   if (r >= 0)
-    r = sd_bus_message_append (*call, "{sv}{sv}{sv}{sv}{sv}{sv}", "verify", "b", !args->no_verify,
-                               "verify-written", "b", args->verify_written, "diskseq", "t",
-                               device->diskseq, "unmount", "b", args->unmount, "bind-to-caller",
-                               "b", !args->detach, "description", "s", description);
-  /* Sent only when asked, so that a bmapd without them refuses only then. */
-  if (r >= 0 && args->minimize_writes)
-    r = sd_bus_message_append (*call, "{sv}", "minimize-writes", "b", 1);
-  if (r >= 0 && args->discard)
-    r = sd_bus_message_append (*call, "{sv}", "discard", "b", 1);
-  if (r >= 0 && args->zero_unmapped)
-    r = sd_bus_message_append (*call, "{sv}", "zero-unmapped", "b", 1);
-  if (r >= 0 && args->relocate_gpt)
-    r = sd_bus_message_append (*call, "{sv}", "relocate-gpt", "b", 1);
-  if (r >= 0 && args->eject)
-    r = sd_bus_message_append (*call, "{sv}", "eject", "b", 1);
-  if (r >= 0 && args->power_off)
-    r = sd_bus_message_append (*call, "{sv}", "power-off", "b", 1);
+    r = sd_bus_message_append (*call, "{sv}{sv}{sv}", "diskseq", "t", device->diskseq, "unmount",
+                               "b", args->unmount, "bind-to-caller", "b", !args->detach);
   if (r >= 0)
-    r = bmapctl_bus_append_no_user_interaction (*call, options);
+    r = bmapctl_flash_call_append_options (*call, options, &flash, fds, description);
   if (r >= 0)
     r = sd_bus_message_close_container (*call);
   return r;
@@ -234,7 +232,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   g_autofree char *description = NULL;
   const char *dest = target->path;
   BmapctlDevice *device;
-  int image_fd, bmap_fd = -1, sig_fd = -1;
+  g_auto (BmapctlFlashFds) fds = BMAPCTL_FLASH_FDS_INIT;
   gint64 start;
   GPid agent;
   int status, r;
@@ -291,43 +289,22 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   }
 
   if (remote != NULL) {
-    image_fd = bmapctl_url_source_steal_image_fd (remote);
+    fds.image = bmapctl_url_source_steal_image_fd (remote);
     description = g_strdup (bmapctl_url_source_get_description (remote));
     if (!args->nobmap)
       map = bmapctl_url_source_steal_map (remote);
-  } else if (g_str_equal (image, "-")) {
-    image_fd = STDIN_FILENO;
-    description = g_strdup ("standard input");
-  } else {
-    image_fd = open (image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (image_fd < 0) {
-      bmap_error_set_errno (&error, errno, "%s", image);
-      return bmapctl_report_error (options, error);
-    }
-    description = g_path_get_basename (image);
+  } else if (!bmapctl_flash_fds_open_image (&fds, image, &description, &error)) {
+    return bmapctl_report_error (options, error);
   }
   /* The bytes verified here, for a bmap from a URL too. */
-  if (bmap_bytes != NULL) {
-    bmap_fd = bmapctl_signature_memfds (bmap_bytes, signature, &sig_fd, &error);
-    if (bmap_fd < 0) {
-      if (image_fd != STDIN_FILENO)
-        close (image_fd);
-      return bmapctl_report_error (options, error);
-    }
-  }
+  if (bmap_bytes != NULL && !bmapctl_flash_fds_open_bmap (&fds, bmap_bytes, signature, &error))
+    return bmapctl_report_error (options, error);
 
   /* The matches go in before the call, so no signal of the job is missed. */
   follower = bmapctl_follower_new (bus, options, &error);
-  r = follower != NULL ? build_flash_call (bus, &call, options, device, image_fd, bmap_fd, sig_fd,
-                                           args, description)
+  r = follower != NULL ? build_flash_call (bus, &call, options, device, &fds, args, description)
                        : 0;
-  /* The message holds duplicates of the descriptors. */
-  if (image_fd != STDIN_FILENO)
-    close (image_fd);
-  if (bmap_fd >= 0)
-    close (bmap_fd);
-  if (sig_fd >= 0)
-    close (sig_fd);
+  bmapctl_flash_fds_clear (&fds);
   if (follower == NULL)
     return bmapctl_report_error (options, error);
   if (r < 0) {
@@ -391,13 +368,6 @@ bmapctl_copy_eject_local (BmapEjectFlags flags, const BmapctlTarget *bt, BmapTar
   return bmap_eject_run (plan, flags, bmap_target_get_fd (*target), close_target, target);
 }
 
-static BmapEjectFlags
-eject_flags (const CopyArgs *args)
-{
-  return (args->eject ? BMAP_EJECT_FLAG_EJECT : 0)
-         | (args->power_off ? BMAP_EJECT_FLAG_POWER_OFF : 0);
-}
-
 static int
 copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const BmapctlTarget *bt)
 {
@@ -412,6 +382,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   g_auto (UrlCheck) check = { options, signature_args (args), args->bmap == NULL, NULL, NULL };
   const char *dest = bt->path;
   g_autofree char *notes = NULL;
+  BmapctlFlashOptions flash = flash_options (args);
   BmapCopyOptions copy_options = { 0 };
   BmapCopyResult result = { 0 };
   struct stat st_image, st_bmap;
@@ -480,12 +451,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
     bmapctl_cancel_on_signals (cancellable);
   progress = bmapctl_progress_new (options);
   copy_options.map = map;
-  copy_options.verify = !args->no_verify;
-  copy_options.verify_written = args->verify_written;
-  copy_options.minimize_writes = args->minimize_writes;
-  copy_options.discard = args->discard;
-  copy_options.zero_unmapped = args->zero_unmapped;
-  copy_options.relocate_gpt = args->relocate_gpt;
+  bmapctl_flash_options_to_copy (&flash, &copy_options);
   copy_options.progress_func = on_progress;
   copy_options.progress_data = progress;
   copy_options.cancellable = cancellable;
@@ -519,8 +485,8 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                                          : result.image_size,
                              (double) elapsed / G_USEC_PER_SEC);
   notes = bmap_copy_result_describe (&result);
-  if (args->eject || args->power_off) {
-    g_autofree char *after = bmapctl_copy_eject_local (eject_flags (args), bt, &target);
+  if (flash.eject_flags != 0) {
+    g_autofree char *after = bmapctl_copy_eject_local (flash.eject_flags, bt, &target);
     g_autofree char *all
         = g_strjoin (notes != NULL ? "; " : "", notes != NULL ? notes : "", after, NULL);
 
@@ -663,15 +629,8 @@ copy_many (const BmapctlCommand *command, BmapctlOptions *options, CopyArgs *arg
   spec.map = map;
   spec.bmap_bytes = bmap_bytes;
   spec.signature = signature;
-  spec.nobmap = args->nobmap;
-  spec.verify = !args->no_verify;
-  spec.verify_written = args->verify_written;
-  spec.minimize_writes = args->minimize_writes;
-  spec.discard = args->discard;
-  spec.zero_unmapped = args->zero_unmapped;
-  spec.relocate_gpt = args->relocate_gpt;
+  spec.flash = flash_options (args);
   spec.unmount = args->unmount;
-  spec.eject_flags = eject_flags (args);
   if (bus != NULL)
     return bmapctl_copy_many_daemon (options, &spec, image, targets, n_dests, bus, devices);
   return bmapctl_copy_many_local (options, &spec, image, targets, n_dests);
