@@ -2,7 +2,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <systemd/sd-event.h>
@@ -12,6 +11,7 @@
 #include "bmap-text.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
+#include "bmapctl-flash-call.h"
 #include "bmapctl-json.h"
 #include "bmapctl-signature.h"
 
@@ -484,28 +484,50 @@ append_match (sd_bus_message *call, const AutoFlashArgs *args, guint64 min_size,
   return r;
 }
 
+static BmapctlSignatureArgs
+signature_args (const AutoFlashArgs *args)
+{
+  return (BmapctlSignatureArgs){ args->bmap_sig, args->no_sig_verify, args->fingerprint,
+                                 args->keyring };
+}
+
+/* What every card is written with; --eject and --power-off are not a
+ * rule's. */
+static BmapctlFlashOptions
+flash_options (const AutoFlashArgs *args)
+{
+  BmapctlFlashOptions flash = { 0 };
+
+  flash.nobmap = args->nobmap;
+  flash.verify = !args->no_verify;
+  flash.verify_written = args->verify_written;
+  flash.minimize_writes = args->minimize_writes;
+  flash.discard = args->discard;
+  flash.zero_unmapped = args->zero_unmapped;
+  flash.relocate_gpt = args->relocate_gpt;
+  return flash;
+}
+
 /* The rule's bmap, its signature checked here as copy checks it, before the
  * rule is armed: bmapd gets the verified bytes in a sealed memfd, so every
  * card is flashed with exactly what was verified (for a clearsigned bmap,
  * its signed text). */
-static int
+static gboolean
 open_verified_bmap (BmapctlOptions *options, const AutoFlashArgs *args, const char *image,
-                    GError **error)
+                    BmapctlFlashFds *fds, GError **error)
 {
-  const BmapctlSignatureArgs sig_args
-      = { args->bmap_sig, args->no_sig_verify, args->fingerprint, args->keyring };
+  const BmapctlSignatureArgs sig_args = signature_args (args);
   g_autofree char *bmap_path = bmapctl_find_bmap (args->bmap, image, error);
   g_autoptr (GBytes) bmap = NULL;
   g_autoptr (GBytes) signature = NULL;
-  int sig_fd = -1;
 
   if (bmap_path == NULL)
-    return -1;
+    return FALSE;
   bmap = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, error);
   if (bmap == NULL)
-    return -1;
+    return FALSE;
   /* AddAutoFlash takes no signature: bmapd does not judge it again. */
-  return bmapctl_signature_memfds (bmap, NULL, &sig_fd, error);
+  return bmapctl_flash_fds_open_bmap (fds, bmap, NULL, error);
 }
 
 static int
@@ -522,7 +544,9 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
   sd_bus_error bus_error = SD_BUS_ERROR_NULL;
   guint64 min_size = 0, max_size = 0;
   const char *rule_path = NULL;
-  int image_fd, bmap_fd = -1;
+  g_auto (BmapctlFlashFds) fds = BMAPCTL_FLASH_FDS_INIT;
+  g_autofree char *basename = NULL;
+  BmapctlFlashOptions flash = flash_options (args);
   Station st = { 0 };
   GPid agent;
   int r;
@@ -535,28 +559,15 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
   if (args->min_size != NULL && args->max_size != NULL && min_size > max_size)
     return bmapctl_usage_error (NULL, "--min-size is larger than --max-size");
 
-  image_fd = open (image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (image_fd < 0) {
-    bmap_error_set_errno (&error, errno, "%s", image);
+  if (!bmapctl_flash_fds_open_image (&fds, image, &basename, &error)
+      || (!args->nobmap && !open_verified_bmap (options, args, image, &fds, &error)))
     return bmapctl_report_error (options, error);
-  }
-  if (!args->nobmap) {
-    bmap_fd = open_verified_bmap (options, args, image, &error);
-    if (bmap_fd < 0) {
-      close (image_fd);
-      return bmapctl_report_error (options, error);
-    }
-  }
   description
-      = args->description != NULL ? g_strdup (args->description) : g_path_get_basename (image);
+      = args->description != NULL ? g_strdup (args->description) : g_steal_pointer (&basename);
 
   bus = bmapctl_bus_open (&error);
-  if (bus == NULL) {
-    close (image_fd);
-    if (bmap_fd >= 0)
-      close (bmap_fd);
+  if (bus == NULL)
     return bmapctl_report_error (options, error);
-  }
 
   /* The station's matches go in before the rule exists, so that no card's
    * job or CardFinished signal is missed. */
@@ -600,38 +611,21 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
     r = sd_bus_message_new_method_call (bus, &call, BMAPD_BUS_NAME, BMAPD_MANAGER_PATH,
                                         BMAPD_MANAGER_IFACE, "AddAutoFlash");
   if (r >= 0)
-    r = sd_bus_message_append (call, "h", image_fd);
+    r = sd_bus_message_append (call, "h", fds.image);
   if (r >= 0)
     r = append_match (call, args, min_size, max_size);
   if (r >= 0)
     r = sd_bus_message_open_container (call, SD_BUS_TYPE_ARRAY, "{sv}");
-  if (r >= 0 && bmap_fd >= 0)
-    r = sd_bus_message_append (call, "{sv}", "bmap", "h", bmap_fd);
-  if (r >= 0 && args->nobmap)
-    r = sd_bus_message_append (call, "{sv}", "nobmap", "b", 1);
   if (r >= 0)
-    r = sd_bus_message_append (call, "{sv}{sv}{sv}{sv}{sv}", "verify", "b", !args->no_verify,
-                               "verify-written", "b", args->verify_written, "count", "u",
-                               (guint32) args->count, "keep", "b", args->keep, "description", "s",
-                               description);
-  /* Given only when asked for: the rule's Options list what was given. */
-  if (r >= 0 && args->minimize_writes)
-    r = sd_bus_message_append (call, "{sv}", "minimize-writes", "b", 1);
-  if (r >= 0 && args->discard)
-    r = sd_bus_message_append (call, "{sv}", "discard", "b", 1);
-  if (r >= 0 && args->zero_unmapped)
-    r = sd_bus_message_append (call, "{sv}", "zero-unmapped", "b", 1);
-  if (r >= 0 && args->relocate_gpt)
-    r = sd_bus_message_append (call, "{sv}", "relocate-gpt", "b", 1);
+    r = sd_bus_message_append (call, "{sv}{sv}", "count", "u", (guint32) args->count, "keep", "b",
+                               args->keep);
   if (r >= 0)
-    r = bmapctl_bus_append_no_user_interaction (call, options);
+    r = bmapctl_flash_call_append_options (call, options, &flash, &fds, description);
   if (r >= 0)
     r = sd_bus_message_close_container (call);
   if (r >= 0)
     r = bmapctl_bus_set_interaction (call, options);
-  close (image_fd);
-  if (bmap_fd >= 0)
-    close (bmap_fd);
+  bmapctl_flash_fds_clear (&fds);
   if (r < 0) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_IO, "cannot build the AddAutoFlash call: %s",
                  g_strerror (-r));
@@ -887,8 +881,7 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
     return bmapctl_usage_error (command, "%s needs a bmap (the ranges it does not map)",
                                 args.discard ? "--discard" : "--zero-unmapped");
   {
-    const BmapctlSignatureArgs sig_args
-        = { args.bmap_sig, args.no_sig_verify, args.fingerprint, args.keyring };
+    const BmapctlSignatureArgs sig_args = signature_args (&args);
     const char *conflict = bmapctl_signature_check_args (&sig_args, args.nobmap);
 
     if (conflict != NULL)
