@@ -11,6 +11,7 @@
 #include "bmap-text.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
+#include "bmapctl-write-args.h"
 #include "bmapctl-flash-call.h"
 #include "bmapctl-json.h"
 #include "bmapctl-signature.h"
@@ -20,14 +21,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (sd_event, sd_event_unref)
 #define STATION_REDRAW_US (G_USEC_PER_SEC / 2)
 
 typedef struct {
-  char *bmap;
-  gboolean nobmap;
-  gboolean no_verify;
-  gboolean verify_written;
-  gboolean minimize_writes;
-  gboolean discard;
-  gboolean zero_unmapped;
-  gboolean relocate_gpt;
+  BmapctlWriteArgs write;
   char **match_bus;
   char *match_serial;
   char *match_vendor;
@@ -41,16 +35,12 @@ typedef struct {
   gboolean list;
   char *remove;
   char *description;
-  char *bmap_sig;
-  gboolean no_sig_verify;
-  char *fingerprint;
-  char *keyring;
 } AutoFlashArgs;
 
 static void
 autoflash_args_clear (AutoFlashArgs *args)
 {
-  g_free (args->bmap);
+  bmapctl_write_args_clear (&args->write);
   g_strfreev (args->match_bus);
   g_free (args->match_serial);
   g_free (args->match_vendor);
@@ -60,9 +50,6 @@ autoflash_args_clear (AutoFlashArgs *args)
   g_free (args->max_size);
   g_free (args->remove);
   g_free (args->description);
-  g_free (args->bmap_sig);
-  g_free (args->fingerprint);
-  g_free (args->keyring);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (AutoFlashArgs, autoflash_args_clear)
@@ -484,30 +471,6 @@ append_match (sd_bus_message *call, const AutoFlashArgs *args, guint64 min_size,
   return r;
 }
 
-static BmapctlSignatureArgs
-signature_args (const AutoFlashArgs *args)
-{
-  return (BmapctlSignatureArgs){ args->bmap_sig, args->no_sig_verify, args->fingerprint,
-                                 args->keyring };
-}
-
-/* What every card is written with; --eject and --power-off are not a
- * rule's. */
-static BmapctlFlashOptions
-flash_options (const AutoFlashArgs *args)
-{
-  BmapctlFlashOptions flash = { 0 };
-
-  flash.nobmap = args->nobmap;
-  flash.verify = !args->no_verify;
-  flash.verify_written = args->verify_written;
-  flash.minimize_writes = args->minimize_writes;
-  flash.discard = args->discard;
-  flash.zero_unmapped = args->zero_unmapped;
-  flash.relocate_gpt = args->relocate_gpt;
-  return flash;
-}
-
 /* The rule's bmap, its signature checked here as copy checks it, before the
  * rule is armed: bmapd gets the verified bytes in a sealed memfd, so every
  * card is flashed with exactly what was verified (for a clearsigned bmap,
@@ -516,8 +479,8 @@ static gboolean
 open_verified_bmap (BmapctlOptions *options, const AutoFlashArgs *args, const char *image,
                     BmapctlFlashFds *fds, GError **error)
 {
-  const BmapctlSignatureArgs sig_args = signature_args (args);
-  g_autofree char *bmap_path = bmapctl_find_bmap (args->bmap, image, error);
+  const BmapctlSignatureArgs sig_args = bmapctl_write_args_signature (&args->write);
+  g_autofree char *bmap_path = bmapctl_find_bmap (args->write.bmap, image, error);
   g_autoptr (GBytes) bmap = NULL;
   g_autoptr (GBytes) signature = NULL;
 
@@ -546,7 +509,8 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
   const char *rule_path = NULL;
   g_auto (BmapctlFlashFds) fds = BMAPCTL_FLASH_FDS_INIT;
   g_autofree char *basename = NULL;
-  BmapctlFlashOptions flash = flash_options (args);
+  /* --eject and --power-off are not a rule's. */
+  BmapctlFlashOptions flash = bmapctl_write_args_flash (&args->write);
   Station st = { 0 };
   GPid agent;
   int r;
@@ -560,7 +524,7 @@ arm_rule (BmapctlOptions *options, AutoFlashArgs *args, const char *image)
     return bmapctl_usage_error (NULL, "--min-size is larger than --max-size");
 
   if (!bmapctl_flash_fds_open_image (&fds, image, &basename, &error)
-      || (!args->nobmap && !open_verified_bmap (options, args, image, &fds, &error)))
+      || (!args->write.nobmap && !open_verified_bmap (options, args, image, &fds, &error)))
     return bmapctl_report_error (options, error);
   description
       = args->description != NULL ? g_strdup (args->description) : g_steal_pointer (&basename);
@@ -803,22 +767,22 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
 {
   g_auto (AutoFlashArgs) args = { 0 };
   const GOptionEntry entries[] = {
-    { "bmap", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap,
+    { "bmap", 0, 0, G_OPTION_ARG_FILENAME, &args.write.bmap,
       "The bmap of the image (default: found next to the image)", "FILE" },
-    { "nobmap", 0, 0, G_OPTION_ARG_NONE, &args.nobmap, "Write every block of the image, no bmap",
-      NULL },
-    { "no-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_verify,
+    { "nobmap", 0, 0, G_OPTION_ARG_NONE, &args.write.nobmap,
+      "Write every block of the image, no bmap", NULL },
+    { "no-verify", 0, 0, G_OPTION_ARG_NONE, &args.write.no_verify,
       "Do not check the bmap's checksums while writing", NULL },
-    { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.verify_written,
+    { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.write.verify_written,
       "Read each card back after writing and check it", NULL },
-    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.minimize_writes,
+    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.write.minimize_writes,
       "Read each card first and write only the blocks that differ (boards refreshed in place)",
       NULL },
-    { "discard", 0, 0, G_OPTION_ARG_NONE, &args.discard,
+    { "discard", 0, 0, G_OPTION_ARG_NONE, &args.write.discard,
       "After writing, discard the ranges the bmap does not map, where the card can", NULL },
-    { "zero-unmapped", 0, 0, G_OPTION_ARG_NONE, &args.zero_unmapped,
+    { "zero-unmapped", 0, 0, G_OPTION_ARG_NONE, &args.write.zero_unmapped,
       "After writing, make the ranges the bmap does not map read back as zeros", NULL },
-    { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.relocate_gpt,
+    { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.write.relocate_gpt,
       "After writing, move a GPT's backup header and table to the end of a larger card", NULL },
     { "match-bus", 0, 0, G_OPTION_ARG_STRING_ARRAY, &args.match_bus,
       "Only devices on this bus (usb, mmc, ...); may be repeated", "BUS" },
@@ -847,13 +811,13 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
     { "list", 0, 0, G_OPTION_ARG_NONE, &args.list, "List the armed rules", NULL },
     { "remove", 0, 0, G_OPTION_ARG_STRING, &args.remove, "Remove a rule (its id or object path)",
       "RULE" },
-    { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap_sig,
+    { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.write.bmap_sig,
       "The bmap's detached signature (default: BMAP.asc or BMAP.sig if there)", "FILE" },
-    { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_sig_verify,
+    { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.write.no_sig_verify,
       "Do not check the bmap's signature", NULL },
-    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.fingerprint,
+    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.write.fingerprint,
       "The bmap must be signed by the key with this fingerprint", "FPR" },
-    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.keyring,
+    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.write.keyring,
       "Check the signature against the keys in FILE only, not the GnuPG home", "FILE" },
     { NULL },
   };
@@ -875,14 +839,14 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
   }
   if (argc != 2)
     return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE" : "too many arguments");
-  if (args.bmap != NULL && args.nobmap)
+  if (args.write.bmap != NULL && args.write.nobmap)
     return bmapctl_usage_error (command, "--bmap and --nobmap exclude each other");
-  if (args.nobmap && (args.discard || args.zero_unmapped))
+  if (args.write.nobmap && (args.write.discard || args.write.zero_unmapped))
     return bmapctl_usage_error (command, "%s needs a bmap (the ranges it does not map)",
-                                args.discard ? "--discard" : "--zero-unmapped");
+                                args.write.discard ? "--discard" : "--zero-unmapped");
   {
-    const BmapctlSignatureArgs sig_args = signature_args (&args);
-    const char *conflict = bmapctl_signature_check_args (&sig_args, args.nobmap);
+    const BmapctlSignatureArgs sig_args = bmapctl_write_args_signature (&args.write);
+    const char *conflict = bmapctl_signature_check_args (&sig_args, args.write.nobmap);
 
     if (conflict != NULL)
       return bmapctl_usage_error (command, "%s", conflict);

@@ -8,6 +8,7 @@
 #include "bmapctl-bmaptool.h"
 #include "bmapctl-bus.h"
 #include "bmapctl-commands.h"
+#include "bmapctl-write-args.h"
 #include "bmapctl-copy-many.h"
 #include "bmapctl-flash-call.h"
 #include "bmapctl-follow.h"
@@ -20,34 +21,20 @@
 #include "libbmap.h"
 
 typedef struct {
-  char *bmap;
-  gboolean nobmap;
-  gboolean no_verify;
-  gboolean verify_written;
-  gboolean minimize_writes;
-  gboolean discard;
-  gboolean zero_unmapped;
-  gboolean relocate_gpt;
+  BmapctlWriteArgs write;
   gboolean eject;
   gboolean power_off;
   gboolean removable_device;
   gboolean unmount;
   gboolean detach;
   gboolean daemon;
-  char *bmap_sig;
-  gboolean no_sig_verify;
-  char *fingerprint;
-  char *keyring;
   char *psplash_pipe;
 } CopyArgs;
 
 static void
 copy_args_clear (CopyArgs *args)
 {
-  g_free (args->bmap);
-  g_free (args->bmap_sig);
-  g_free (args->fingerprint);
-  g_free (args->keyring);
+  bmapctl_write_args_clear (&args->write);
   g_free (args->psplash_pipe);
 }
 
@@ -118,27 +105,13 @@ bmapctl_copy_print_result (BmapctlOptions *options, const char *image, const cha
 static BmapctlFlashOptions
 flash_options (const CopyArgs *args)
 {
-  BmapctlFlashOptions flash = { 0 };
+  BmapctlFlashOptions flash = bmapctl_write_args_flash (&args->write);
 
-  flash.nobmap = args->nobmap;
-  flash.verify = !args->no_verify;
-  flash.verify_written = args->verify_written;
-  flash.minimize_writes = args->minimize_writes;
-  flash.discard = args->discard;
-  flash.zero_unmapped = args->zero_unmapped;
-  flash.relocate_gpt = args->relocate_gpt;
   if (args->eject)
     flash.eject_flags |= BMAP_EJECT_FLAG_EJECT;
   if (args->power_off)
     flash.eject_flags |= BMAP_EJECT_FLAG_POWER_OFF;
   return flash;
-}
-
-static BmapctlSignatureArgs
-signature_args (const CopyArgs *args)
-{
-  return (BmapctlSignatureArgs){ args->bmap_sig, args->no_sig_verify, args->fingerprint,
-                                 args->keyring };
 }
 
 /* bmapctl-url's hook: the signature of a bmap it fetched is checked as a
@@ -205,9 +178,9 @@ build_flash_call (sd_bus *bus, sd_bus_message **call, const BmapctlOptions *opti
 static char *
 find_bmap (const BmapctlOptions *options, const CopyArgs *args, const char *image, GError **error)
 {
-  g_autofree char *path = bmapctl_find_bmap (args->bmap, image, error);
+  g_autofree char *path = bmapctl_find_bmap (args->write.bmap, image, error);
 
-  if (path != NULL && args->bmap == NULL)
+  if (path != NULL && args->write.bmap == NULL)
     bmapctl_info (options, "discovered bmap file '%s'", path);
   return g_steal_pointer (&path);
 }
@@ -227,8 +200,8 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   g_autofree char *bmap_path = NULL;
   g_autoptr (GBytes) bmap_bytes = NULL;
   g_autoptr (GBytes) signature = NULL;
-  BmapctlSignatureArgs sig_args = signature_args (args);
-  g_auto (UrlCheck) check = { options, sig_args, args->bmap == NULL, NULL, NULL };
+  BmapctlSignatureArgs sig_args = bmapctl_write_args_signature (&args->write);
+  g_auto (UrlCheck) check = { options, sig_args, args->write.bmap == NULL, NULL, NULL };
   g_autofree char *description = NULL;
   const char *dest = target->path;
   BmapctlDevice *device;
@@ -257,10 +230,10 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
     bmapctl_info (options, "erasing %s", summary);
   }
 
-  if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
+  if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->write.bmap)) {
     /* bmapctl fetches, bmapd reads a pipe: the daemon never goes online. */
-    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, check_url_bmap, &check, NULL,
-                                      &error);
+    remote = bmapctl_url_source_open (image, args->write.bmap, args->write.nobmap, check_url_bmap,
+                                      &check, NULL, &error);
     if (remote != NULL)
       image = bmapctl_url_source_get_name (remote); /* without its password */
     if (remote != NULL && args->detach && bmapctl_url_source_needs_client (remote))
@@ -272,7 +245,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
       return bmapctl_report_error (options, error);
     bmap_bytes = check.bmap != NULL ? g_bytes_ref (check.bmap) : NULL;
     signature = check.signature != NULL ? g_bytes_ref (check.signature) : NULL;
-  } else if (!args->nobmap) {
+  } else if (!args->write.nobmap) {
     bmap_path = find_bmap (options, args, image, &error);
     if (bmap_path == NULL)
       return bmapctl_report_error (options, error);
@@ -291,7 +264,7 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
   if (remote != NULL) {
     fds.image = bmapctl_url_source_steal_image_fd (remote);
     description = g_strdup (bmapctl_url_source_get_description (remote));
-    if (!args->nobmap)
+    if (!args->write.nobmap)
       map = bmapctl_url_source_steal_map (remote);
   } else if (!bmapctl_flash_fds_open_image (&fds, image, &description, &error)) {
     return bmapctl_report_error (options, error);
@@ -334,9 +307,9 @@ copy_through_daemon (BmapctlOptions *options, CopyArgs *args, const char *image,
      * BytesWritten is what reached the device. */
     result.bytes_written = job->bytes_written;
     result.image_size = 0; /* the job reports what it wrote, not the image's size */
-    result.verified = !args->no_verify && !args->nobmap;
-    result.verified_written = args->verify_written;
-    if (args->minimize_writes) {
+    result.verified = !args->write.no_verify && !args->write.nobmap;
+    result.verified_written = args->write.verify_written;
+    if (args->write.minimize_writes) {
       result.bytes_checked = job->bytes_checked;
       result.bytes_skipped = job->bytes_checked - MIN (job->bytes_checked, job->bytes_written);
     }
@@ -379,7 +352,8 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   g_autoptr (BmapTarget) target = NULL;
   g_autoptr (BmapctlProgress) progress = NULL;
   g_autofree char *bmap_path = NULL;
-  g_auto (UrlCheck) check = { options, signature_args (args), args->bmap == NULL, NULL, NULL };
+  g_auto (UrlCheck) check = { options, bmapctl_write_args_signature (&args->write),
+                              args->write.bmap == NULL, NULL, NULL };
   const char *dest = bt->path;
   g_autofree char *notes = NULL;
   BmapctlFlashOptions flash = flash_options (args);
@@ -389,11 +363,11 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   gint64 start, elapsed;
   gboolean ok;
 
-  if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap)) {
+  if (bmapctl_url_is_url (image) || bmapctl_url_is_url (args->write.bmap)) {
     /* Before the download's thread starts: Ctrl-C cancels it too. */
     bmapctl_cancel_on_signals (cancellable);
-    remote = bmapctl_url_source_open (image, args->bmap, args->nobmap, check_url_bmap, &check,
-                                      cancellable, &error);
+    remote = bmapctl_url_source_open (image, args->write.bmap, args->write.nobmap, check_url_bmap,
+                                      &check, cancellable, &error);
     if (remote == NULL)
       return bmapctl_report_error (options, error);
     image = bmapctl_url_source_get_name (remote); /* without its password */
@@ -408,7 +382,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
   if (source == NULL)
     return bmapctl_report_error (options, error);
 
-  if (!args->nobmap && remote == NULL) {
+  if (!args->write.nobmap && remote == NULL) {
     bmap_path = find_bmap (options, args, image, &error);
     if (bmap_path == NULL)
       return bmapctl_report_error (options, error);
@@ -419,7 +393,7 @@ copy_local (BmapctlOptions *options, CopyArgs *args, const char *image, const Bm
                    "%s: the bmap is the image itself", bmap_path);
       return bmapctl_report_error (options, error);
     }
-    BmapctlSignatureArgs sig_args = signature_args (args);
+    BmapctlSignatureArgs sig_args = bmapctl_write_args_signature (&args->write);
 
     map = bmapctl_signature_load_map (options, &sig_args, bmap_path, &error);
     if (map == NULL)
@@ -514,7 +488,7 @@ copy_to_block_device (BmapctlOptions *options, CopyArgs *args, const char *image
 
   /* As bmapd refuses it: in-process would move a backup GPT to the end of
    * the partition, where no disk looks for it. */
-  if (target->partition && args->relocate_gpt) {
+  if (target->partition && args->write.relocate_gpt) {
     g_set_error (&error, BMAP_ERROR, BMAP_ERROR_INVALID_ARGUMENT,
                  "%s: --relocate-gpt cannot be used on a partition: a GPT's backup belongs at "
                  "the end of the whole disk",
@@ -570,14 +544,14 @@ copy_many (const BmapctlCommand *command, BmapctlOptions *options, CopyArgs *arg
   g_autoptr (GBytes) bmap_bytes = NULL;
   g_autoptr (GBytes) signature = NULL;
   g_autoptr (BmapMap) map = NULL;
-  BmapctlSignatureArgs sig_args = signature_args (args);
+  BmapctlSignatureArgs sig_args = bmapctl_write_args_signature (&args->write);
   BmapctlCopyMany spec = { 0 };
   gboolean all_disks = TRUE, writable = TRUE, unreachable = FALSE;
 
   if (n_dests > BMAP_COPY_MAX_TARGETS)
     return bmapctl_usage_error (command, "%u destinations: at most %u", n_dests,
                                 BMAP_COPY_MAX_TARGETS);
-  if (args->detach || bmapctl_url_is_url (image) || bmapctl_url_is_url (args->bmap))
+  if (args->detach || bmapctl_url_is_url (image) || bmapctl_url_is_url (args->write.bmap))
     return bmapctl_usage_error (command, "%s cannot be used with several destinations",
                                 args->detach ? "--detach" : "a URL");
   g_array_set_size (array, n_dests);
@@ -616,7 +590,7 @@ copy_many (const BmapctlCommand *command, BmapctlOptions *options, CopyArgs *arg
         args->daemon ? "--daemon" : "--unmount");
   }
 
-  if (!args->nobmap) {
+  if (!args->write.nobmap) {
     bmap_path = find_bmap (options, args, image, &error);
     if (bmap_path != NULL && bus != NULL) {
       bmap_bytes = bmapctl_signature_load_bmap (options, &sig_args, bmap_path, &signature, &error);
@@ -641,22 +615,22 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
 {
   g_auto (CopyArgs) args = { 0 };
   const GOptionEntry entries[] = {
-    { "bmap", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap,
+    { "bmap", 0, 0, G_OPTION_ARG_FILENAME, &args.write.bmap,
       "The bmap of the image (default: found next to the image)", "FILE" },
-    { "nobmap", 0, 0, G_OPTION_ARG_NONE, &args.nobmap, "Write every block of the image, no bmap",
-      NULL },
-    { "no-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_verify,
+    { "nobmap", 0, 0, G_OPTION_ARG_NONE, &args.write.nobmap,
+      "Write every block of the image, no bmap", NULL },
+    { "no-verify", 0, 0, G_OPTION_ARG_NONE, &args.write.no_verify,
       "Do not check the bmap's checksums while writing", NULL },
-    { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.verify_written,
+    { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.write.verify_written,
       "Read the written blocks back, bypassing the page cache, and check them", NULL },
-    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.minimize_writes,
+    { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.write.minimize_writes,
       "Read DEST first and write only the blocks that differ (resumes an interrupted flash)",
       NULL },
-    { "discard", 0, 0, G_OPTION_ARG_NONE, &args.discard,
+    { "discard", 0, 0, G_OPTION_ARG_NONE, &args.write.discard,
       "After writing, discard the ranges the bmap does not map, where the device can", NULL },
-    { "zero-unmapped", 0, 0, G_OPTION_ARG_NONE, &args.zero_unmapped,
+    { "zero-unmapped", 0, 0, G_OPTION_ARG_NONE, &args.write.zero_unmapped,
       "After writing, make the ranges the bmap does not map read back as zeros", NULL },
-    { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.relocate_gpt,
+    { "relocate-gpt", 0, 0, G_OPTION_ARG_NONE, &args.write.relocate_gpt,
       "After writing, move a GPT's backup header and table to the end of a larger device", NULL },
     { "eject", 0, 0, G_OPTION_ARG_NONE, &args.eject,
       "After the last step, eject the medium so that it can be pulled out", NULL },
@@ -670,13 +644,13 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
       "Start the job in bmapd and return at once; it goes on without bmapctl", NULL },
     { "daemon", 0, 0, G_OPTION_ARG_NONE, &args.daemon,
       "Write a block device through bmapd only, never in-process", NULL },
-    { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.bmap_sig,
+    { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.write.bmap_sig,
       "The bmap's detached signature (default: BMAP.asc or BMAP.sig if there)", "FILE" },
-    { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.no_sig_verify,
+    { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.write.no_sig_verify,
       "Do not check the bmap's signature", NULL },
-    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.fingerprint,
+    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.write.fingerprint,
       "The bmap must be signed by the key with this fingerprint", "FPR" },
-    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.keyring,
+    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.write.keyring,
       "Check the signature against the keys in FILE only, not the GnuPG home", "FILE" },
     { "psplash-pipe", 0, 0, G_OPTION_ARG_FILENAME, &args.psplash_pipe,
       "Also write the progress to this psplash FIFO (PROGRESS N)", "FIFO" },
@@ -708,21 +682,21 @@ bmapctl_copy (const BmapctlCommand *command, BmapctlOptions *options, int argc, 
     return bmapctl_usage_error (command, argc < 2 ? "missing IMAGE and DEST" : "missing DEST");
   if (argc > 3 && bmapctl_is_bmaptool ())
     return bmapctl_usage_error (command, "too many arguments");
-  if (args.bmap != NULL && args.nobmap) {
+  if (args.write.bmap != NULL && args.write.nobmap) {
     /* bmaptool checks this after parsing, and exits 1. */
     bmapctl_printerr ("--nobmap and --bmap cannot be used together");
     return BMAPCTL_EXIT_FAILED;
   }
-  if (args.nobmap && args.verify_written)
+  if (args.write.nobmap && args.write.verify_written)
     return bmapctl_usage_error (command, "--verify-written needs a bmap (it has the checksums)");
   if (args.daemon && options->local)
     return bmapctl_usage_error (command, "--daemon and --local exclude each other");
-  if (args.nobmap && (args.discard || args.zero_unmapped))
+  if (args.write.nobmap && (args.write.discard || args.write.zero_unmapped))
     return bmapctl_usage_error (command, "%s needs a bmap (the ranges it does not map)",
-                                args.discard ? "--discard" : "--zero-unmapped");
+                                args.write.discard ? "--discard" : "--zero-unmapped");
   {
-    BmapctlSignatureArgs sig_args = signature_args (&args);
-    const char *conflict = bmapctl_signature_check_args (&sig_args, args.nobmap);
+    BmapctlSignatureArgs sig_args = bmapctl_write_args_signature (&args.write);
+    const char *conflict = bmapctl_signature_check_args (&sig_args, args.write.nobmap);
 
     if (conflict != NULL)
       return bmapctl_usage_error (command, "%s", conflict);
