@@ -767,12 +767,7 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
 {
   g_auto (AutoFlashArgs) args = { 0 };
   const GOptionEntry entries[] = {
-    { "bmap", 0, 0, G_OPTION_ARG_FILENAME, &args.write.bmap,
-      "The bmap of the image (default: found next to the image)", "FILE" },
-    { "nobmap", 0, 0, G_OPTION_ARG_NONE, &args.write.nobmap,
-      "Write every block of the image, no bmap", NULL },
-    { "no-verify", 0, 0, G_OPTION_ARG_NONE, &args.write.no_verify,
-      "Do not check the bmap's checksums while writing", NULL },
+    BMAPCTL_WRITE_ARGS_BMAP_ENTRIES (&args.write),
     { "verify-written", 0, 0, G_OPTION_ARG_NONE, &args.write.verify_written,
       "Read each card back after writing and check it", NULL },
     { "minimize-writes", 0, 0, G_OPTION_ARG_NONE, &args.write.minimize_writes,
@@ -811,14 +806,7 @@ bmapctl_autoflash (const BmapctlCommand *command, BmapctlOptions *options, int a
     { "list", 0, 0, G_OPTION_ARG_NONE, &args.list, "List the armed rules", NULL },
     { "remove", 0, 0, G_OPTION_ARG_STRING, &args.remove, "Remove a rule (its id or object path)",
       "RULE" },
-    { "bmap-sig", 0, 0, G_OPTION_ARG_FILENAME, &args.write.bmap_sig,
-      "The bmap's detached signature (default: BMAP.asc or BMAP.sig if there)", "FILE" },
-    { "no-sig-verify", 0, 0, G_OPTION_ARG_NONE, &args.write.no_sig_verify,
-      "Do not check the bmap's signature", NULL },
-    { "fingerprint", 0, 0, G_OPTION_ARG_STRING, &args.write.fingerprint,
-      "The bmap must be signed by the key with this fingerprint", "FPR" },
-    { "keyring", 0, 0, G_OPTION_ARG_FILENAME, &args.write.keyring,
-      "Check the signature against the keys in FILE only, not the GnuPG home", "FILE" },
+    BMAPCTL_WRITE_ARGS_SIGNATURE_ENTRIES (&args.write),
     { NULL },
   };
 
