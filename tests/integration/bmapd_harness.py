@@ -706,6 +706,7 @@ class Udevd:
     def __init__(self, logdir):
         self.proc = None
         self.had_run_udev = os.path.exists('/run/udev')
+        self.had_dev_disk = os.path.exists('/dev/disk')
         if udevd_running():
             return
         self.log = open(os.path.join(logdir, 'udevd.log'), 'w')
@@ -737,6 +738,11 @@ class Udevd:
         # running udevd and waited for events that never came.
         if not self.had_run_udev:
             shutil.rmtree('/run/udev', ignore_errors=True)
+        # Nor the /dev/disk links of devices it saw: once a loop device's
+        # name is used again, by-label/BOOT -> loop0p1 named a label the
+        # new loop0p1 does not have (bmapctl's summary reads these links).
+        if not self.had_dev_disk:
+            shutil.rmtree('/dev/disk', ignore_errors=True)
         elif udev_control_state() == 'dead':
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(UDEV_CONTROL)
