@@ -126,3 +126,76 @@ bmap_test_sh (const char *format, ...)
     return -1;
   return WEXITSTATUS (status);
 }
+
+void
+bmap_test_assert_same_content (const char *a, const char *b)
+{
+  g_autoptr (GBytes) da = bmap_test_read_file (a);
+  g_autoptr (GBytes) db = bmap_test_read_file (b);
+  const guint8 *pa = g_bytes_get_data (da, NULL);
+  const guint8 *pb = g_bytes_get_data (db, NULL);
+
+  g_assert_cmpuint (g_bytes_get_size (da), ==, g_bytes_get_size (db));
+  for (gsize i = 0; i < g_bytes_get_size (da); i++) {
+    if (pa[i] != pb[i]) {
+      g_test_message ("%s and %s differ first at byte %" G_GSIZE_FORMAT, a, b, i);
+      g_assert_cmphex (pa[i], ==, pb[i]);
+    }
+  }
+}
+
+gboolean
+bmap_test_can_use_loop (void)
+{
+  if (getuid () != 0) {
+    g_test_skip ("needs root for loop devices");
+    return FALSE;
+  }
+  if (!g_file_test ("/dev/loop-control", G_FILE_TEST_EXISTS)) {
+    g_test_skip ("no /dev/loop-control");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+char *
+bmap_test_loop_attach (const char *backing)
+{
+  g_autofree char *out = NULL;
+  const char *argv[] = { "losetup", "--find", "--show", backing, NULL };
+
+  if (bmap_test_run (argv, &out, NULL) != 0)
+    return NULL;
+  return g_strstrip (g_steal_pointer (&out));
+}
+
+void
+bmap_test_loop_detach (const char *dev)
+{
+  const char *argv[] = { "losetup", "-d", dev, NULL };
+
+  bmap_test_run (argv, NULL, NULL);
+}
+
+gpointer
+bmap_test_feeder_thread (gpointer data)
+{
+  BmapTestFeeder *feeder = data;
+  const guint8 *p = g_bytes_get_data (feeder->data, NULL);
+  gsize half = feeder->len / 2;
+
+  for (gsize pos = 0; pos < feeder->len;) {
+    gssize n = write (feeder->fd, p + pos, MIN (feeder->len - pos, 64 * 1024));
+
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    /* The reader is in the middle of the stream now. */
+    if (feeder->cancel_at_half != NULL && pos < half && pos + (gsize) n >= half)
+      g_cancellable_cancel (feeder->cancel_at_half);
+    pos += (gsize) n;
+  }
+  close (feeder->fd);
+  return NULL;
+}

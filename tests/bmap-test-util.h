@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 G_BEGIN_DECLS
 
@@ -35,5 +35,32 @@ int bmap_test_run (const char *const *argv, char **out, char **err);
 
 /* Runs a shell command line with /bin/sh -c; returns its exit status. */
 int bmap_test_sh (const char *format, ...) G_GNUC_PRINTF (1, 2);
+
+/* Asserts that the two files hold the same bytes; the message names the
+ * first byte that differs. */
+void bmap_test_assert_same_content (const char *a, const char *b);
+
+/* TRUE when loop devices can be made (root, /dev/loop-control); marks the
+ * test skipped with the reason otherwise. */
+gboolean bmap_test_can_use_loop (void);
+
+/* Attaches @backing to a free loop device; its node, or NULL when losetup
+ * failed. */
+char *bmap_test_loop_attach (const char *backing);
+
+/* Detaches @dev; errors are ignored (cleanup). */
+void bmap_test_loop_detach (const char *dev);
+
+/* The writing end of a pipe fed from a thread. */
+typedef struct {
+  int fd;                       /* closed when done */
+  GBytes *data;                 /* what is written */
+  gsize len;                    /* how much of @data: less cuts the stream short */
+  GCancellable *cancel_at_half; /* cancelled when half of @len went in, or NULL */
+} BmapTestFeeder;
+
+/* A GThreadFunc: writes @data (a BmapTestFeeder) into its pipe in 64 KiB
+ * pieces, then closes it. */
+gpointer bmap_test_feeder_thread (gpointer data);
 
 G_END_DECLS

@@ -99,15 +99,6 @@ run_copy (const char *image, const char *bmap, const char *dest, gboolean verify
   return bmap_copy (source, target, &options, result, error);
 }
 
-static void
-assert_same_content (const char *a, const char *b)
-{
-  g_autoptr (GBytes) da = bmap_test_read_file (a);
-  g_autoptr (GBytes) db = bmap_test_read_file (b);
-
-  g_assert_true (g_bytes_equal (da, db));
-}
-
 static guint64
 allocated_bytes (const char *path)
 {
@@ -130,7 +121,7 @@ test_raw_with_bmap (Fixture *fx, gconstpointer data)
   g_assert_true (g_file_set_contents (out, "stale", -1, NULL));
   g_assert_true (run_copy (fx->image, fx->bmap, out, TRUE, NULL, &result, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
   g_assert_cmpuint (result.blocks_written, ==, map->mapped_blocks_count);
   g_assert_cmpuint (result.bytes_written, ==, bmap_map_get_mapped_bytes (map));
   g_assert_true (result.verified);
@@ -173,12 +164,12 @@ test_compressed_round_trip (Fixture *fx, gconstpointer data)
     out = g_strdup_printf ("%s.out", packed);
     g_assert_true (run_copy (packed, fx->bmap, out, FALSE, NULL, NULL, &error));
     g_assert_no_error (error);
-    assert_same_content (fx->image, out);
+    bmap_test_assert_same_content (fx->image, out);
 
     out_nobmap = g_strdup_printf ("%s.nobmap", packed);
     g_assert_true (run_copy (packed, NULL, out_nobmap, FALSE, NULL, NULL, &error));
     g_assert_no_error (error);
-    assert_same_content (fx->image, out_nobmap);
+    bmap_test_assert_same_content (fx->image, out_nobmap);
     /* Zero blocks are skipped without a bmap too. */
     g_assert_cmpuint (allocated_bytes (out_nobmap), <, fx->size / 2);
   }
@@ -212,7 +203,7 @@ test_pipe_source (Fixture *fx, gconstpointer data)
   g_assert_true (bmap_copy (source, target, &options, NULL, &error));
   g_assert_no_error (error);
   g_spawn_close_pid (pid);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
 }
 
 static void
@@ -325,7 +316,7 @@ test_xz_skips_unneeded_blocks (Fixture *fx, gconstpointer data)
 
   g_assert_true (run_copy (packed, fx->bmap, out, TRUE, NULL, NULL, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
 
   /* Without a bmap every block is needed, and the damage is found. */
   g_assert_false (run_copy (packed, NULL, out, FALSE, NULL, NULL, &error));
@@ -558,20 +549,6 @@ losetup_detach (const char *dev)
   bmap_test_run (argv, NULL, NULL);
 }
 
-static gboolean
-can_use_loop (void)
-{
-  if (getuid () != 0) {
-    g_test_skip ("needs root for loop devices");
-    return FALSE;
-  }
-  if (!g_file_test ("/dev/loop-control", G_FILE_TEST_EXISTS)) {
-    g_test_skip ("no /dev/loop-control");
-    return FALSE;
-  }
-  return TRUE;
-}
-
 static void
 test_loop_device (Fixture *fx, gconstpointer data)
 {
@@ -581,7 +558,7 @@ test_loop_device (Fixture *fx, gconstpointer data)
   g_autofree char *readback = g_build_filename (fx->dir, "readback", NULL);
   BmapCopyResult result = { 0 };
 
-  if (!can_use_loop ())
+  if (!bmap_test_can_use_loop ())
     return;
   g_assert_cmpint (bmap_test_sh ("truncate -s 8M '%s'", backing), ==, 0);
   dev = losetup_attach (backing);
@@ -595,7 +572,7 @@ test_loop_device (Fixture *fx, gconstpointer data)
   g_assert_cmpint (
       bmap_test_sh ("head -c %" G_GUINT64_FORMAT " '%s' > '%s'", fx->size, dev, readback), ==, 0);
   losetup_detach (dev);
-  assert_same_content (fx->image, readback);
+  bmap_test_assert_same_content (fx->image, readback);
 }
 
 static void
@@ -606,7 +583,7 @@ test_loop_device_too_small (Fixture *fx, gconstpointer data)
   g_autofree char *dev = NULL;
   g_autoptr (GBytes) after = NULL;
 
-  if (!can_use_loop ())
+  if (!bmap_test_can_use_loop ())
     return;
   g_assert_cmpint (bmap_test_sh ("head -c 4M /dev/zero | tr '\\0' 'A' > '%s'", backing), ==, 0);
   dev = losetup_attach (backing);
@@ -632,7 +609,7 @@ test_loop_device_mounted (Fixture *fx, gconstpointer data)
   g_autofree char *mnt = g_build_filename (fx->dir, "mnt", NULL);
   g_autofree char *dev = NULL;
 
-  if (!can_use_loop ())
+  if (!bmap_test_can_use_loop ())
     return;
   if (!bmap_test_have_program ("mkfs.ext4")) {
     g_test_skip ("mkfs.ext4 not installed");

@@ -140,24 +140,6 @@ run_copy (const char *image, const char *bmap, const char *dest, const BmapCopyO
   return run_copy_opts (source, bmap, dest, base, result, error);
 }
 
-static void
-assert_same_content (const char *a, const char *b)
-{
-  g_autoptr (GBytes) da = bmap_test_read_file (a);
-  g_autoptr (GBytes) db = bmap_test_read_file (b);
-
-  const guint8 *pa = g_bytes_get_data (da, NULL);
-  const guint8 *pb = g_bytes_get_data (db, NULL);
-
-  g_assert_cmpuint (g_bytes_get_size (da), ==, g_bytes_get_size (db));
-  for (gsize i = 0; i < g_bytes_get_size (da); i++) {
-    if (pa[i] != pb[i]) {
-      g_test_message ("%s and %s differ first at byte %" G_GSIZE_FORMAT, a, b, i);
-      g_assert_cmphex (pa[i], ==, pb[i]);
-    }
-  }
-}
-
 static guint64
 mapped_bytes (const char *bmap)
 {
@@ -203,7 +185,7 @@ test_in_place_writes_nothing (Fixture *fx, gconstpointer data)
   options.progress_data = &log;
   g_assert_true (run_copy (fx->image, fx->bmap, out, &options, &result, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
   g_assert_cmpuint (result.bytes_checked, ==, mapped);
   g_assert_cmpuint (result.bytes_written, ==, 0);
   g_assert_cmpuint (result.bytes_skipped, ==, mapped);
@@ -234,7 +216,7 @@ test_writes_only_differing_blocks (Fixture *fx, gconstpointer data)
   options.minimize_writes = TRUE;
   g_assert_true (run_copy (fx->image, fx->bmap, out, &options, &result, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
   g_assert_cmpuint (result.bytes_written, ==, 3 * 4096);
   g_assert_cmpuint (result.bytes_checked, ==, mapped_bytes (fx->bmap));
   g_assert_cmpuint (result.bytes_skipped, ==, result.bytes_checked - 3 * 4096);
@@ -255,7 +237,7 @@ test_stale_file_gets_image_only (Fixture *fx, gconstpointer data)
   g_assert_cmpint (bmap_test_sh ("head -c 14M /dev/zero | tr '\\0' 'A' > '%s'", out), ==, 0);
   g_assert_true (run_copy (fx->image, fx->bmap, out, &options, &result, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
   g_assert_cmpuint (result.bytes_written, ==, mapped_bytes (fx->bmap));
   /* The unmapped ranges are holes again. */
   g_assert_cmpint (stat (out, &st), ==, 0);
@@ -277,32 +259,9 @@ test_nobmap (Fixture *fx, gconstpointer data)
   options.minimize_writes = TRUE;
   g_assert_true (run_copy (fx->image, NULL, out, &options, &result, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
   g_assert_cmpuint (result.bytes_checked, ==, fx->size);
   g_assert_cmpuint (result.bytes_written, ==, 4096);
-}
-
-typedef struct {
-  int fd;
-  GBytes *data;
-  gsize len;
-} Feeder;
-
-static gpointer
-feed (gpointer user_data)
-{
-  Feeder *feeder = user_data;
-  const guint8 *p = g_bytes_get_data (feeder->data, NULL);
-
-  for (gsize off = 0; off < feeder->len;) {
-    ssize_t n = write (feeder->fd, p + off, MIN (64 * 1024, feeder->len - off));
-
-    if (n <= 0)
-      break;
-    off += (gsize) n;
-  }
-  close (feeder->fd);
-  return NULL;
 }
 
 /* A flash cut short (here: its source ends half-way) is resumed by running
@@ -315,7 +274,7 @@ test_interrupted_resumed (Fixture *fx, gconstpointer data)
   BmapCopyOptions options = { .minimize_writes = TRUE };
   BmapCopyResult first = { 0 };
   BmapCopyResult result = { 0 };
-  Feeder feeder;
+  BmapTestFeeder feeder = { 0 };
   GThread *thread;
   int fds[2];
 
@@ -323,7 +282,7 @@ test_interrupted_resumed (Fixture *fx, gconstpointer data)
   feeder.fd = fds[1];
   feeder.data = bmap_test_read_file (fx->image);
   feeder.len = 6 * MiB;
-  thread = g_thread_new ("feeder", feed, &feeder);
+  thread = g_thread_new ("feeder", bmap_test_feeder_thread, &feeder);
   {
     g_autoptr (BmapSource) source = bmap_source_new (fds[0], TRUE, "cut pipe", &error);
 
@@ -337,7 +296,7 @@ test_interrupted_resumed (Fixture *fx, gconstpointer data)
 
   g_assert_true (run_copy (fx->image, fx->bmap, out, &options, &result, &error));
   g_assert_no_error (error);
-  assert_same_content (fx->image, out);
+  bmap_test_assert_same_content (fx->image, out);
   /* Everything up to the cut was in place: the first 3 MiB + 100 and the
    * second range's first MiB and more. */
   g_assert_cmpuint (result.bytes_skipped, >=, 4 * MiB);
@@ -346,45 +305,27 @@ test_interrupted_resumed (Fixture *fx, gconstpointer data)
 
 /* ---- loop devices (root) ----------------------------------------------- */
 
-static gboolean
-can_use_loop (void)
-{
-  if (getuid () != 0) {
-    g_test_skip ("needs root for loop devices");
-    return FALSE;
-  }
-  if (!g_file_test ("/dev/loop-control", G_FILE_TEST_EXISTS)) {
-    g_test_skip ("no /dev/loop-control");
-    return FALSE;
-  }
-  return TRUE;
-}
-
 /* A loop device over a fresh backing file of @size bytes of 'A', or of
  * zeros when !@stale, in @dir. */
 static char *
 loop_new_in (const char *dir, const char *size, gboolean stale)
 {
   g_autofree char *backing = g_build_filename (dir, "backing", NULL);
-  g_autofree char *out = NULL;
-  const char *argv[] = { "losetup", "--find", "--show", backing, NULL };
+  char *dev;
 
   g_assert_cmpint (bmap_test_sh ("head -c %s /dev/zero | tr '\\0' '%s' > '%s'", size,
                                  stale ? "A" : "\\0", backing),
                    ==, 0);
-  if (bmap_test_run (argv, &out, NULL) != 0) {
+  dev = bmap_test_loop_attach (backing);
+  if (dev == NULL)
     g_test_skip ("losetup could not attach a loop device");
-    return NULL;
-  }
-  return g_strstrip (g_steal_pointer (&out));
+  return dev;
 }
 
 static void
 loop_free (char *dev)
 {
-  const char *argv[] = { "losetup", "-d", dev, NULL };
-
-  bmap_test_run (argv, NULL, NULL);
+  bmap_test_loop_detach (dev);
   g_free (dev);
 }
 
@@ -472,7 +413,7 @@ test_loop_delta (Fixture *fx, gconstpointer data)
   BmapCopyOptions options = { 0 };
   BmapCopyResult result = { 0 };
 
-  if (!can_use_loop () || (dev = loop_new (fx, "backing", "16M", FALSE)) == NULL)
+  if (!bmap_test_can_use_loop () || (dev = loop_new (fx, "backing", "16M", FALSE)) == NULL)
     return;
   g_assert_true (run_copy (fx->image, fx->bmap, dev, &options, NULL, &error));
   g_assert_no_error (error);
@@ -485,7 +426,7 @@ test_loop_delta (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (result.bytes_written, ==, 4096);
   g_assert_cmpuint (result.bytes_checked, ==, mapped_bytes (fx->bmap));
   readback = read_back (fx, dev, fx->size);
-  assert_same_content (fx->image, readback);
+  bmap_test_assert_same_content (fx->image, readback);
 }
 
 static void
@@ -497,13 +438,13 @@ test_loop_zero_unmapped (Fixture *fx, gconstpointer data)
   BmapCopyOptions options = { .zero_unmapped = TRUE, .verify_written = TRUE };
   BmapCopyResult result = { 0 };
 
-  if (!can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
+  if (!bmap_test_can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
     return;
   g_assert_true (run_copy (fx->image, fx->bmap, dev, &options, &result, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (result.bytes_zeroed, ==, fx->size - mapped_bytes (fx->bmap));
   readback = read_back (fx, dev, fx->size);
-  assert_same_content (fx->image, readback);
+  bmap_test_assert_same_content (fx->image, readback);
 }
 
 static void
@@ -515,7 +456,7 @@ test_loop_discard (Fixture *fx, gconstpointer data)
   BmapCopyOptions options = { .discard = TRUE };
   BmapCopyResult result = { 0 };
 
-  if (!can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
+  if (!bmap_test_can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
     return;
   g_assert_true (run_copy (fx->image, fx->bmap, dev, &options, &result, &error));
   g_assert_no_error (error);
@@ -541,7 +482,7 @@ test_loop_discard_refused (Fixture *fx, gconstpointer data)
   BmapCopyResult result = { 0 };
   const char *dir;
 
-  if (!can_use_loop () || (dir = ramfs_dir (fx)) == NULL
+  if (!bmap_test_can_use_loop () || (dir = ramfs_dir (fx)) == NULL
       || (dev = loop_new_in (dir, "16M", TRUE)) == NULL)
     return;
   g_assert_true (run_copy (fx->image, fx->bmap, dev, &options, &result, &error));
@@ -566,14 +507,14 @@ test_loop_zero_written (Fixture *fx, gconstpointer data)
   BmapCopyResult result = { 0 };
   const char *dir;
 
-  if (!can_use_loop () || (dir = ramfs_dir (fx)) == NULL
+  if (!bmap_test_can_use_loop () || (dir = ramfs_dir (fx)) == NULL
       || (dev = loop_new_in (dir, "16M", TRUE)) == NULL)
     return;
   g_assert_true (run_copy (fx->image, fx->bmap, dev, &options, &result, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (result.bytes_zeroed, ==, fx->size - mapped_bytes (fx->bmap));
   readback = read_back (fx, dev, fx->size);
-  assert_same_content (fx->image, readback);
+  bmap_test_assert_same_content (fx->image, readback);
 }
 
 /* ---- GPT relocation ---------------------------------------------------- */
@@ -606,7 +547,7 @@ test_loop_relocate_gpt (Fixture *fx, gconstpointer data)
     g_test_skip ("sfdisk not installed");
     return;
   }
-  if (!can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
+  if (!bmap_test_can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
     return;
   g_assert_cmpint (bmap_test_sh ("truncate -s 8M '%s' && printf 'label: gpt\\n,4M,L\\n' | "
                                  "sfdisk -q '%s' && head -c 1M /dev/urandom | "
@@ -639,7 +580,7 @@ test_relocate_without_gpt (Fixture *fx, gconstpointer data)
   BmapCopyOptions options = { .relocate_gpt = TRUE };
   BmapCopyResult result = { 0 };
 
-  if (!can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
+  if (!bmap_test_can_use_loop () || (dev = loop_new (fx, "backing", "16M", TRUE)) == NULL)
     return;
   g_assert_true (run_copy (fx->image, fx->bmap, dev, &options, &result, &error));
   g_assert_no_error (error);

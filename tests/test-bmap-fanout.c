@@ -87,15 +87,6 @@ on_done (BmapCopyTarget *target, gpointer user_data)
 }
 
 static void
-assert_same_content (const char *a, const char *b)
-{
-  g_autoptr (GBytes) da = bmap_test_read_file (a);
-  g_autoptr (GBytes) db = bmap_test_read_file (b);
-
-  g_assert_true (g_bytes_equal (da, db));
-}
-
-static void
 clear_targets (BmapCopyTarget *targets, guint n)
 {
   for (guint i = 0; i < n; i++) {
@@ -146,7 +137,7 @@ test_identical (Fixture *fx, gconstpointer data)
     g_assert_cmpuint (targets[i].result.bytes_written, ==, bmap_map_get_mapped_bytes (fx->map));
     g_assert_true (targets[i].result.verified);
     g_assert_true (targets[i].result.verified_written);
-    assert_same_content (fx->image, paths[i]);
+    bmap_test_assert_same_content (fx->image, paths[i]);
   }
   clear_targets (targets, N_TARGETS);
 }
@@ -184,37 +175,6 @@ test_image_error_is_everyones (Fixture *fx, gconstpointer data)
   clear_targets (targets, G_N_ELEMENTS (targets));
 }
 
-typedef struct {
-  int fd;
-  const char *image;
-  GCancellable *cancel_midway;
-} Feeder;
-
-/* Writes the image into the pipe, and cancels one target when half of it
- * went in: that target is in the middle of its copy. */
-static gpointer
-feeder_thread (gpointer data)
-{
-  Feeder *feeder = data;
-  g_autoptr (GBytes) image = bmap_test_read_file (feeder->image);
-  const guint8 *p = g_bytes_get_data (image, NULL);
-  gsize len = g_bytes_get_size (image);
-
-  for (gsize pos = 0; pos < len;) {
-    gssize n = write (feeder->fd, p + pos, MIN (len - pos, 64 * 1024));
-
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      break;
-    if (pos < len / 2 && pos + (gsize) n >= len / 2)
-      g_cancellable_cancel (feeder->cancel_midway);
-    pos += (gsize) n;
-  }
-  close (feeder->fd);
-  return NULL;
-}
-
 /* One target stopped in the middle of the stream drops out with its own
  * error; the others get the whole image. */
 static void
@@ -227,14 +187,16 @@ test_one_dropped_midway (Fixture *fx, gconstpointer data)
   TargetState states[N_TARGETS] = { 0 };
   g_autofree char *paths[N_TARGETS] = { 0 };
   BmapCopyOptions options = { 0 };
-  Feeder feeder = { .image = fx->image, .cancel_midway = cancel_one };
+  g_autoptr (GBytes) image = bmap_test_read_file (fx->image);
+  BmapTestFeeder feeder
+      = { .data = image, .len = g_bytes_get_size (image), .cancel_at_half = cancel_one };
   GThread *thread;
   int fds[2];
 
   g_assert_cmpint (pipe2 (fds, O_CLOEXEC), ==, 0);
   /* The source reads the stream's first bytes when it is made. */
   feeder.fd = fds[1];
-  thread = g_thread_new ("feeder", feeder_thread, &feeder);
+  thread = g_thread_new ("feeder", bmap_test_feeder_thread, &feeder);
   source = bmap_source_new (fds[0], TRUE, "pipe", &error);
   g_assert_no_error (error);
   for (guint i = 0; i < N_TARGETS; i++) {
@@ -259,7 +221,7 @@ test_one_dropped_midway (Fixture *fx, gconstpointer data)
       continue;
     }
     g_assert_no_error (targets[i].error);
-    assert_same_content (fx->image, paths[i]);
+    bmap_test_assert_same_content (fx->image, paths[i]);
   }
   clear_targets (targets, N_TARGETS);
 }
@@ -298,8 +260,8 @@ test_one_fails_writing (Fixture *fx, gconstpointer data)
   g_assert_nonnull (strstr (targets[1].error->message, paths[1]));
   g_assert_no_error (targets[0].error);
   g_assert_no_error (targets[2].error);
-  assert_same_content (fx->image, paths[0]);
-  assert_same_content (fx->image, paths[2]);
+  bmap_test_assert_same_content (fx->image, paths[0]);
+  bmap_test_assert_same_content (fx->image, paths[2]);
   clear_targets (targets, G_N_ELEMENTS (targets));
   g_assert_cmpint (umount (small), ==, 0);
 }
@@ -433,7 +395,7 @@ test_bounded (Fixture *fx, gconstpointer data)
   g_assert_true (copy.ok);
   g_assert_no_error (targets[0].error);
   g_assert_no_error (targets[1].error);
-  assert_same_content (big, fast);
+  bmap_test_assert_same_content (big, fast);
   clear_targets (targets, 2);
 }
 
