@@ -95,6 +95,29 @@ clear_targets (BmapCopyTarget *targets, guint n)
   }
 }
 
+/* Opens card0.img … in the fixture's directory as @n targets; with @states,
+ * each reports its progress and done call into its own state. */
+static void
+open_cards (Fixture *fx, BmapCopyTarget *targets, TargetState *states, char **paths, guint n)
+{
+  for (guint i = 0; i < n; i++) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *name = g_strdup_printf ("card%u.img", i);
+    g_autofree char *path = g_build_filename (fx->dir, name, NULL);
+
+    targets[i].target = bmap_target_open (path, &error);
+    g_assert_no_error (error);
+    if (states != NULL) {
+      targets[i].progress_func = on_progress;
+      targets[i].progress_data = &states[i];
+      targets[i].done_func = on_done;
+      targets[i].done_data = &states[i];
+    }
+    if (paths != NULL)
+      paths[i] = g_steal_pointer (&path);
+  }
+}
+
 /* Four files from one gzip stream: each byte-identical, each with its own
  * progress, result, read-back and done call. */
 static void
@@ -111,17 +134,7 @@ test_identical (Fixture *fx, gconstpointer data)
   g_assert_cmpint (bmap_test_sh ("gzip -1 -c '%s' > '%s'", fx->image, packed), ==, 0);
   source = bmap_source_new_for_path (packed, &error);
   g_assert_no_error (error);
-  for (guint i = 0; i < N_TARGETS; i++) {
-    g_autofree char *name = g_strdup_printf ("card%u.img", i);
-
-    paths[i] = g_build_filename (fx->dir, name, NULL);
-    targets[i].target = bmap_target_open (paths[i], &error);
-    g_assert_no_error (error);
-    targets[i].progress_func = on_progress;
-    targets[i].progress_data = &states[i];
-    targets[i].done_func = on_done;
-    targets[i].done_data = &states[i];
-  }
+  open_cards (fx, targets, states, paths, N_TARGETS);
   options.map = fx->map;
   options.verify = TRUE;
   options.verify_written = TRUE;
@@ -160,13 +173,7 @@ test_image_error_is_everyones (Fixture *fx, gconstpointer data)
   close (fd);
   source = bmap_source_new_for_path (bad, &error);
   g_assert_no_error (error);
-  for (guint i = 0; i < G_N_ELEMENTS (targets); i++) {
-    g_autofree char *name = g_strdup_printf ("card%u.img", i);
-    g_autofree char *path = g_build_filename (fx->dir, name, NULL);
-
-    targets[i].target = bmap_target_open (path, &error);
-    g_assert_no_error (error);
-  }
+  open_cards (fx, targets, NULL, NULL, G_N_ELEMENTS (targets));
   options.map = fx->map;
   options.verify = TRUE;
   g_assert_true (bmap_copy_many (source, targets, G_N_ELEMENTS (targets), &options, &error));
@@ -199,15 +206,7 @@ test_one_dropped_midway (Fixture *fx, gconstpointer data)
   thread = g_thread_new ("feeder", bmap_test_feeder_thread, &feeder);
   source = bmap_source_new (fds[0], TRUE, "pipe", &error);
   g_assert_no_error (error);
-  for (guint i = 0; i < N_TARGETS; i++) {
-    g_autofree char *name = g_strdup_printf ("card%u.img", i);
-
-    paths[i] = g_build_filename (fx->dir, name, NULL);
-    targets[i].target = bmap_target_open (paths[i], &error);
-    g_assert_no_error (error);
-    targets[i].done_func = on_done;
-    targets[i].done_data = &states[i];
-  }
+  open_cards (fx, targets, states, paths, N_TARGETS);
   targets[2].cancellable = cancel_one;
   options.map = fx->map;
   options.verify = TRUE;
