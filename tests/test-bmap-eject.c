@@ -10,6 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "bmap-test-util.h"
 #include "libbmap.h"
 
 #define PCI          "pci0000:00/0000:00:14.0"
@@ -134,36 +135,14 @@ add_others (Fixture *f)
 static void
 fixture_set_up (Fixture *f, gconstpointer data)
 {
-  g_autoptr (GError) error = NULL;
-
-  f->root = g_dir_make_tmp ("bmap-eject-XXXXXX", &error);
-  g_assert_no_error (error);
+  f->root = bmap_test_tmpdir ();
   add_usb_reader (f, GPOINTER_TO_INT (data) == 0);
   add_others (f);
 }
 
 static void
-remove_tree (const char *path)
-{
-  g_autoptr (GDir) dir = NULL;
-  const char *name;
-
-  if (g_file_test (path, G_FILE_TEST_IS_SYMLINK) || !g_file_test (path, G_FILE_TEST_IS_DIR)) {
-    g_unlink (path);
-    return;
-  }
-  dir = g_dir_open (path, 0, NULL);
-  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL) {
-    g_autofree char *child = g_build_filename (path, name, NULL);
-    remove_tree (child);
-  }
-  g_rmdir (path);
-}
-
-static void
 fixture_tear_down (Fixture *f, gconstpointer data)
 {
-  remove_tree (f->root);
   g_free (f->root);
 }
 
