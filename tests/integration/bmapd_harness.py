@@ -179,6 +179,27 @@ class TestBus:
         self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+def flash_options(image_fd, bmap_fd, options):
+    '''The fd list and a{sv} of a Flash() or FlashMany() call: the image is
+    handle 0, the bmap (when given) handle 1; option names with "_" for "-",
+    a GLib.Variant passed as it is, bool as b, int as t, the rest as s.'''
+    fds = [image_fd]
+    opts = {}
+    if bmap_fd is not None:
+        fds.append(bmap_fd)
+        opts['bmap'] = GLib.Variant('h', 1)
+    for key, value in options.items():
+        key = key.replace('_', '-')
+        if isinstance(value, GLib.Variant):
+            opts[key] = value
+        elif isinstance(value, bool):
+            opts[key] = GLib.Variant('b', value)
+        elif isinstance(value, int):
+            opts[key] = GLib.Variant('t', value)
+        else:
+            opts[key] = GLib.Variant('s', value)
+    return fds, opts
+
 
 class Client:
     '''A bus connection using only Gio, as desktop tools do.'''
@@ -276,28 +297,22 @@ class Client:
     def flash(self, device, image_fd, bmap_fd=None, nobmap=False, interactive=False,
               block=True, **options):
         '''Flash(); options are D-Bus option names with "_" for "-".'''
-        fds = [image_fd]
-        opts = {}
-        if bmap_fd is not None:
-            fds.append(bmap_fd)
-            opts['bmap'] = GLib.Variant('h', 1)
         if nobmap:
-            opts['nobmap'] = GLib.Variant('b', True)
-        for key, value in options.items():
-            key = key.replace('_', '-')
-            if isinstance(value, GLib.Variant):
-                opts[key] = value
-            elif isinstance(value, bool):
-                opts[key] = GLib.Variant('b', value)
-            elif isinstance(value, int):
-                opts[key] = GLib.Variant('t', value)
-            else:
-                opts[key] = GLib.Variant('s', value)
+            options['nobmap'] = True
+        fds, opts = flash_options(image_fd, bmap_fd, options)
         args = GLib.Variant('(oha{sv})', (device, 0, opts))
         if not block:
             return self.call_async(MANAGER_PATH, MANAGER_IFACE, 'Flash', args, fds,
                                    interactive)
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'Flash', args, fds, interactive)[0]
+
+    def flash_many(self, devices, image_fd, bmap_fd=None, block=True, **options):
+        '''FlashMany(); options as in flash().'''
+        fds, opts = flash_options(image_fd, bmap_fd, options)
+        args = GLib.Variant('(aoha{sv})', (devices, 0, opts))
+        if not block:
+            return self.call_async(MANAGER_PATH, MANAGER_IFACE, 'FlashMany', args, fds)
+        return self.call(MANAGER_PATH, MANAGER_IFACE, 'FlashMany', args, fds)[0]
 
     def create(self, image_fd, out_fd, **options):
         opts = {k.replace('_', '-'): auto_variant(v) for k, v in options.items()}

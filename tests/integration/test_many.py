@@ -21,27 +21,6 @@ pytestmark = pytest.mark.loop
 FILL = b'\xaa'
 
 
-def flash_many(client, devices, image_fd, bmap_fd=None, block=True, **options):
-    '''FlashMany(); options as in Client.flash(), a Variant passed as it is.'''
-    fds = [image_fd]
-    opts = {}
-    if bmap_fd is not None:
-        fds.append(bmap_fd)
-        opts['bmap'] = GLib.Variant('h', 1)
-    for key, value in options.items():
-        key = key.replace('_', '-')
-        if isinstance(value, GLib.Variant):
-            opts[key] = value
-        elif isinstance(value, bool):
-            opts[key] = GLib.Variant('b', value)
-        else:
-            opts[key] = GLib.Variant('s', value)
-    args = GLib.Variant('(aoha{sv})', (devices, 0, opts))
-    if not block:
-        return client.call_async(h.MANAGER_PATH, h.MANAGER_IFACE, 'FlashMany', args, fds)
-    return client.call(h.MANAGER_PATH, h.MANAGER_IFACE, 'FlashMany', args, fds)[0]
-
-
 def assert_holds_image(disk, image, read=None):
     read = read or disk.read
     for offset, length in image['ranges']:
@@ -67,7 +46,7 @@ def test_flash_many_four_cards_one_pulled(daemon, client, polkit, faulty, image,
     cards = [faulty(write_bps=512 * 1024) for _ in range(4)]
     polkit.set_allowed([h.ACTION_FLASH])
     devices = [client.wait_device(card.node) for card in cards]
-    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+    jobs = client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']),
                       verify_written=True)
     assert len(jobs) == 4 and len(set(jobs)) == 4
     for job, device in zip(jobs, devices):
@@ -104,7 +83,7 @@ def test_flash_many_polkit_once(daemon, client, polkit, loop_factory, image, fds
     polkit.set_allowed([h.ACTION_FLASH])
     devices = [client.wait_device(loop.node) for loop in loops]
     polkit.clear_checks()
-    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+    jobs = client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']),
                       description='disk.img')
     checks = polkit.checks()
     assert len(checks) == 1, checks
@@ -160,7 +139,7 @@ def test_flash_many_bad_device_refuses_all(daemon, client, polkit, loop_factory,
     before = set(job_paths(client))
     try:
         with pytest.raises(h.DBusCallError) as err:
-            flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+            client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']))
     finally:
         if held is not None:
             os.close(held)
@@ -189,7 +168,7 @@ def test_flash_many_refuses_bad_calls(daemon, client, polkit, loop_factory, imag
     ]
     for devs, options, words in cases:
         with pytest.raises(h.DBusCallError) as err:
-            flash_many(client, devs, fds(image['path']), bmap_fd=fds(image['bmap']), **options)
+            client.flash_many(devs, fds(image['path']), bmap_fd=fds(image['bmap']), **options)
         assert 'InvalidArgument' in err.value.message and words in err.value.message, \
             err.value.message
     assert job_paths(client) == []
@@ -203,11 +182,11 @@ def test_flash_many_diskseqs(daemon, client, polkit, loop_factory, image, fds):
     devices = [client.wait_device(loop.node) for loop in loops]
     seqs = [client.get(dev, h.DEVICE_IFACE, 'DiskSeq') for dev in devices]
     with pytest.raises(h.DBusCallError) as err:
-        flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+        client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']),
                    diskseqs=GLib.Variant('at', [seqs[0], seqs[1] + 1000]))
     assert err.value.name == h.ERROR + 'MediaChanged', err.value.name
     assert loops[1].node in err.value.message, err.value.message
-    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+    jobs = client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']),
                       diskseqs=GLib.Variant('at', seqs))
     for job, loop in zip(jobs, loops):
         assert client.wait_finished(job, timeout=120)[0] == 'done'
@@ -219,7 +198,7 @@ def test_flash_many_cancel_one(daemon, client, polkit, faulty, image, fds):
     cards = [faulty(write_bps=256 * 1024) for _ in range(2)]
     polkit.set_allowed([h.ACTION_FLASH, h.ACTION_CANCEL])
     devices = [client.wait_device(card.node) for card in cards]
-    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+    jobs = client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']))
     h.wait_until(lambda: client.get(jobs[0], h.JOB_IFACE, 'BytesWritten') > 0, 60,
                  'the first card written in part')
     client.cancel(jobs[0])
@@ -237,7 +216,7 @@ def test_flash_many_beyond_max_jobs(daemon, client, polkit, loop_factory, image,
     polkit.set_allowed([h.ACTION_FLASH])
     devices = [client.wait_device(loop.node) for loop in loops]
     with pytest.raises(h.DBusCallError) as err:
-        flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+        client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']))
     assert err.value.name == h.ERROR + 'Limit', err.value.name
     assert 'MaxJobs=2' in err.value.message, err.value.message
     assert job_paths(client) == []
@@ -329,7 +308,7 @@ def test_flash_many_waits_for_room_for_all(daemon, client, polkit, faulty, loop_
     first = client.flash(slow_dev, fds(image['path']), bmap_fd=fds(image['bmap']))
     h.wait_until(lambda: client.get(first, h.JOB_IFACE, 'State') == 'writing', 30,
                  'the single flash writing')
-    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']))
+    jobs = client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']))
     # The slow flash is still writing: neither card has started.
     assert client.get(first, h.JOB_IFACE, 'State') == 'writing'
     for job in jobs:
@@ -353,7 +332,7 @@ def test_flash_many_power_off_each_card(daemon, client, polkit, loop_factory, im
     polkit.set_allowed([h.ACTION_FLASH])
     devices = [client.wait_device(loop.node) for loop in loops]
     polkit.clear_checks()
-    jobs = flash_many(client, devices, fds(image['path']), bmap_fd=fds(image['bmap']),
+    jobs = client.flash_many(devices, fds(image['path']), bmap_fd=fds(image['bmap']),
                       power_off=True)
     # Part of what polkit allows, as for one device.
     details = polkit.checks()[0][1]
