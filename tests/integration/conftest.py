@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 '''pytest fixtures: a private bus, the polkitd mock, bmapd, loop devices.'''
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,3 +125,22 @@ def run_as_nobody(script, env=None):
     return subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
                            h.PYTHON, '-c', script], env=env, capture_output=True, text=True,
                           timeout=60)
+
+
+def cancel_as_nobody(bus_address, job):
+    '''Cancel(@job) from another client running as uid 65534: ('OK', its
+    unique name) or (the D-Bus error's name, its message).'''
+    script = f'''
+import json, sys
+sys.path.insert(0, {h.HERE!r})
+import bmapd_harness as h
+c = h.Client({bus_address!r})
+try:
+    c.cancel({job!r})
+    print(json.dumps(['OK', c.unique_name]))
+except h.DBusCallError as e:
+    print(json.dumps([e.name, e.message]))
+'''
+    result = run_as_nobody(script)
+    assert result.returncode == 0, result.stderr
+    return tuple(json.loads(result.stdout))

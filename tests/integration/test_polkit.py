@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import bmapd_harness as h
-from conftest import run_as_nobody
+from conftest import cancel_as_nobody, run_as_nobody
 from test_cli import bmapctl  # noqa: F401 (a fixture)
 from test_jobs import start_slow_flash
 
@@ -185,24 +185,11 @@ def test_cancel_of_another_uid_is_interactive(daemon, bus, client, polkit, loop)
     polkit.set_challenge([h.ACTION_CANCEL])
     dev = client.wait_device(loop.node)
     job, pipe = start_slow_flash(client, dev)
-    script = f'''
-import sys
-sys.path.insert(0, {h.HERE!r})
-import bmapd_harness as h
-c = h.Client({bus.address!r})
-try:
-    c.cancel({job!r})
-    print('OK', c.unique_name)
-except h.DBusCallError as e:
-    print(e.name, e.message)
-'''
     try:
-        result = run_as_nobody(script)
+        word, name = cancel_as_nobody(bus.address, job)
     finally:
         pipe.stop()
-    assert result.returncode == 0, result.stderr
-    word, name = result.stdout.split()
-    assert word == 'OK', result.stdout
+    assert word == 'OK', name
     assert client.wait_finished(job)[0] == 'canceled'
     cancel_checks = [c for c in polkit.checks() if c[0] == h.ACTION_CANCEL]
     assert [c[2] for c in cancel_checks] == [ALLOW_USER_INTERACTION]
