@@ -12,6 +12,8 @@ import errno
 import fcntl
 import hashlib
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -199,6 +201,27 @@ def flash_options(image_fd, bmap_fd, options):
         else:
             opts[key] = GLib.Variant('s', value)
     return fds, opts
+
+
+def bmapctl_on_terminal(bmapctl, *args):
+    '''bmapctl with a terminal for stdin, stdout and stderr, as a user runs it
+    (@bmapctl: the fixture, with .exe and .env): (exit status, what it
+    printed). Gives up reading after 120 s of silence.'''
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execve(bmapctl.exe, [bmapctl.exe, *args], bmapctl.env)
+    output = b''
+    while select.select([master], [], [], 120)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    return os.waitstatus_to_exitcode(status), output.decode(errors='replace')
 
 
 class Client:

@@ -6,8 +6,6 @@ the private test bus, the progress output in its three modes, Ctrl-C,
 import gzip
 import json
 import os
-import pty
-import select
 import shutil
 import signal
 import subprocess
@@ -168,26 +166,9 @@ def test_copy_terminal_progress(daemon, client, polkit, loop, image, bmapctl):
     '''On a terminal: one line redrawn in place, never past 100%.'''
     polkit.set_allowed([h.ACTION_FLASH])
     client.wait_device(loop.node)
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execve(bmapctl.exe, [bmapctl.exe, '--no-ask-password', 'copy', '--bmap',
-                                image['bmap'], image['path'], loop.node], bmapctl.env)
-    output = b''
-    while True:
-        ready, _, _ = select.select([master], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(master)
-    text = output.decode()
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    status, text = h.bmapctl_on_terminal(bmapctl, '--no-ask-password', 'copy', '--bmap',
+                                         image['bmap'], image['path'], loop.node)
+    assert status == 0, text
     assert '\r\x1b[K' in text
     assert 'syncing' in text
     for token in text.replace('\r', ' ').split():

@@ -2,8 +2,6 @@
 '''What bmapd asks polkit, and what it does with the answer.'''
 
 import os
-import pty
-import select
 import shutil
 import subprocess
 
@@ -293,32 +291,12 @@ except h.DBusCallError as e:
     assert loop.read(0, len(data)) == data
 
 
-def on_terminal(bmapctl, *args):
-    '''bmapctl with a terminal for stdin, stdout and stderr, as a user runs it:
-    (exit status, what it printed).'''
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execve(bmapctl.exe, [bmapctl.exe, *args], bmapctl.env)
-    output = b''
-    while select.select([master], [], [], 120)[0]:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(master)
-    return os.waitstatus_to_exitcode(status), output.decode(errors='replace')
-
-
 @pytest.mark.loop
 def test_bmapctl_on_a_terminal_lets_polkit_ask(daemon, client, polkit, loop, image, bmapctl):
     polkit.set_challenge([h.ACTION_FLASH])
     client.wait_device(loop.node)
-    status, output = on_terminal(bmapctl, 'copy', '--bmap', image['bmap'], image['path'],
-                                 loop.node)
+    status, output = h.bmapctl_on_terminal(bmapctl, 'copy', '--bmap', image['bmap'],
+                                           image['path'], loop.node)
     assert status == 0, output
     [(action, _, flags, _, name, _)] = polkit.checks()
     assert (action, flags) == (h.ACTION_FLASH, ALLOW_USER_INTERACTION)
@@ -333,8 +311,8 @@ def test_bmapctl_no_ask_password(daemon, client, polkit, loop, image, bmapctl):
     polkit.set_challenge([h.ACTION_FLASH])
     client.wait_device(loop.node)
     before = loop.sha256()
-    status, output = on_terminal(bmapctl, 'copy', '--no-ask-password', '--bmap', image['bmap'],
-                                 image['path'], loop.node)
+    status, output = h.bmapctl_on_terminal(bmapctl, 'copy', '--no-ask-password', '--bmap',
+                                           image['bmap'], image['path'], loop.node)
     assert status == 3, output
     assert 'no-user-interaction' in output
     assert 'bmapctl did not let polkit ask for a password: --no-ask-password was given' in output
