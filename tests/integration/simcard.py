@@ -63,8 +63,13 @@ def _wait_until(predicate, timeout, what):
 class Card:
     '''A card of @size bytes (zeros at first): a loop device (.node, .name)
     over a file exported by qemu-storage-daemon through FUSE, throttled to
-    @write_bps and @read_bps. Its data lives in .backing, below every
-    cache. close() (or the with-statement) detaches and stops everything.
+    @write_bps and @read_bps (no throttle when both are None). Its data
+    lives in .backing, below every cache: zeros, or @fill repeated over each
+    whole MiB. close() (or the with-statement) detaches and stops everything.
+
+    @inject_errors, when not None, puts a blkdebug node between the file and
+    the rest: a list of its "inject-error" rules (sectors of the backing
+    file). The loop device starts @loop_offset bytes into the export.
 
     The loop device reads and writes the export through the page cache
     (--direct-io=off: direct I/O onto this FUSE file put data at the wrong
@@ -72,16 +77,22 @@ class Card:
     once; drop_cache() forgets them, for a read that goes through the
     throttle as a card's would.'''
 
-    def __init__(self, workdir, size, write_bps=CARD_WRITE_BPS, read_bps=CARD_READ_BPS):
-        self.dir = tempfile.mkdtemp(prefix='bmapd-card-', dir=workdir)
+    def __init__(self, workdir, size, write_bps=CARD_WRITE_BPS, read_bps=CARD_READ_BPS,
+                 fill=None, inject_errors=None, loop_offset=0, prefix='bmapd-card-'):
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir=workdir)
         self.backing = os.path.join(self.dir, 'card.raw')
         self.export = os.path.join(self.dir, 'export.img')
         self.size = size
+        self.loop_offset = loop_offset
         self.proc = None
         self.node = None
         self.name = None
         self.log = None
         with open(self.backing, 'wb') as f:
+            if fill:
+                block = fill * MiB
+                for _ in range(size // MiB):
+                    f.write(block)
             f.truncate(size)
         open(self.export, 'w').close()
 
@@ -92,9 +103,15 @@ class Card:
             limits['bps-read'] = read_bps
         args = [QSD,
                 '--blockdev', json.dumps({'driver': 'file', 'node-name': 'file0',
-                                          'filename': self.backing}),
-                '--blockdev', json.dumps({'driver': 'raw', 'node-name': 'disk',
-                                          'file': 'file0'})]
+                                          'filename': self.backing})]
+        image = 'file0'
+        if inject_errors is not None:
+            faults = {'driver': 'blkdebug', 'node-name': 'faults', 'image': 'file0'}
+            if inject_errors:
+                faults['inject-error'] = inject_errors
+            args += ['--blockdev', json.dumps(faults)]
+            image = 'faults'
+        args += ['--blockdev', json.dumps({'driver': 'raw', 'node-name': 'disk', 'file': image})]
         top = 'disk'
         if limits:
             args += ['--object', json.dumps({'qom-type': 'throttle-group', 'id': 'card',
@@ -112,8 +129,9 @@ class Card:
             self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                          env=env)
             _wait_until(self._exported, 20, f'the FUSE export of {QSD}')
+            offset = ['--offset', str(loop_offset)] if loop_offset else []
             self.node = subprocess.run(
-                ['losetup', '--find', '--show', '--direct-io=off', self.export],
+                ['losetup', '--find', '--show', '--direct-io=off', *offset, self.export],
                 check=True, capture_output=True, text=True).stdout.strip()
         except BaseException:
             self.close()
@@ -153,20 +171,27 @@ class Card:
                 os.close(fd)
 
     def read_backing(self, offset, length):
-        '''What reached the card, below every cache.'''
+        '''What reached the card at the loop device's @offset, below every
+        cache.'''
         with open(self.backing, 'rb') as f:
-            f.seek(offset)
+            f.seek(self.loop_offset + offset)
             return f.read(length)
 
     def attached(self):
         return self.name is not None and os.path.exists(f'/sys/block/{self.name}/loop/backing_file')
 
-    def close(self):
+    def detach(self):
+        '''losetup -d: done at once when nobody holds the device open,
+        else when the last holder (udev probing it) closes it (the kernel's
+        autoclear).'''
         if self.node:
-            # losetup -d is done when the last holder (udev probing the
-            # device) closes it; the export must outlive the loop device.
             subprocess.run(['losetup', '-d', self.node], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close(self):
+        if self.node:
+            # The export must outlive the loop device.
+            self.detach()
             with contextlib.suppress(TimeoutError):
                 _wait_until(lambda: not self.attached(), 30, f'{self.node} to let go')
             self.node = None

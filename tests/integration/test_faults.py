@@ -8,33 +8,28 @@ device with real faults. Every test checks what a user relies on when a
 device fails: the job fails and says where, it is never reported done,
 the device is closed, and bmapd carries on.'''
 
-import contextlib
-import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 
 import pytest
 
 import bmapd_harness as h
+import simcard
 
 pytestmark = pytest.mark.loop
 
-QSD = 'qemu-storage-daemon'
 
-
-class FaultyDisk:
-    '''A loop device over a disk image exported by qemu-storage-daemon
-    through FUSE: file -> blkdebug (EIO on chosen writes or reads) -> raw
-    -> throttle (writes at @write_bps, when given) -> FUSE export.
+class FaultyDisk(simcard.Card):
+    '''A simulated card (simcard.Card) over a disk image of @fill: file ->
+    blkdebug (EIO on chosen writes or reads) -> raw -> throttle (writes at
+    @write_bps, when given) -> FUSE export -> loop device.
 
     The loop device reads and writes the export through the page cache
-    (--direct-io=off: direct I/O onto this FUSE file put data at the wrong
-    offsets here). The FUSE file's cache then answers reads of the pages
+    (--direct-io=off). The FUSE file's cache then answers reads of the pages
     just written in full, and a read fault there is never seen; the loop
     device starts @loop_offset bytes into the export, which leaves the
     export's pages at the ends of each write partly written, and read
@@ -42,19 +37,6 @@ class FaultyDisk:
 
     def __init__(self, tmpdir, size, fill=b'\xaa', write_error_at=None, read_error_at=None,
                  write_bps=None, loop_offset=0):
-        self.dir = tempfile.mkdtemp(prefix='bmapd-faulty-', dir=tmpdir)
-        self.backing = os.path.join(self.dir, 'disk.raw')
-        self.export = os.path.join(self.dir, 'export.img')
-        self.size = size
-        self.loop_offset = loop_offset
-        self.proc = None
-        self.node = None
-        with open(self.backing, 'wb') as f:
-            block = fill * h.MiB
-            for _ in range(size // h.MiB):
-                f.write(block)
-        open(self.export, 'w').close()
-
         rules = []
         if write_error_at is not None:
             rules.append({'event': 'write_aio', 'iotype': 'write', 'errno': 5,
@@ -62,62 +44,8 @@ class FaultyDisk:
         if read_error_at is not None:
             rules.append({'event': 'read_aio', 'iotype': 'read', 'errno': 5,
                           'sector': (loop_offset + read_error_at) // 512, 'once': False})
-        faults = {'driver': 'blkdebug', 'node-name': 'faults', 'image': 'file0'}
-        if rules:
-            faults['inject-error'] = rules
-        args = [QSD,
-                '--blockdev', json.dumps({'driver': 'file', 'node-name': 'file0',
-                                          'filename': self.backing}),
-                '--blockdev', json.dumps(faults),
-                '--blockdev', json.dumps({'driver': 'raw', 'node-name': 'disk', 'file': 'faults'})]
-        top = 'disk'
-        if write_bps is not None:
-            args += ['--object', json.dumps({'qom-type': 'throttle-group', 'id': 'crawl',
-                                             'limits': {'bps-write': write_bps}}),
-                     '--blockdev', json.dumps({'driver': 'throttle', 'node-name': 'slow',
-                                               'file': 'disk', 'throttle-group': 'crawl'})]
-            top = 'slow'
-        args += ['--export', json.dumps({'type': 'fuse', 'id': 'export', 'node-name': top,
-                                         'mountpoint': self.export, 'writable': True})]
-        self.log_path = os.path.join(self.dir, 'qsd.log')
-        self.log = open(self.log_path, 'w')
-        env = dict(os.environ)
-        env.pop('LD_PRELOAD', None)
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        try:
-            h.wait_until(self._exported, 20, 'the FUSE export of qemu-storage-daemon')
-            self.node = subprocess.run(
-                ['losetup', '--find', '--show', '--direct-io=off', '--offset', str(loop_offset),
-                 self.export], check=True, capture_output=True, text=True).stdout.strip()
-        except Exception:
-            self.close()
-            raise
-        self.name = os.path.basename(self.node)
-
-    def _exported(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f'{QSD} exited with {self.proc.returncode}: '
-                               + open(self.log_path).read())
-        return self._mounted()
-
-    def _mounted(self):
-        # Not os.path.ismount(): a FUSE mount whose server died fails stat().
-        with open('/proc/self/mountinfo') as f:
-            return any(line.split()[4] == self.export for line in f)
-
-    def read_backing(self, offset, length):
-        '''What reached the disk image, below every cache.'''
-        return h.read_range(self.backing, self.loop_offset + offset, length)
-
-    def detach(self):
-        '''losetup -d: done at once when nobody holds the device open,
-        else when the last holder closes it (the kernel's autoclear).'''
-        if self.node:
-            subprocess.run(['losetup', '-d', self.node], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def attached(self):
-        return os.path.exists(f'/sys/block/{self.name}/loop/backing_file')
+        super().__init__(tmpdir, size, write_bps=write_bps, read_bps=None, fill=fill,
+                         inject_errors=rules, loop_offset=loop_offset, prefix='bmapd-faulty-')
 
     def kill_export(self):
         '''The medium is gone: every later read or write of the export fails.'''
@@ -125,38 +53,9 @@ class FaultyDisk:
             self.proc.kill()
             self.proc.wait(10)
 
-    def close(self):
-        self.detach()
-        if self.node:
-            # A detach waits for the device's holders; the export must
-            # outlive the loop device.
-            with contextlib.suppress(TimeoutError):
-                h.wait_until(lambda: not self.attached(), 30, f'{self.node} to let go')
-            self.node = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._mounted():
-            subprocess.run(['umount', '-l', self.export], check=False)
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 def faulty_usable():
-    reason = h.loop_devices_usable()
-    if reason:
-        return reason
-    if not shutil.which(QSD):
-        return f'{QSD} is not installed (package qemu-system-common)'
-    if not os.path.exists('/dev/fuse'):
-        return 'no /dev/fuse'
-    if not shutil.which('fusermount3') and not shutil.which('fusermount'):
-        return 'fusermount3 is not installed (package fuse3)'
-    return None
+    return h.loop_devices_usable() or simcard.cards_usable()
 
 
 @pytest.fixture
