@@ -65,11 +65,16 @@ def daemon(bus, client, polkit, tmp_path, daemon_config):
     assert rc in (0, None) or rc == -15, f'bmapd exited with {rc}'
 
 
-@pytest.fixture
-def loop_factory(tmp_path):
+def skip_without_loop_devices():
+    '''Skips the test, saying why, when loop devices cannot be made here.'''
     reason = h.loop_devices_usable()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def loop_factory(tmp_path):
+    skip_without_loop_devices()
     devices = []
 
     def make(size=16 * h.MiB, fill=b'\xaa'):

@@ -11,6 +11,7 @@ that device.'''
 import pytest
 
 import bmapd_harness as h
+from conftest import skip_without_loop_devices
 from test_autoflash_loop import (CARD, arm, assert_untouched, assert_written, image,  # noqa: F401
                                  settle, wait_cards)
 
@@ -19,9 +20,7 @@ pytestmark = pytest.mark.loop
 
 @pytest.fixture
 def readers(tmp_path):
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
+    skip_without_loop_devices()
     if h.udevd_running():
         pytest.skip('udevd runs: it would hold back the events of a held device')
     made = []

@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 import bmapd_harness as h
+from conftest import skip_without_loop_devices
 from simcard import written_bytes
 
 pytestmark = pytest.mark.loop
@@ -30,9 +31,7 @@ BIG_CARD = CARD + 4 * h.MiB
 
 @pytest.fixture(scope='module')
 def udevd(tmp_path_factory):
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
+    skip_without_loop_devices()
     if not os.access(h.UDEVD, os.X_OK):
         pytest.skip(f'{h.UDEVD} is not installed')
     u = h.Udevd(str(tmp_path_factory.mktemp('udevd')))

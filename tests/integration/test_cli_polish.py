@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import bmapd_harness as h
+from conftest import skip_without_loop_devices
 from test_cli import bmapctl  # noqa: F401 - the fixture
 
 sys.path.insert(0, os.path.join(os.path.dirname(h.HERE), 'cli'))
@@ -23,9 +24,7 @@ def erase_lines(text):
 @pytest.fixture
 def partitioned_loop(tmp_path):
     '''A 16 MiB loop device with one 8 MiB partition at 1 MiB.'''
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
+    skip_without_loop_devices()
     backing = tmp_path / 'partitioned.img'
     with open(backing, 'wb') as f:
         f.truncate(16 * h.MiB)

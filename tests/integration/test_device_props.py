@@ -12,6 +12,7 @@ import tempfile
 import pytest
 
 import bmapd_harness as h
+from conftest import skip_without_loop_devices
 
 pytestmark = pytest.mark.loop
 
@@ -80,9 +81,7 @@ class PartitionedLoop:
 
 @pytest.fixture
 def partitioned(tmp_path):
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
+    skip_without_loop_devices()
     need_tools('sfdisk', 'partx', 'mkfs.vfat', 'mkfs.ext4')
     disk = PartitionedLoop(str(tmp_path))
     yield disk

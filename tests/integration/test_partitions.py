@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import bmapd_harness as h
+from conftest import skip_without_loop_devices
 
 sys.path.insert(0, os.path.join(h.HERE, '..', 'cli'))
 from loop_partitions import attach_partitioned, detach  # noqa: E402
@@ -61,9 +62,7 @@ class PartitionedLoop:
 
 @pytest.fixture
 def partitioned(tmp_path):
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
+    skip_without_loop_devices()
     made = []
 
     def make(size=24 * h.MiB, sectors=10 * 2048, inside=b'\0'):

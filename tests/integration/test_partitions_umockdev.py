@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 import bmapd_harness as h
+from conftest import skip_without_loop_devices
 
 h.require_umockdev()
 
@@ -160,9 +161,7 @@ def test_partition_bmapd_does_not_offer_is_written_in_process(fake_daemon, bus, 
     '''bmapd runs but sees only the fake devices: the partition of a real
     loop device is one it does not offer, written in-process with one line
     saying so; with --daemon it is refused.'''
-    reason = h.loop_devices_usable()
-    if reason:
-        pytest.skip(reason)
+    skip_without_loop_devices()
     backing = tmp_path / 'real.img'
     backing.write_bytes(b'\xa5' * (4 * h.MiB))
     cli = os.path.join(h.HERE, '..', 'cli')
