@@ -329,6 +329,17 @@ class Client:
                                    interactive)
         return self.call(MANAGER_PATH, MANAGER_IFACE, 'Flash', args, fds, interactive)[0]
 
+    def flash_pipe(self, device, data, chunk=MiB, **options):
+        '''Flashes @data through a pipe, without a bmap, and waits for the
+        job's end: (state, error name, message).'''
+        pipe = SlowPipe(data, chunk=chunk, delay=0).start()
+        try:
+            job = self.flash(device, pipe.read_fd, nobmap=True, **options)
+            pipe.close_read()
+            return self.wait_finished(job)
+        finally:
+            pipe.stop()
+
     def flash_many(self, devices, image_fd, bmap_fd=None, block=True, **options):
         '''FlashMany(); options as in flash().'''
         fds, opts = flash_options(image_fd, bmap_fd, options)

@@ -146,13 +146,7 @@ def test_device_removed_mid_flash(daemon, client, polkit, loop):
     loop.uevent('add')
     dev = client.wait_device(loop.node)
     data = h.pattern('after', 1 * h.MiB)
-    pipe = h.SlowPipe(data, chunk=1 * h.MiB, delay=0).start()
-    try:
-        job = client.flash(dev, pipe.read_fd, nobmap=True)
-        pipe.close_read()
-        assert client.wait_finished(job)[0] == 'done'
-    finally:
-        pipe.stop()
+    assert client.flash_pipe(dev, data)[0] == 'done'
     assert loop.read(0, len(data)) == data
 
 

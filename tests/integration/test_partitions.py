@@ -305,13 +305,7 @@ def test_partition_disappearing_mid_flash(daemon, client, polkit, partitioned, w
     # Both come back (the partition after its disk) and can be written.
     client.wait_device(loop.node)
     part = client.wait_device(loop.part)
-    pipe = h.SlowPipe(h.pattern('after', h.MiB), chunk=h.MiB, delay=0).start()
-    try:
-        job = client.flash(part, pipe.read_fd, nobmap=True)
-        pipe.close_read()
-        assert client.wait_finished(job)[0] == 'done'
-    finally:
-        pipe.stop()
+    assert client.flash_pipe(part, h.pattern('after', h.MiB))[0] == 'done'
     assert loop.read(loop.start, h.MiB) == h.pattern('after', h.MiB)
 
 
