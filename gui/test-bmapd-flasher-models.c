@@ -42,14 +42,32 @@ old_usb_properties (void)
   return g_variant_builder_end (&b);
 }
 
+/* An a{sv} of name, value pairs (floating values), ended by NULL. */
+static GVariant *
+properties (const char *first_name, ...)
+{
+  GVariantBuilder b;
+  va_list args;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  va_start (args, first_name);
+  for (const char *name = first_name; name != NULL; name = va_arg (args, const char *))
+    g_variant_builder_add (&b, "{sv}", name, va_arg (args, GVariant *));
+  va_end (args);
+  return g_variant_builder_end (&b);
+}
+
 static GVariant *
 one_property (const char *name, GVariant *value)
 {
-  GVariantBuilder b;
+  return properties (name, value, NULL);
+}
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", name, value);
-  return g_variant_builder_end (&b);
+/* A job of the app's for the card reader /dev/sdb, as the window makes it. */
+static BmapdFlasherJob *
+card_job (void)
+{
+  return bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
 }
 
 static void
@@ -272,8 +290,7 @@ job_state (const char *state)
 static void
 test_job_done (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *status = NULL;
   g_autofree char *result = NULL;
 
@@ -313,22 +330,19 @@ test_job_done (void)
 static void
 test_job_minimize_writes (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *result = NULL;
   g_autofree char *details = NULL;
-  GVariantBuilder b;
 
   bmapd_flasher_job_set_minimize_writes (job, TRUE);
   bmapd_flasher_job_flash_called (job);
   bmapd_flasher_job_update (job, job_state ("writing"));
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "BytesChecked", g_variant_new_uint64 (58720256));
-  g_variant_builder_add (&b, "{sv}", "BytesWritten", g_variant_new_uint64 (1048576));
-  g_variant_builder_add (&b, "{sv}", "Result",
-                         g_variant_new_string ("55.0 MiB of 56.0 MiB found in place, not written; "
-                                               "not ejected: /dev/loop3 is not a USB device"));
-  bmapd_flasher_job_update (job, g_variant_builder_end (&b));
+  bmapd_flasher_job_update (
+      job, properties ("BytesChecked", g_variant_new_uint64 (58720256), "BytesWritten",
+                       g_variant_new_uint64 (1048576), "Result",
+                       g_variant_new_string ("55.0 MiB of 56.0 MiB found in place, not written; "
+                                             "not ejected: /dev/loop3 is not a USB device"),
+                       NULL));
   g_assert_cmpuint (bmapd_flasher_job_get_bytes_checked (job), ==, 58720256);
   g_assert_cmpuint (bmapd_flasher_job_get_bytes_written (job), ==, 1048576);
   g_assert_null (bmapd_flasher_job_dup_result (job));
@@ -354,18 +368,14 @@ test_job_minimize_writes (void)
 static void
 test_job_time_left_from_daemon (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
-  GVariantBuilder b;
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *status = NULL;
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "State", g_variant_new_string ("writing"));
-  g_variant_builder_add (&b, "{sv}", "ExpectedEndTime",
-                         g_variant_new_uint64 (1000 * G_USEC_PER_SEC));
-  g_variant_builder_add (&b, "{sv}", "Rate", g_variant_new_uint64 (2000000));
-  g_variant_builder_add (&b, "{sv}", "Progress", g_variant_new_double (0.5));
-  bmapd_flasher_job_update (job, g_variant_builder_end (&b));
+  bmapd_flasher_job_update (job, properties ("State", g_variant_new_string ("writing"),
+                                             "ExpectedEndTime",
+                                             g_variant_new_uint64 (1000 * G_USEC_PER_SEC), "Rate",
+                                             g_variant_new_uint64 (2000000), "Progress",
+                                             g_variant_new_double (0.5), NULL));
   status = bmapd_flasher_job_dup_status (job, 820 * G_USEC_PER_SEC);
   g_assert_cmpstr (status, ==, "Writing · 2.0" NBSP "MB/s · about 3 minutes left");
   g_assert_cmpfloat_with_epsilon (bmapd_flasher_job_get_fraction (job), 0.5, 1e-9);
@@ -374,8 +384,7 @@ test_job_time_left_from_daemon (void)
 static void
 test_job_failed_partial (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *result = NULL;
 
   bmapd_flasher_job_update (job, job_state ("preparing"));
@@ -391,8 +400,7 @@ test_job_failed_partial (void)
 static void
 test_job_canceled_before_writing (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *result = NULL;
 
   bmapd_flasher_job_update (job, job_state ("preparing"));
@@ -404,8 +412,7 @@ test_job_canceled_before_writing (void)
 static void
 test_job_call_failed (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autoptr (GError) error = g_dbus_error_new_for_dbus_error (
       "org.bmapd.bmapd1.Error.NotAuthorized", "flashing /dev/sdb was not authorized");
   g_autofree char *result = NULL;
@@ -422,9 +429,7 @@ static void
 test_station (void)
 {
   g_autoptr (BmapdFlasherStation) station = bmapd_flasher_station_new ("board.img (station)");
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
-  GVariantBuilder b;
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *counter = NULL;
   guint changed = 0;
 
@@ -433,11 +438,9 @@ test_station (void)
   bmapd_flasher_station_set_rule (station, "/org/bmapd/bmapd1/autoflash/3");
   g_assert_true (bmapd_flasher_station_is_armed (station));
 
-  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
-  g_variant_builder_add (&b, "{sv}", "Flashed", g_variant_new_uint32 (1));
-  g_variant_builder_add (&b, "{sv}", "Failed", g_variant_new_uint32 (2));
-  g_variant_builder_add (&b, "{sv}", "Description", g_variant_new_string ("board.img (station)"));
-  bmapd_flasher_station_update (station, g_variant_builder_end (&b));
+  bmapd_flasher_station_update (
+      station, properties ("Flashed", g_variant_new_uint32 (1), "Failed", g_variant_new_uint32 (2),
+                           "Description", g_variant_new_string ("board.img (station)"), NULL));
   counter = bmapd_flasher_station_dup_counter (station);
   g_assert_cmpstr (counter, ==, "1 card flashed, 2 failed");
 
@@ -460,8 +463,7 @@ test_station (void)
 static void
 test_job_cancel_pending (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autofree char *status = NULL;
   g_autofree char *result = NULL;
 
@@ -490,8 +492,7 @@ test_job_cancel_pending (void)
 static void
 test_job_cancel_pending_then_refused (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autoptr (GError) error = g_dbus_error_new_for_dbus_error (
       "org.bmapd.bmapd1.Error.NotAuthorized", "not authorized to flash /dev/sdb");
   g_autofree char *result = NULL;
@@ -508,8 +509,7 @@ test_job_cancel_pending_then_refused (void)
 static void
 test_job_canceled_while_authorizing (void)
 {
-  g_autoptr (BmapdFlasherJob) job
-      = bmapd_flasher_job_new ("/org/bmapd/bmapd1/device/sdb", "Card", "/dev/sdb");
+  g_autoptr (BmapdFlasherJob) job = card_job ();
   g_autoptr (GError) error = g_dbus_error_new_for_dbus_error (
       "org.bmapd.bmapd1.Error.Cancelled", "job 1 was canceled by uid 1000 before it started");
   g_autofree char *result = NULL;
