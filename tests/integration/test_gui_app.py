@@ -197,6 +197,16 @@ def run_flasher(flasher, display, bus, user_dir, args, timeout=240):
     return proc.returncode, out, err
 
 
+def run_flasher_ok(flasher, display, bus, user_dir, args):
+    '''run_flasher() that prints what the app said and expects it to exit 0:
+    (stdout, stderr).'''
+    rc, out, err = run_flasher(flasher, display, bus, user_dir, args)
+    print(out)
+    print(err)
+    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    return out, err
+
+
 def test_gui_app_flashes_loop_device(daemon, bus, polkit, loop_factory, xvfb, flasher, user_dir):
     raw, image, ranges = make_image(user_dir)
     loop = loop_factory(128 * h.MiB)
@@ -213,12 +223,9 @@ def test_gui_app_flashes_loop_device(daemon, bus, polkit, loop_factory, xvfb, fl
         client.close()
 
     shots = os.path.join(user_dir, 'shots')
-    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
-                               [image, '--device', loop.node, '--flash', '--verbose',
-                                '--screenshot-dir', shots, '--close-when-done'])
-    print(out)
-    print(err)
-    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    out, err = run_flasher_ok(flasher, xvfb.display, bus, user_dir,
+                              [image, '--device', loop.node, '--flash', '--verbose',
+                               '--screenshot-dir', shots, '--close-when-done'])
 
     lines = out.splitlines()
     states = [line.split()[2] for line in lines if line.startswith(f'state {loop.node} ')]
@@ -268,12 +275,9 @@ def test_gui_app_too_small_device_is_refused(daemon, bus, polkit, loop_factory, 
     # Listed first: a card bmapd does not offer is not "too small".
     wait_listed(bus, [loop.node])
 
-    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
-                               [image, '--device', loop.node, '--flash', '--verbose',
-                                '--close-when-done'])
-    print(out)
-    print(err)
-    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    out, err = run_flasher_ok(flasher, xvfb.display, bus, user_dir,
+                              [image, '--device', loop.node, '--flash', '--verbose',
+                               '--close-when-done'])
     lines = [line for line in out.splitlines()
              if line.split(' ', 1)[0] in ('unusable', 'state', 'result')]
     # g_format_size: decimal units with a no-break space.
@@ -563,12 +567,9 @@ def test_gui_app_signed_image_two_cards_then_minimize_writes(
     common = ['--verbose', '--trusted-keys-dir', trusted_keys.trusted, '--screenshot-dir',
               shots, '--close-when-done']
 
-    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
-                               [raw, '--device', cards[0].node, '--device', cards[1].node,
-                                '--flash', *common])
-    print(out)
-    print(err)
-    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    out, err = run_flasher_ok(flasher, xvfb.display, bus, user_dir,
+                              [raw, '--device', cards[0].node, '--device', cards[1].node,
+                               '--flash', *common])
     lines = out.splitlines()
     key_id = trusted_keys.fpr[-16:]
     assert f'signature signed by {trusted_keys.uid} ({key_id})' in lines, out
@@ -635,13 +636,10 @@ def test_gui_app_untrusted_signature(signed_daemon, bus, polkit, loop_factory, x
     wait_listed(bus, [card.node])
     polkit.set_challenge([h.ACTION_FLASH])
     shots = os.path.join(user_dir, 'shots')
-    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
-                               [raw, '--device', card.node, '--flash', '--verbose',
-                                '--trusted-keys-dir', trusted_keys.trusted,
-                                '--screenshot-dir', shots, '--close-when-done'])
-    print(out)
-    print(err)
-    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    out, err = run_flasher_ok(flasher, xvfb.display, bus, user_dir,
+                              [raw, '--device', card.node, '--flash', '--verbose',
+                               '--trusted-keys-dir', trusted_keys.trusted,
+                               '--screenshot-dir', shots, '--close-when-done'])
     lines = out.splitlines()
     [badge] = [line for line in lines if line.startswith('signature ')]
     assert badge.startswith('signature signature not trusted: the signature in '
@@ -669,12 +667,9 @@ def test_gui_app_clearsigned_bmap(signed_daemon, bus, polkit, loop_factory, xvfb
     card = loop_factory(8 * h.MiB)
     wait_listed(bus, [card.node])
     polkit.set_challenge([h.ACTION_FLASH])
-    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
-                               [raw, '--device', card.node, '--flash', '--verbose',
-                                '--trusted-keys-dir', trusted_keys.trusted, '--close-when-done'])
-    print(out)
-    print(err)
-    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    out, err = run_flasher_ok(flasher, xvfb.display, bus, user_dir,
+                              [raw, '--device', card.node, '--flash', '--verbose',
+                               '--trusted-keys-dir', trusted_keys.trusted, '--close-when-done'])
     lines = out.splitlines()
     assert f'signature signed by {trusted_keys.uid} ({trusted_keys.fpr[-16:]})' in lines, out
     assert f'result {card.node} done Done and verified. The card can be removed.' in lines, out
@@ -700,12 +695,9 @@ def test_gui_app_lists_whole_cards_only(daemon, bus, client, polkit, partitioned
     client.wait_device(card.node)
     client.wait_device(card.part)
     polkit.set_challenge([h.ACTION_FLASH])
-    rc, out, err = run_flasher(flasher, xvfb.display, bus, user_dir,
-                               [raw, '--device', card.node, '--flash', '--verbose',
-                                '--close-when-done'])
-    print(out)
-    print(err)
-    assert rc == 0, f'bmapd-flasher exited with {rc}'
+    out, err = run_flasher_ok(flasher, xvfb.display, bus, user_dir,
+                              [raw, '--device', card.node, '--flash', '--verbose',
+                               '--close-when-done'])
     lines = out.splitlines()
     assert f'listed {card.node}' in lines, out
     assert f'listed {card.part}' not in lines, out
