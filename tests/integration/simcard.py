@@ -52,6 +52,19 @@ def cards_usable():
     return None
 
 
+def stop_process(proc, timeout=20):
+    '''Ends @proc (a Popen) with SIGTERM, and SIGKILL when it has not
+    exited @timeout s later; nothing when it has already exited.'''
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_until(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -195,13 +208,8 @@ class Card:
             with contextlib.suppress(TimeoutError):
                 _wait_until(lambda: not self.attached(), 30, f'{self.node} to let go')
             self.node = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         if self._mounted():
             subprocess.run(['umount', '-l', self.export], check=False)
         if self.log is not None:
