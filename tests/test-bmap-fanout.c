@@ -128,7 +128,7 @@ test_identical (Fixture *fx, gconstpointer data)
   g_autofree char *packed = g_build_filename (fx->dir, "disk.img.gz", NULL);
   BmapCopyTarget targets[N_TARGETS] = { 0 };
   TargetState states[N_TARGETS] = { 0 };
-  g_autofree char *paths[N_TARGETS] = { 0 };
+  char *paths[N_TARGETS] = { 0 };
   BmapCopyOptions options = { 0 };
 
   g_assert_cmpint (bmap_test_sh ("gzip -1 -c '%s' > '%s'", fx->image, packed), ==, 0);
@@ -153,6 +153,8 @@ test_identical (Fixture *fx, gconstpointer data)
     bmap_test_assert_same_content (fx->image, paths[i]);
   }
   clear_targets (targets, N_TARGETS);
+  for (guint i = 0; i < N_TARGETS; i++)
+    g_free (paths[i]);
 }
 
 /* The image's error is every target's: a checksum mismatch fails all. */
@@ -192,7 +194,7 @@ test_one_dropped_midway (Fixture *fx, gconstpointer data)
   g_autoptr (GCancellable) cancel_one = g_cancellable_new ();
   BmapCopyTarget targets[N_TARGETS] = { 0 };
   TargetState states[N_TARGETS] = { 0 };
-  g_autofree char *paths[N_TARGETS] = { 0 };
+  char *paths[N_TARGETS] = { 0 };
   BmapCopyOptions options = { 0 };
   g_autoptr (GBytes) image = bmap_test_read_file (fx->image);
   BmapTestFeeder feeder
@@ -223,6 +225,8 @@ test_one_dropped_midway (Fixture *fx, gconstpointer data)
     bmap_test_assert_same_content (fx->image, paths[i]);
   }
   clear_targets (targets, N_TARGETS);
+  for (guint i = 0; i < N_TARGETS; i++)
+    g_free (paths[i]);
 }
 
 /* A target whose writes fail (a tmpfs smaller than the image: ENOSPC in
@@ -233,7 +237,7 @@ test_one_fails_writing (Fixture *fx, gconstpointer data)
   g_autoptr (GError) error = NULL;
   g_autoptr (BmapSource) source = NULL;
   g_autofree char *small = g_build_filename (fx->dir, "small", NULL);
-  g_autofree char *paths[3] = { 0 };
+  char *paths[3] = { 0 };
   BmapCopyTarget targets[3] = { 0 };
   BmapCopyOptions options = { 0 };
 
@@ -262,6 +266,8 @@ test_one_fails_writing (Fixture *fx, gconstpointer data)
   bmap_test_assert_same_content (fx->image, paths[0]);
   bmap_test_assert_same_content (fx->image, paths[2]);
   clear_targets (targets, G_N_ELEMENTS (targets));
+  for (guint i = 0; i < G_N_ELEMENTS (paths); i++)
+    g_free (paths[i]);
   g_assert_cmpint (umount (small), ==, 0);
 }
 
